@@ -1,0 +1,138 @@
+//! The audit trail: records, the hash chain that links them, the writer thread that commits
+//! them in groups, and the narrow `Backend` interface a store implements (SQLite here; a
+//! central store for fleets would implement the same trait without touching the request path).
+
+pub mod canonical;
+pub mod query;
+pub mod sqlite;
+pub mod writer;
+
+use serde_json::Value;
+
+use crate::retention::Observed;
+
+pub use writer::{AuditHandle, WriterStats};
+
+/// Why an event could not be stored or read.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The store refused the write (disk full, read-only, locked…).
+    #[error("audit store write failed: {0}")]
+    Write(String),
+    /// The store could not be opened.
+    #[error("cannot open the audit database {path}: {reason}")]
+    Open {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The writer has stopped (shutdown or a crash of its thread).
+    #[error("the audit writer is not running")]
+    Closed,
+    /// A read failed.
+    #[error("audit query failed: {0}")]
+    Read(String),
+}
+
+/// Which half of a call a record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// Written before forwarding (or as the whole record of a refused call).
+    Request,
+    /// Written when the vendor's answer (or the failure) is known.
+    Outcome,
+}
+
+impl RecordKind {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Request => "request",
+            RecordKind::Outcome => "outcome",
+        }
+    }
+}
+
+/// Columns kept beside the record for filtering; derived from the record, not part of it.
+#[derive(Debug, Clone, Default)]
+pub struct IndexFields {
+    /// `eventName`.
+    pub event_name: String,
+    /// `eventSource`.
+    pub event_source: String,
+    /// Principals: access key id, bearer ARN, token fingerprint, proxy user.
+    pub actors: Vec<String>,
+    /// `guardrail.decision`.
+    pub decision: String,
+    /// Resource ids (resources and changes).
+    pub resources: Vec<String>,
+}
+
+/// A record on its way to the chain.
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    /// Request or outcome.
+    pub kind: RecordKind,
+    /// The call's `eventID`.
+    pub event_id: String,
+    /// RFC 3339 UTC with milliseconds.
+    pub event_time: String,
+    /// The record's fields (no chain fields yet).
+    pub body: Value,
+    /// Filter columns.
+    pub index: IndexFields,
+    /// Retention values this record reports, for the `previous` memory.
+    pub observed: Vec<Observed>,
+}
+
+/// A record with its place in the chain.
+#[derive(Debug, Clone)]
+pub struct Linked {
+    /// Position in the chain, from 1.
+    pub seq: u64,
+    /// Hash of the previous record (`GENESIS` for the first).
+    pub prev_hash: String,
+    /// `sha256(canonical JSON of body with seq and prevHash)`.
+    pub hash: String,
+    /// The canonical JSON text that `hash` covers.
+    pub text: String,
+    /// The record.
+    pub record: NewRecord,
+}
+
+/// `prevHash` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Links `record` after `(seq, hash)`.
+pub fn link(prev_seq: u64, prev_hash: &str, record: NewRecord) -> Linked {
+    let seq = prev_seq + 1;
+    let mut body = record.body.clone();
+    if let Value::Object(o) = &mut body {
+        o.insert("seq".into(), Value::from(seq));
+        o.insert("prevHash".into(), Value::from(prev_hash));
+        o.insert("recordType".into(), Value::from(record.kind.as_str()));
+    }
+    let text = canonical::to_string(&body);
+    let hash = canonical::sha256_hex(text.as_bytes());
+    Linked {
+        seq,
+        prev_hash: prev_hash.to_string(),
+        hash,
+        text,
+        record,
+    }
+}
+
+/// A store the writer thread appends to. Implementations are synchronous and owned by one
+/// thread; every method may block on I/O.
+pub trait Backend: Send + 'static {
+    /// The last `(seq, hash)` of the chain, `(0, GENESIS)` when empty.
+    fn head(&mut self) -> Result<(u64, String), AuditError>;
+    /// Appends a group of linked records durably, all or none.
+    fn append(&mut self, batch: &[Linked]) -> Result<(), AuditError>;
+    /// Checks that a write would succeed now (for `/readyz`).
+    fn probe(&mut self) -> Result<(), AuditError>;
+    /// Every remembered retention value, to seed the `previous` memory at start.
+    fn last_seen(&mut self) -> Result<Vec<Observed>, AuditError>;
+}

@@ -1,0 +1,301 @@
+//! Reading the trail: merged events (request link + outcome link) with the SPEC §5 filters,
+//! and `verify`, which walks the chain and names the first broken `seq`.
+
+use rusqlite::{Connection, params_from_iter, types::Value as Sql};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::canonical;
+use super::{AuditError, GENESIS};
+
+/// Filters shared by `audit query` and `GET /v1/events`.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Events at or after (RFC 3339 UTC, ms).
+    pub since: Option<String>,
+    /// Events before.
+    pub until: Option<String>,
+    /// `eventName`.
+    pub event_name: Option<String>,
+    /// `eventSource` (`chime.amazonaws.com`, or a short name such as `slack`).
+    pub source: Option<String>,
+    /// A principal: access key id, bearer ARN, token fingerprint or proxy user.
+    pub actor: Option<String>,
+    /// A resource id (account, ARN or channel).
+    pub resource: Option<String>,
+    /// `guardrail.decision`.
+    pub decision: Option<String>,
+    /// Events after this request `seq` (cursor).
+    pub after_seq: Option<u64>,
+    /// At most this many events.
+    pub limit: Option<u64>,
+}
+
+/// Formats a time as the audit log spells it.
+pub fn format_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// Parses `T`: RFC 3339, or an age such as `15m`, `24h`, `7d` counted back from `now`.
+pub fn parse_time(s: &str, now: OffsetDateTime) -> Result<String, String> {
+    let s = s.trim();
+    if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(format_time(t));
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: i64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is neither an RFC 3339 time nor an age like 15m, 24h or 7d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        "w" => n * 7 * 86400,
+        _ => {
+            return Err(format!(
+                "{s:?} is neither an RFC 3339 time nor an age like 15m, 24h or 7d"
+            ));
+        }
+    };
+    Ok(format_time(now - time::Duration::seconds(secs)))
+}
+
+fn source_name(s: &str) -> String {
+    match s {
+        "chime" => "chime.amazonaws.com".into(),
+        "chime_messaging" | "messaging-chime" => "messaging-chime.amazonaws.com".into(),
+        "chime_identity" | "identity-chime" => "identity-chime.amazonaws.com".into(),
+        "slack" => "slack.com".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Merges a request link and its outcome link into one event.
+pub fn merge(request: &str, req_hash: &str, outcome: Option<&str>) -> Value {
+    let mut ev: Map<String, Value> = match serde_json::from_str(request) {
+        Ok(Value::Object(o)) => o,
+        _ => Map::new(),
+    };
+    ev.remove("recordType");
+    ev.insert("hash".into(), Value::from(req_hash));
+    if let Some(o) = outcome
+        && let Ok(Value::Object(o)) = serde_json::from_str::<Value>(o)
+    {
+        for (k, v) in o {
+            match k.as_str() {
+                "seq" | "prevHash" | "recordType" | "eventID" | "eventTime" => {}
+                "userIdentity" => {
+                    if let (Some(Value::Object(dst)), Value::Object(src)) = (ev.get_mut("userIdentity"), &v) {
+                        for (a, b) in src {
+                            dst.insert(a.clone(), b.clone());
+                        }
+                    } else {
+                        ev.insert(k, v);
+                    }
+                }
+                _ => {
+                    ev.insert(k, v);
+                }
+            }
+        }
+    }
+    if ev.get("outcome").is_none_or(Value::is_null) {
+        ev.insert("outcome".into(), Value::from("unknown"));
+    }
+    Value::Object(ev)
+}
+
+/// Runs a filtered query; events in `seq` order, each the merge of its two links.
+pub fn query(conn: &Connection, f: &Filter) -> Result<Vec<Value>, AuditError> {
+    let mut sql = String::from(
+        "SELECT r.seq, r.body, r.hash, (SELECT o.body FROM records o WHERE o.event_id = r.event_id AND o.kind = 'outcome' ORDER BY o.seq LIMIT 1)
+         FROM records r WHERE r.kind = 'request'",
+    );
+    let mut args: Vec<Sql> = Vec::new();
+    if let Some(s) = &f.since {
+        sql.push_str(" AND r.event_time >= ?");
+        args.push(Sql::Text(s.clone()));
+    }
+    if let Some(s) = &f.until {
+        sql.push_str(" AND r.event_time < ?");
+        args.push(Sql::Text(s.clone()));
+    }
+    if let Some(s) = &f.event_name {
+        sql.push_str(" AND r.event_name = ?");
+        args.push(Sql::Text(s.clone()));
+    }
+    if let Some(s) = &f.source {
+        sql.push_str(" AND r.event_source = ?");
+        args.push(Sql::Text(source_name(s)));
+    }
+    if let Some(s) = &f.decision {
+        sql.push_str(" AND r.decision = ?");
+        args.push(Sql::Text(s.clone()));
+    }
+    if let Some(s) = &f.actor {
+        sql.push_str(" AND r.seq IN (SELECT seq FROM record_actors WHERE actor = ?)");
+        args.push(Sql::Text(s.clone()));
+    }
+    if let Some(s) = &f.resource {
+        sql.push_str(
+            " AND r.event_id IN (SELECT x.event_id FROM records x JOIN record_resources rr ON rr.seq = x.seq WHERE rr.resource = ?)",
+        );
+        args.push(Sql::Text(s.clone()));
+    }
+    if let Some(a) = f.after_seq {
+        sql.push_str(" AND r.seq > ?");
+        args.push(Sql::Integer(a as i64));
+    }
+    sql.push_str(" ORDER BY r.seq");
+    if let Some(l) = f.limit {
+        sql.push_str(" LIMIT ?");
+        args.push(Sql::Integer(l.min(i64::MAX as u64) as i64));
+    }
+    let rd = |e: rusqlite::Error| AuditError::Read(e.to_string());
+    let mut st = conn.prepare(&sql).map_err(rd)?;
+    let rows = st
+        .query_map(params_from_iter(args), |r| {
+            Ok((
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })
+        .map_err(rd)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (body, hash, outcome) = row.map_err(rd)?;
+        out.push(merge(&body, &hash, outcome.as_deref()));
+    }
+    Ok(out)
+}
+
+/// The result of walking the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// Every link verified.
+    Intact {
+        /// Records checked.
+        records: u64,
+    },
+    /// The first record that does not verify.
+    Broken {
+        /// Its `seq`.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Walks every record in order and checks seq continuity, `prevHash` links, hashes and
+/// that the filter columns agree with the hashed body.
+pub fn verify(conn: &Connection) -> Result<Verification, AuditError> {
+    let rd = |e: rusqlite::Error| AuditError::Read(e.to_string());
+    let mut st = conn
+        .prepare("SELECT seq, kind, event_id, event_time, event_name, event_source, body, prev_hash, hash FROM records ORDER BY seq")
+        .map_err(rd)?;
+    let mut rows = st.query([]).map_err(rd)?;
+    let mut expect_seq = 1u64;
+    let mut prev = GENESIS.to_string();
+    let mut n = 0u64;
+    while let Some(r) = rows.next().map_err(rd)? {
+        let seq = r.get::<_, i64>(0).map_err(rd)? as u64;
+        let kind: String = r.get(1).map_err(rd)?;
+        let event_id: String = r.get(2).map_err(rd)?;
+        let event_time: String = r.get(3).map_err(rd)?;
+        let event_name: String = r.get(4).map_err(rd)?;
+        let event_source: String = r.get(5).map_err(rd)?;
+        let body: String = r.get(6).map_err(rd)?;
+        let prev_hash: String = r.get(7).map_err(rd)?;
+        let hash: String = r.get(8).map_err(rd)?;
+        let broken = |reason: String| Ok(Verification::Broken { seq, reason });
+        if seq != expect_seq {
+            return Ok(Verification::Broken {
+                seq: expect_seq,
+                reason: format!("record {expect_seq} is missing (next present is {seq})"),
+            });
+        }
+        if prev_hash != prev {
+            return broken("its prevHash does not match the hash of the record before it".into());
+        }
+        if canonical::sha256_hex(body.as_bytes()) != hash {
+            return broken("its content does not match its hash".into());
+        }
+        let v: Value = match serde_json::from_str(&body) {
+            Ok(v) => v,
+            Err(_) => return broken("its content is not JSON".into()),
+        };
+        if canonical::to_string(&v) != body {
+            return broken("its content is not in canonical form".into());
+        }
+        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        if v.get("seq").and_then(Value::as_u64) != Some(seq) || s("prevHash") != prev_hash {
+            return broken("its seq or prevHash column differs from its content".into());
+        }
+        if s("recordType") != kind || s("eventID") != event_id {
+            return broken("its kind or eventID column differs from its content".into());
+        }
+        if kind == "request"
+            && (s("eventTime") != event_time || s("eventName") != event_name || s("eventSource") != event_source)
+        {
+            return broken("its eventTime, eventName or eventSource column differs from its content".into());
+        }
+        prev = hash;
+        expect_seq += 1;
+        n += 1;
+    }
+    Ok(Verification::Intact { records: n })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        let now = OffsetDateTime::parse("2026-11-22T10:00:00Z", &Rfc3339).unwrap();
+        assert_eq!(parse_time("15m", now).unwrap(), "2026-11-22T09:45:00.000Z");
+        assert_eq!(parse_time("7d", now).unwrap(), "2026-11-15T10:00:00.000Z");
+        assert_eq!(
+            parse_time("2026-11-22T12:00:00+02:00", now).unwrap(),
+            "2026-11-22T10:00:00.000Z"
+        );
+        assert!(parse_time("yesterday", now).is_err());
+        assert!(parse_time("", now).is_err());
+        assert!(parse_time("5y", now).is_err());
+    }
+
+    #[test]
+    fn merge_overlays_outcome_and_defaults_unknown() {
+        let m = merge(
+            r#"{"eventID":"e","seq":1,"recordType":"request","userIdentity":{"accessKeyId":"A","verified":false}}"#,
+            "h",
+            None,
+        );
+        assert_eq!(m["outcome"], "unknown");
+        assert_eq!(m["hash"], "h");
+        assert!(m.get("recordType").is_none());
+        let m = merge(
+            r#"{"eventID":"e","seq":1,"userIdentity":{"accessKeyId":"A","verified":false}}"#,
+            "h",
+            Some(r#"{"eventID":"e","seq":2,"outcome":"forwarded","httpStatus":200,"userIdentity":{"verified":true}}"#),
+        );
+        assert_eq!(m["outcome"], "forwarded");
+        assert_eq!(m["seq"], 1);
+        assert_eq!(m["userIdentity"]["accessKeyId"], "A");
+        assert_eq!(m["userIdentity"]["verified"], true);
+    }
+}

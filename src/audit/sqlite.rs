@@ -1,0 +1,258 @@
+//! The embedded SQLite store: one file in WAL mode with `synchronous=FULL`, created 0600.
+//! `records` holds the chain; `record_actors` and `record_resources` are filter indexes
+//! derived from it; `last_seen` is the `previous` memory.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, params};
+
+use super::{AuditError, Backend, GENESIS, Linked};
+use crate::retention::{Observed, RetentionValue, Target};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS records (
+    seq         INTEGER PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    event_time  TEXT NOT NULL,
+    event_name  TEXT NOT NULL,
+    event_source TEXT NOT NULL,
+    decision    TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    prev_hash   TEXT NOT NULL,
+    hash        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_event_id ON records(event_id, kind);
+CREATE INDEX IF NOT EXISTS records_time ON records(kind, event_time);
+CREATE INDEX IF NOT EXISTS records_name_time ON records(kind, event_name, event_time);
+CREATE TABLE IF NOT EXISTS record_actors (seq INTEGER NOT NULL, actor TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS record_actors_actor ON record_actors(actor, seq);
+CREATE TABLE IF NOT EXISTS record_resources (seq INTEGER NOT NULL, resource TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS record_resources_resource ON record_resources(resource, seq);
+CREATE TABLE IF NOT EXISTS last_seen (
+    target   TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    value    TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    PRIMARY KEY (target, resource)
+);
+";
+
+/// The SQLite backend (write side).
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+fn open_err(path: &Path, e: impl std::fmt::Display) -> AuditError {
+    AuditError::Open {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating, mode 0600) the database and its schema.
+    pub fn open(path: &Path) -> Result<SqliteStore, AuditError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(path, e))?;
+        }
+        if !path.exists() {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| open_err(path, e))?;
+        }
+        let conn = Connection::open(path).map_err(|e| open_err(path, e))?;
+        conn.busy_timeout(Duration::from_millis(1000))
+            .map_err(|e| open_err(path, e))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(|e| open_err(path, e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(open_err(path, format!("cannot switch to WAL (journal_mode is {mode})")));
+        }
+        conn.execute_batch("PRAGMA synchronous=FULL;")
+            .and_then(|_| conn.execute_batch(SCHEMA))
+            .map_err(|e| open_err(path, e))?;
+        Ok(SqliteStore { conn })
+    }
+}
+
+fn write_err(e: rusqlite::Error) -> AuditError {
+    AuditError::Write(e.to_string())
+}
+
+impl Backend for SqliteStore {
+    fn head(&mut self) -> Result<(u64, String), AuditError> {
+        let row = self
+            .conn
+            .query_row("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1", [], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+            });
+        match row {
+            Ok(h) => Ok(h),
+            Err(rusqlite::Error::QueryReturnedNoRows) => Ok((0, GENESIS.to_string())),
+            Err(e) => Err(AuditError::Read(e.to_string())),
+        }
+    }
+
+    fn append(&mut self, batch: &[Linked]) -> Result<(), AuditError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(write_err)?;
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT INTO records (seq, kind, event_id, event_time, event_name, event_source, decision, body, prev_hash, hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(write_err)?;
+            let mut actor = tx
+                .prepare_cached("INSERT INTO record_actors (seq, actor) VALUES (?1, ?2)")
+                .map_err(write_err)?;
+            let mut res = tx
+                .prepare_cached("INSERT INTO record_resources (seq, resource) VALUES (?1, ?2)")
+                .map_err(write_err)?;
+            let mut seen = tx
+                .prepare_cached(
+                    "INSERT INTO last_seen (target, resource, value, seq) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (target, resource) DO UPDATE SET value = excluded.value, seq = excluded.seq",
+                )
+                .map_err(write_err)?;
+            for l in batch {
+                let r = &l.record;
+                ins.execute(params![
+                    l.seq as i64,
+                    r.kind.as_str(),
+                    r.event_id,
+                    r.event_time,
+                    r.index.event_name,
+                    r.index.event_source,
+                    r.index.decision,
+                    l.text,
+                    l.prev_hash,
+                    l.hash
+                ])
+                .map_err(write_err)?;
+                for a in &r.index.actors {
+                    actor.execute(params![l.seq as i64, a]).map_err(write_err)?;
+                }
+                for x in &r.index.resources {
+                    res.execute(params![l.seq as i64, x]).map_err(write_err)?;
+                }
+                for o in &r.observed {
+                    seen.execute(params![
+                        o.target.as_str(),
+                        o.resource,
+                        o.value.to_json().to_string(),
+                        l.seq as i64
+                    ])
+                    .map_err(write_err)?;
+                }
+            }
+        }
+        tx.commit().map_err(write_err)
+    }
+
+    fn probe(&mut self) -> Result<(), AuditError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(write_err)?;
+        tx.rollback().map_err(write_err)
+    }
+
+    fn last_seen(&mut self) -> Result<Vec<Observed>, AuditError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT target, resource, value FROM last_seen")
+            .map_err(|e| AuditError::Read(e.to_string()))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })
+            .map_err(|e| AuditError::Read(e.to_string()))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (t, res, v) = row.map_err(|e| AuditError::Read(e.to_string()))?;
+            let (Some(target), Some(value)) = (
+                Target::parse(&t),
+                serde_json::from_str(&v)
+                    .ok()
+                    .and_then(|v| RetentionValue::from_json(&v)),
+            ) else {
+                continue;
+            };
+            out.push(Observed {
+                target,
+                resource: res,
+                value,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Opens the database read-only for queries; a clear error when it does not exist.
+pub fn open_read_only(path: &Path) -> Result<Connection, AuditError> {
+    if !path.exists() {
+        return Err(open_err(path, "no such file"));
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| open_err(path, e))?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| open_err(path, e))?;
+    let ok: Result<i64, _> = conn.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'records'", [], |r| {
+        r.get(0)
+    });
+    match ok {
+        Ok(1) => Ok(conn),
+        Ok(_) => Err(open_err(path, "it is not a retention-proxy audit database")),
+        Err(e) => Err(open_err(path, e)),
+    }
+}
+
+/// The HMAC key for token fingerprints: read, or created (0600, 32 random bytes) on first run.
+pub fn load_or_create_key(path: &PathBuf) -> Result<Vec<u8>, AuditError> {
+    use std::io::Write;
+    let err = |e: &dyn std::fmt::Display| AuditError::Open {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    match std::fs::read_to_string(path) {
+        Ok(s) => {
+            let key = hex::decode(s.trim()).map_err(|e| err(&format!("the key file is not hex: {e}")))?;
+            if key.len() < 16 {
+                return Err(err(&"the key file holds fewer than 16 bytes"));
+            }
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+            }
+            let mut key = vec![0u8; 32];
+            getrandom::fill(&mut key).map_err(|e| err(&e))?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| err(&e))?;
+            f.write_all(hex::encode(&key).as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(|e| err(&e))?;
+            Ok(key)
+        }
+        Err(e) => Err(err(&e)),
+    }
+}

@@ -1,0 +1,219 @@
+//! The writer thread: the only owner of the store's write connection. It takes records from
+//! a bounded channel, links each group into the chain, commits the group in one transaction
+//! (one fsync for many concurrent calls) and then acknowledges every sender.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{AuditError, Backend, Linked, NewRecord, link};
+use crate::retention::{Observed, RetentionValue, Target};
+
+/// Largest number of records committed in one transaction.
+const MAX_GROUP: usize = 512;
+
+enum Msg {
+    Append(Box<NewRecord>, oneshot::Sender<Result<u64, AuditError>>),
+    Probe(oneshot::Sender<Result<(), AuditError>>),
+    Shutdown,
+}
+
+/// Counters the writer keeps for `/metrics`.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Records committed.
+    pub committed: AtomicU64,
+    /// Groups committed.
+    pub groups: AtomicU64,
+    /// Failed groups.
+    pub failures: AtomicU64,
+    /// Records waiting in the channel.
+    pub queued: AtomicU64,
+    /// Sum of commit latencies, microseconds.
+    pub commit_micros: AtomicU64,
+    /// Commit latency histogram buckets (upper bounds in `COMMIT_BUCKETS_US`), cumulative later.
+    pub commit_buckets: [AtomicU64; 8],
+}
+
+/// Upper bounds (µs) of the commit latency buckets.
+pub const COMMIT_BUCKETS_US: [u64; 8] = [250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, u64::MAX];
+
+/// The last value seen per (target, resource): the `previous` of the next change.
+pub type LastSeen = Arc<Mutex<HashMap<(Target, String), RetentionValue>>>;
+
+/// A cloneable handle to the writer.
+#[derive(Clone)]
+pub struct AuditHandle {
+    tx: mpsc::Sender<Msg>,
+    /// Writer counters.
+    pub stats: Arc<WriterStats>,
+    /// The `previous` memory, updated as records commit.
+    pub last_seen: LastSeen,
+}
+
+/// Owns the writer thread; `shutdown` commits everything queued and joins it.
+pub struct Writer {
+    handle: AuditHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the writer over `backend`.
+    pub fn start<B: Backend>(mut backend: B, capacity: usize) -> Result<Writer, AuditError> {
+        let head = backend.head()?;
+        let seen: HashMap<(Target, String), RetentionValue> = backend
+            .last_seen()?
+            .into_iter()
+            .map(|o| ((o.target, o.resource), o.value))
+            .collect();
+        let last_seen: LastSeen = Arc::new(Mutex::new(seen));
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let stats = Arc::new(WriterStats::default());
+        let thread = {
+            let stats = stats.clone();
+            let last_seen = last_seen.clone();
+            std::thread::Builder::new()
+                .name("audit-writer".into())
+                .spawn(move || run(backend, rx, head, stats, last_seen))
+                .map_err(|e| AuditError::Write(format!("cannot start the writer thread: {e}")))?
+        };
+        Ok(Writer {
+            handle: AuditHandle { tx, stats, last_seen },
+            thread: Some(thread),
+        })
+    }
+
+    /// A handle for request handlers.
+    pub fn handle(&self) -> AuditHandle {
+        self.handle.clone()
+    }
+
+    /// Commits everything queued before this call, then stops the thread.
+    pub async fn shutdown(mut self) {
+        let _ = self.handle.tx.send(Msg::Shutdown).await;
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+impl AuditHandle {
+    /// Queues a record and waits until it is durably committed; returns its `seq`.
+    pub async fn append(&self, record: NewRecord) -> Result<u64, AuditError> {
+        let (ack, done) = oneshot::channel();
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(Msg::Append(Box::new(record), ack)).await.is_err() {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(AuditError::Closed);
+        }
+        done.await.unwrap_or(Err(AuditError::Closed))
+    }
+
+    /// Checks that the store accepts writes.
+    pub async fn probe(&self) -> Result<(), AuditError> {
+        let (ack, done) = oneshot::channel();
+        self.tx.send(Msg::Probe(ack)).await.map_err(|_| AuditError::Closed)?;
+        done.await.unwrap_or(Err(AuditError::Closed))
+    }
+
+    /// The last value seen for a setting.
+    pub fn previous(&self, target: Target, resource: &str) -> Option<RetentionValue> {
+        let map = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(target, resource.to_string())).copied()
+    }
+}
+
+fn run<B: Backend>(
+    mut backend: B,
+    mut rx: mpsc::Receiver<Msg>,
+    (mut seq, mut hash): (u64, String),
+    stats: Arc<WriterStats>,
+    last_seen: LastSeen,
+) {
+    let mut group: Vec<(NewRecord, oneshot::Sender<Result<u64, AuditError>>)> = Vec::new();
+    let mut stop = false;
+    while !stop {
+        let Some(first) = rx.blocking_recv() else { break };
+        let mut msgs = vec![first];
+        while msgs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(m) => msgs.push(m),
+                Err(_) => break,
+            }
+        }
+        for m in msgs {
+            match m {
+                Msg::Append(r, ack) => group.push((*r, ack)),
+                Msg::Probe(ack) => {
+                    let _ = ack.send(backend.probe());
+                }
+                Msg::Shutdown => stop = true,
+            }
+        }
+        if group.is_empty() {
+            continue;
+        }
+        let n = group.len() as u64;
+        let (mut s, mut h) = (seq, hash.clone());
+        let mut linked: Vec<Linked> = Vec::with_capacity(group.len());
+        let mut acks = Vec::with_capacity(group.len());
+        for (r, ack) in group.drain(..) {
+            let l = link(s, &h, r);
+            s = l.seq;
+            h = l.hash.clone();
+            linked.push(l);
+            acks.push(ack);
+        }
+        let started = Instant::now();
+        let result = backend.append(&linked);
+        let micros = started.elapsed().as_micros() as u64;
+        stats.queued.fetch_sub(n, Ordering::Relaxed);
+        stats.commit_micros.fetch_add(micros, Ordering::Relaxed);
+        let bucket = COMMIT_BUCKETS_US.iter().position(|b| micros <= *b).unwrap_or(7);
+        stats.commit_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                seq = s;
+                hash = h;
+                stats.committed.fetch_add(n, Ordering::Relaxed);
+                stats.groups.fetch_add(1, Ordering::Relaxed);
+                {
+                    let mut map = last_seen.lock().unwrap_or_else(|p| p.into_inner());
+                    for l in &linked {
+                        for o in &l.record.observed {
+                            map.insert((o.target, o.resource.clone()), o.value);
+                        }
+                    }
+                }
+                for (l, ack) in linked.iter().zip(acks) {
+                    let _ = ack.send(Ok(l.seq));
+                }
+            }
+            Err(e) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, records = n, "audit commit failed");
+                for ack in acks {
+                    let _ = ack.send(Err(AuditError::Write(e.to_string())));
+                }
+            }
+        }
+    }
+    // Anything still queued after a shutdown request is refused, never silently dropped.
+    rx.close();
+    while let Ok(m) = rx.try_recv() {
+        if let Msg::Append(_, ack) = m {
+            let _ = ack.send(Err(AuditError::Closed));
+        }
+    }
+}
+
+/// Remembered values as `Observed`, for backends that store them.
+pub fn observed_rows(linked: &[Linked]) -> impl Iterator<Item = (&Observed, u64)> {
+    linked
+        .iter()
+        .flat_map(|l| l.record.observed.iter().map(move |o| (o, l.seq)))
+}

@@ -1,0 +1,254 @@
+//! AWS specifics: reading the caller's claimed identity from a SigV4 `Authorization` header,
+//! the proxy's own credentials (environment or shared profile), and re-signing a request
+//! for its upstream in reverse-proxy mode.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+
+/// What a SigV4 `Authorization` header claims (not verified).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimedIdentity {
+    /// Access key id from the credential scope.
+    pub access_key_id: Option<String>,
+    /// Region from the credential scope.
+    pub region: Option<String>,
+    /// Service from the credential scope.
+    pub service: Option<String>,
+}
+
+/// Parses `AWS4-HMAC-SHA256 Credential=AKID/20261122/us-east-1/chime/aws4_request, …`.
+pub fn claimed_identity(authorization: Option<&str>) -> ClaimedIdentity {
+    let Some(a) = authorization else {
+        return ClaimedIdentity::default();
+    };
+    let Some(rest) = a.trim().strip_prefix("AWS4-HMAC-SHA256") else {
+        return ClaimedIdentity::default();
+    };
+    let cred = rest
+        .split(',')
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("Credential="))
+        .unwrap_or("");
+    let mut parts = cred.split('/');
+    let akid = parts.next().filter(|s| !s.is_empty()).map(str::to_string);
+    let _date = parts.next();
+    let region = parts.next().filter(|s| !s.is_empty()).map(str::to_string);
+    let service = parts.next().filter(|s| !s.is_empty()).map(str::to_string);
+    ClaimedIdentity {
+        access_key_id: akid,
+        region,
+        service,
+    }
+}
+
+/// The CloudTrail `userIdentity.type` for an access key id.
+pub fn identity_type(akid: Option<&str>) -> &'static str {
+    match akid {
+        Some(k) if k.starts_with("ASIA") => "AssumedRole",
+        Some(_) => "IAMUser",
+        None => "Unknown",
+    }
+}
+
+/// The proxy's own AWS credentials for re-signing.
+#[derive(Clone)]
+pub struct AwsCredentials {
+    /// Access key id.
+    pub access_key_id: String,
+    secret: String,
+    session_token: Option<String>,
+}
+
+impl std::fmt::Debug for AwsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AwsCredentials {
+    /// Builds credentials from parts.
+    pub fn new(access_key_id: &str, secret: &str, session_token: Option<&str>) -> AwsCredentials {
+        AwsCredentials {
+            access_key_id: access_key_id.to_string(),
+            secret: secret.to_string(),
+            session_token: session_token.map(str::to_string),
+        }
+    }
+
+    /// The standard chain, minus instance metadata: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
+    /// (/`AWS_SESSION_TOKEN`), then the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`,
+    /// default `~/.aws/credentials`) for `AWS_PROFILE` (default `default`).
+    pub fn from_environment() -> Option<AwsCredentials> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        if let (Some(a), Some(s)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+            return Some(AwsCredentials::new(&a, &s, env("AWS_SESSION_TOKEN").as_deref()));
+        }
+        let file = env("AWS_SHARED_CREDENTIALS_FILE")
+            .map(PathBuf::from)
+            .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".aws").join("credentials")))?;
+        let profile = env("AWS_PROFILE").unwrap_or_else(|| "default".into());
+        let text = std::fs::read_to_string(file).ok()?;
+        from_profile_text(&text, &profile)
+    }
+}
+
+/// Reads one profile from the shared credentials file format.
+pub fn from_profile_text(text: &str, profile: &str) -> Option<AwsCredentials> {
+    let mut in_profile = false;
+    let (mut akid, mut secret, mut token) = (None, None, None);
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            let name = name.trim();
+            in_profile = name == profile || name.strip_prefix("profile ").map(str::trim) == Some(profile);
+            continue;
+        }
+        if !in_profile {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            let v = v.trim().to_string();
+            match k.trim() {
+                "aws_access_key_id" => akid = Some(v),
+                "aws_secret_access_key" => secret = Some(v),
+                "aws_session_token" => token = Some(v),
+                _ => {}
+            }
+        }
+    }
+    Some(AwsCredentials::new(&akid?, &secret?, token.as_deref()))
+}
+
+/// Why re-signing failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot re-sign the request: {0}")]
+pub struct SignError(String);
+
+/// Payload to sign.
+pub enum Payload<'a> {
+    /// The whole body.
+    Bytes(&'a [u8]),
+    /// A body streamed without hashing (`UNSIGNED-PAYLOAD`).
+    Unsigned,
+}
+
+/// Re-signs `req` in place (its URI must be absolute; `Host` set) for `region`, service `chime`.
+/// The client's signing headers must already be removed.
+pub fn resign<B>(
+    req: &mut http::Request<B>,
+    creds: &AwsCredentials,
+    region: &str,
+    payload: Payload<'_>,
+) -> Result<(), SignError> {
+    let identity = Credentials::new(
+        creds.access_key_id.clone(),
+        creds.secret.clone(),
+        creds.session_token.clone(),
+        None,
+        "retention-proxy",
+    )
+    .into();
+    let mut settings = SigningSettings::default();
+    if matches!(payload, Payload::Unsigned) {
+        settings.payload_checksum_kind = aws_sigv4::http_request::PayloadChecksumKind::XAmzSha256;
+    }
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("chime")
+        .time(SystemTime::now())
+        .settings(settings)
+        .build()
+        .map_err(|e| SignError(e.to_string()))?
+        .into();
+    let uri = req.uri().to_string();
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+        .collect();
+    let body = match payload {
+        Payload::Bytes(b) => SignableBody::Bytes(b),
+        Payload::Unsigned => SignableBody::UnsignedPayload,
+    };
+    let signable = SignableRequest::new(
+        req.method().as_str(),
+        &uri,
+        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        body,
+    )
+    .map_err(|e| SignError(e.to_string()))?;
+    let (instructions, _sig) = sign(signable, &params)
+        .map_err(|e| SignError(e.to_string()))?
+        .into_parts();
+    instructions.apply_to_request_http1x(req);
+    Ok(())
+}
+
+/// Headers that carry the client's signature; removed before re-signing.
+pub const SIGNING_HEADERS: [&str; 4] = [
+    "authorization",
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_credential_scope() {
+        let id = claimed_identity(Some(
+            "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20261122/us-east-1/chime/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=6f9d",
+        ));
+        assert_eq!(id.access_key_id.as_deref(), Some("AKIAIOSFODNN7EXAMPLE"));
+        assert_eq!(id.region.as_deref(), Some("us-east-1"));
+        assert_eq!(id.service.as_deref(), Some("chime"));
+        assert_eq!(claimed_identity(Some("Bearer xoxp")), ClaimedIdentity::default());
+        assert_eq!(claimed_identity(None), ClaimedIdentity::default());
+        assert_eq!(claimed_identity(Some("AWS4-HMAC-SHA256 garbage")).access_key_id, None);
+    }
+
+    #[test]
+    fn shared_profile() {
+        let text = "[default]\naws_access_key_id = A1\naws_secret_access_key = S1\n\n[profile other]\naws_access_key_id=A2\naws_secret_access_key=S2\naws_session_token=T2\n";
+        assert_eq!(from_profile_text(text, "default").unwrap().access_key_id, "A1");
+        let o = from_profile_text(text, "other").unwrap();
+        assert_eq!(o.access_key_id, "A2");
+        assert_eq!(o.session_token.as_deref(), Some("T2"));
+        assert!(from_profile_text(text, "missing").is_none());
+    }
+
+    #[test]
+    fn resign_replaces_the_signature() {
+        let mut req = http::Request::builder()
+            .method("PUT")
+            .uri("https://chime.us-east-1.amazonaws.com/accounts/a/retention-settings")
+            .header("host", "chime.us-east-1.amazonaws.com")
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap();
+        resign(
+            &mut req,
+            &AwsCredentials::new("AKIDPROXY", "secret", Some("tok")),
+            "us-east-1",
+            Payload::Bytes(b"{}"),
+        )
+        .unwrap();
+        let auth = req.headers()["authorization"].to_str().unwrap();
+        assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDPROXY/"), "{auth}");
+        assert!(auth.contains("/us-east-1/chime/aws4_request"));
+        assert!(req.headers().contains_key("x-amz-date"));
+        assert_eq!(req.headers()["x-amz-security-token"], "tok");
+    }
+}

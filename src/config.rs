@@ -1,0 +1,737 @@
+//! Configuration: the raw TOML shape (`RawConfig`, unknown keys rejected) and the validated,
+//! typed `Config` the rest of the program uses. Every problem in a file is collected and
+//! reported at once, with the key it concerns.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::guardrail::{self, Guardrail};
+
+/// The raw configuration file, exactly as written. Every section and key has a default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// Listener settings.
+    pub server: RawServer,
+    /// Audit store settings.
+    pub audit: RawAudit,
+    /// Reverse-proxy targets.
+    pub upstreams: RawUpstreams,
+    /// Forward-proxy (absolute-form and CONNECT) settings.
+    pub forward: RawForward,
+    /// Organisation guardrails, evaluated in order.
+    pub guardrails: Vec<guardrail::RawGuardrail>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    /// Proxy listener address. Default `127.0.0.1:8080`.
+    pub listen: String,
+    /// Admin listener (`/healthz`, `/readyz`, `/metrics`, `/v1/events`); `""` disables.
+    /// Default `127.0.0.1:9090`.
+    pub admin_listen: String,
+    /// Bearer token for the admin API; required when `admin_listen` is not loopback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
+    /// PEM certificate chain to serve the proxy listener over TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<String>,
+    /// PEM private key for `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
+    /// Largest body of an intercepted call, in bytes; larger gets `413`. Default 1 MiB.
+    pub max_body_bytes: u64,
+    /// Time allowed to read a request's headers; also how long an idle keep-alive
+    /// connection waits for its next request. Default `10s`.
+    pub header_read_timeout: String,
+    /// On SIGTERM, how long in-flight requests may take to finish. Default `10s`.
+    pub shutdown_grace: String,
+    /// Most client connections served at once; further connections wait. Default 4096.
+    pub max_connections: usize,
+    /// Peers whose `X-Forwarded-For` is believed (IP addresses). Default none.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:9090".into(),
+            admin_token: None,
+            tls_cert: None,
+            tls_key: None,
+            max_body_bytes: 1024 * 1024,
+            header_read_timeout: "10s".into(),
+            shutdown_grace: "10s".into(),
+            max_connections: 4096,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAudit {
+    /// SQLite database file. Default `retention-audit.db`.
+    pub path: String,
+    /// `closed` (refuse a call whose event cannot be committed) or `open`. Default `closed`.
+    pub fail_mode: String,
+    /// Key for Slack token fingerprints; default: `<database>.hmac-key`, created on first run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hmac_key_file: Option<String>,
+    /// Name of this proxy in `proxyInstance`. Default: the host name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_instance: Option<String>,
+    /// Events waiting for the writer before callers wait for room. Default 8192.
+    pub queue_capacity: usize,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit {
+            path: "retention-audit.db".into(),
+            fail_mode: "closed".into(),
+            hmac_key_file: None,
+            proxy_instance: None,
+            queue_capacity: 8192,
+        }
+    }
+}
+
+/// `[upstreams]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUpstreams {
+    /// Amazon Chime (`/accounts/…`).
+    pub chime: String,
+    /// Chime SDK messaging (`/channels…`).
+    pub chime_messaging: String,
+    /// Chime SDK identity (`/app-instances…`, `/app-instance-users…`, `/app-instance-bots…`).
+    pub chime_identity: String,
+    /// Slack Web API (`/api/…`).
+    pub slack: String,
+    /// Extra trusted root certificates (PEM) for upstream TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Upstream TCP+TLS connect timeout. Default `5s`.
+    pub connect_timeout: String,
+    /// Upstream whole-response timeout. Default `30s`.
+    pub request_timeout: String,
+}
+
+impl Default for RawUpstreams {
+    fn default() -> Self {
+        RawUpstreams {
+            chime: "https://chime.us-east-1.amazonaws.com".into(),
+            chime_messaging: "https://messaging-chime.us-east-1.amazonaws.com".into(),
+            chime_identity: "https://identity-chime.us-east-1.amazonaws.com".into(),
+            slack: "https://slack.com".into(),
+            ca_file: None,
+            connect_timeout: "5s".into(),
+            request_timeout: "30s".into(),
+        }
+    }
+}
+
+/// `[forward]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawForward {
+    /// Hosts the forward proxy may reach (`*.` prefix matches any subdomain).
+    pub allow_hosts: Vec<String>,
+    /// CA certificate (PEM) that enables TLS interception of CONNECT.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
+    /// CA private key (PEM) for `ca_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_key: Option<String>,
+    /// Host → URL overrides, like curl `--resolve`.
+    pub resolve: BTreeMap<String, String>,
+}
+
+impl Default for RawForward {
+    fn default() -> Self {
+        RawForward {
+            allow_hosts: vec!["*.amazonaws.com".into(), "slack.com".into()],
+            ca_cert: None,
+            ca_key: None,
+            resolve: BTreeMap::new(),
+        }
+    }
+}
+
+/// What happens when an audit event cannot be committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailMode {
+    /// Refuse the call (the default).
+    Closed,
+    /// Forward it anyway and log the failure.
+    Open,
+}
+
+/// `http` or `https`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP (tests, private endpoints).
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+/// A validated upstream base URL: scheme, host and port (any path is ignored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// How to connect.
+    pub scheme: Scheme,
+    /// Host name or IP literal (IPv6 without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl Upstream {
+    /// Parses `http(s)://host[:port][/]`.
+    pub fn parse(s: &str) -> Result<Upstream, String> {
+        let uri: http::Uri = s.parse().map_err(|e| format!("not a URL: {e}"))?;
+        let scheme = match uri.scheme_str() {
+            Some("http") => Scheme::Http,
+            Some("https") => Scheme::Https,
+            _ => return Err("must start with http:// or https://".into()),
+        };
+        let host = uri.host().ok_or("has no host")?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        if host.is_empty() {
+            return Err("has no host".into());
+        }
+        if uri.path() != "/" && !uri.path().is_empty() {
+            return Err("must not have a path".into());
+        }
+        let port = uri.port_u16().unwrap_or(match scheme {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        });
+        Ok(Upstream { scheme, host, port })
+    }
+
+    /// `scheme://authority` for building request URIs.
+    pub fn base(&self) -> String {
+        let scheme = match self.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.base())
+    }
+}
+
+/// Validated `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Proxy listener.
+    pub listen: SocketAddr,
+    /// Admin listener, `None` when disabled.
+    pub admin_listen: Option<SocketAddr>,
+    /// Admin bearer token.
+    pub admin_token: Option<String>,
+    /// TLS certificate and key files for the proxy listener.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Body limit of intercepted calls, bytes.
+    pub max_body_bytes: usize,
+    /// Header read timeout.
+    pub header_read_timeout: Duration,
+    /// Drain deadline on shutdown.
+    pub shutdown_grace: Duration,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// Peers trusted to set `X-Forwarded-For`.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+/// Validated `[audit]`.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// Database file.
+    pub path: PathBuf,
+    /// Fail closed or open.
+    pub fail_mode: FailMode,
+    /// HMAC key file for token fingerprints.
+    pub hmac_key_file: PathBuf,
+    /// `proxyInstance` of every event.
+    pub proxy_instance: String,
+    /// Writer queue capacity.
+    pub queue_capacity: usize,
+}
+
+/// Validated `[upstreams]`.
+#[derive(Debug, Clone)]
+pub struct UpstreamsConfig {
+    /// Chime.
+    pub chime: Upstream,
+    /// Chime SDK messaging.
+    pub chime_messaging: Upstream,
+    /// Chime SDK identity.
+    pub chime_identity: Upstream,
+    /// Slack.
+    pub slack: Upstream,
+    /// Extra trusted roots.
+    pub ca_file: Option<PathBuf>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Request timeout.
+    pub request_timeout: Duration,
+}
+
+/// A host pattern from `allow_hosts`: exact, or `*.suffix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// Matches exactly this host (lower case).
+    Exact(String),
+    /// Matches any host ending in `.suffix` (not the suffix itself).
+    Suffix(String),
+}
+
+impl HostPattern {
+    /// Whether `host` (any case) matches.
+    pub fn matches(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        match self {
+            HostPattern::Exact(h) => host == *h,
+            HostPattern::Suffix(s) => {
+                host.len() > s.len() + 1
+                    && host.ends_with(s.as_str())
+                    && host.as_bytes()[host.len() - s.len() - 1] == b'.'
+            }
+        }
+    }
+}
+
+/// Validated `[forward]`.
+#[derive(Debug, Clone)]
+pub struct ForwardConfig {
+    /// Reachable hosts.
+    pub allow_hosts: Vec<HostPattern>,
+    /// Interception CA (certificate, key) files.
+    pub ca: Option<(PathBuf, PathBuf)>,
+    /// Host (lower case) → upstream override.
+    pub resolve: BTreeMap<String, Upstream>,
+}
+
+impl ForwardConfig {
+    /// Whether the forward proxy may reach `host`.
+    pub fn allows(&self, host: &str) -> bool {
+        self.allow_hosts.iter().any(|p| p.matches(host))
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[audit]`
+    pub audit: AuditConfig,
+    /// `[upstreams]`
+    pub upstreams: UpstreamsConfig,
+    /// `[forward]`
+    pub forward: ForwardConfig,
+    /// Compiled `[[guardrails]]`.
+    pub guardrails: Vec<Guardrail>,
+    /// The raw form with defaults filled in, for `check-config`.
+    pub raw: RawConfig,
+}
+
+/// Every problem found in one configuration, each naming its key.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct ConfigError {
+    /// The file, when there is one.
+    pub origin: String,
+    /// `(key, reason)` pairs.
+    pub problems: Vec<(String, String)>,
+}
+
+impl ConfigError {
+    fn render(&self) -> String {
+        let mut s = String::new();
+        for (i, (key, reason)) in self.problems.iter().enumerate() {
+            if i > 0 {
+                s.push('\n');
+            }
+            if key.is_empty() {
+                s.push_str(&format!("{}: {reason}", self.origin));
+            } else {
+                s.push_str(&format!("{}: {key}: {reason}", self.origin));
+            }
+        }
+        s
+    }
+}
+
+/// Parses a duration such as `500ms`, `5s`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{s:?} has no unit (use ms, s, m or h)"))?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 5s or 500ms"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{s:?} has unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    Ok(d)
+}
+
+fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_raw(RawConfig::default(), "<defaults>").expect("embedded defaults are valid")
+    }
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            problems: vec![(String::new(), format!("cannot read the file: {e}"))],
+        })?;
+        Config::from_toml_str(&text, &origin)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            origin: origin.to_string(),
+            problems: vec![(String::new(), e.to_string().trim().replace('\n', " "))],
+        })?;
+        Config::from_raw(raw, origin)
+    }
+
+    /// Validates a raw configuration, collecting every problem.
+    pub fn from_raw(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
+        let mut p: Vec<(String, String)> = Vec::new();
+        let mut bad = |k: &str, r: String| p.push((k.to_string(), r));
+
+        let listen = raw.server.listen.parse::<SocketAddr>().unwrap_or_else(|e| {
+            bad(
+                "server.listen",
+                format!("{:?} is not host:port ({e})", raw.server.listen),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        });
+        let admin_listen = if raw.server.admin_listen.is_empty() {
+            None
+        } else {
+            match raw.server.admin_listen.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    bad(
+                        "server.admin_listen",
+                        format!("{:?} is not host:port ({e})", raw.server.admin_listen),
+                    );
+                    None
+                }
+            }
+        };
+        if let Some(a) = admin_listen
+            && !is_loopback(&a)
+            && raw.server.admin_token.as_deref().unwrap_or("").is_empty()
+        {
+            bad(
+                "server.admin_token",
+                "is required when admin_listen is not a loopback address".into(),
+            );
+        }
+        let tls = match (&raw.server.tls_cert, &raw.server.tls_key) {
+            (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+            (None, None) => None,
+            _ => {
+                bad("server.tls_cert", "tls_cert and tls_key must be given together".into());
+                None
+            }
+        };
+        if raw.server.max_body_bytes == 0 {
+            bad("server.max_body_bytes", "must be at least 1".into());
+        }
+        if raw.server.max_connections == 0 {
+            bad("server.max_connections", "must be at least 1".into());
+        }
+        let mut dur = |key: &str, v: &str, dflt: u64| {
+            parse_duration(v)
+                .and_then(|d| {
+                    if d.is_zero() {
+                        Err("must be longer than zero".into())
+                    } else {
+                        Ok(d)
+                    }
+                })
+                .unwrap_or_else(|e| {
+                    bad(key, e);
+                    Duration::from_secs(dflt)
+                })
+        };
+        let header_read_timeout = dur("server.header_read_timeout", &raw.server.header_read_timeout, 10);
+        let shutdown_grace = dur("server.shutdown_grace", &raw.server.shutdown_grace, 10);
+        let connect_timeout = dur("upstreams.connect_timeout", &raw.upstreams.connect_timeout, 5);
+        let request_timeout = dur("upstreams.request_timeout", &raw.upstreams.request_timeout, 30);
+        let mut trusted_proxies = Vec::new();
+        for (i, t) in raw.server.trusted_proxies.iter().enumerate() {
+            match t.parse::<IpAddr>() {
+                Ok(ip) => trusted_proxies.push(ip),
+                Err(_) => bad(
+                    &format!("server.trusted_proxies[{i}]"),
+                    format!("{t:?} is not an IP address"),
+                ),
+            }
+        }
+
+        let fail_mode = match raw.audit.fail_mode.as_str() {
+            "closed" => FailMode::Closed,
+            "open" => FailMode::Open,
+            other => {
+                bad("audit.fail_mode", format!("{other:?} must be \"closed\" or \"open\""));
+                FailMode::Closed
+            }
+        };
+        if raw.audit.path.is_empty() {
+            bad("audit.path", "must not be empty".into());
+        }
+        if raw.audit.queue_capacity == 0 {
+            bad("audit.queue_capacity", "must be at least 1".into());
+        }
+        let path = PathBuf::from(&raw.audit.path);
+        let hmac_key_file = raw.audit.hmac_key_file.as_ref().map(PathBuf::from).unwrap_or_else(|| {
+            let mut s = path.clone().into_os_string();
+            s.push(".hmac-key");
+            PathBuf::from(s)
+        });
+        let proxy_instance = raw.audit.proxy_instance.clone().unwrap_or_else(default_instance);
+
+        let mut up = |key: &str, v: &str| {
+            Upstream::parse(v).unwrap_or_else(|e| {
+                bad(key, format!("{v:?} {e}"));
+                Upstream {
+                    scheme: Scheme::Https,
+                    host: "invalid".into(),
+                    port: 443,
+                }
+            })
+        };
+        let upstreams = UpstreamsConfig {
+            chime: up("upstreams.chime", &raw.upstreams.chime),
+            chime_messaging: up("upstreams.chime_messaging", &raw.upstreams.chime_messaging),
+            chime_identity: up("upstreams.chime_identity", &raw.upstreams.chime_identity),
+            slack: up("upstreams.slack", &raw.upstreams.slack),
+            ca_file: raw.upstreams.ca_file.as_ref().map(PathBuf::from),
+            connect_timeout,
+            request_timeout,
+        };
+        let mut resolve = BTreeMap::new();
+        for (host, target) in &raw.forward.resolve {
+            match Upstream::parse(target) {
+                Ok(u) => {
+                    resolve.insert(host.to_ascii_lowercase(), u);
+                }
+                Err(e) => bad(&format!("forward.resolve.\"{host}\""), format!("{target:?} {e}")),
+            }
+        }
+        let mut allow_hosts = Vec::new();
+        for (i, h) in raw.forward.allow_hosts.iter().enumerate() {
+            let h = h.trim().to_ascii_lowercase();
+            if let Some(rest) = h.strip_prefix("*.") {
+                if rest.is_empty() || rest.contains('*') {
+                    bad(
+                        &format!("forward.allow_hosts[{i}]"),
+                        format!("{h:?} is not a host pattern"),
+                    );
+                } else {
+                    allow_hosts.push(HostPattern::Suffix(rest.to_string()));
+                }
+            } else if h.is_empty() || h.contains('*') || h.contains('/') {
+                bad(
+                    &format!("forward.allow_hosts[{i}]"),
+                    format!("{h:?} is not a host name or *.suffix pattern"),
+                );
+            } else {
+                allow_hosts.push(HostPattern::Exact(h));
+            }
+        }
+        let ca = match (&raw.forward.ca_cert, &raw.forward.ca_key) {
+            (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+            (None, None) => None,
+            _ => {
+                bad("forward.ca_cert", "ca_cert and ca_key must be given together".into());
+                None
+            }
+        };
+
+        let mut guardrails = Vec::new();
+        let mut seen_ids = std::collections::HashSet::new();
+        for (i, g) in raw.guardrails.iter().enumerate() {
+            match Guardrail::compile(g) {
+                Ok(rule) => {
+                    if !seen_ids.insert(rule.id.clone()) {
+                        bad(&format!("guardrails[{i}].id"), format!("{:?} is used twice", rule.id));
+                    }
+                    guardrails.push(rule);
+                }
+                Err(errs) => {
+                    for (k, r) in errs {
+                        let id = if g.id.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({:?})", g.id)
+                        };
+                        bad(&format!("guardrails[{i}]{id}.{k}"), r);
+                    }
+                }
+            }
+        }
+
+        if !p.is_empty() {
+            return Err(ConfigError {
+                origin: origin.to_string(),
+                problems: p,
+            });
+        }
+        Ok(Config {
+            server: ServerConfig {
+                listen,
+                admin_listen,
+                admin_token: raw.server.admin_token.clone().filter(|t| !t.is_empty()),
+                tls,
+                max_body_bytes: raw.server.max_body_bytes as usize,
+                header_read_timeout,
+                shutdown_grace,
+                max_connections: raw.server.max_connections,
+                trusted_proxies,
+            },
+            audit: AuditConfig {
+                path,
+                fail_mode,
+                hmac_key_file,
+                proxy_instance,
+                queue_capacity: raw.audit.queue_capacity,
+            },
+            upstreams,
+            forward: ForwardConfig {
+                allow_hosts,
+                ca,
+                resolve,
+            },
+            guardrails,
+            raw,
+        })
+    }
+
+    /// The effective configuration as TOML (defaults filled in).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(&self.raw).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+fn default_instance() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "retention-proxy".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_spec_defaults() {
+        let c = Config::default();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.server.admin_listen.unwrap().to_string(), "127.0.0.1:9090");
+        assert_eq!(c.audit.path, PathBuf::from("retention-audit.db"));
+        assert_eq!(c.audit.fail_mode, FailMode::Closed);
+        assert_eq!(c.upstreams.chime.host, "chime.us-east-1.amazonaws.com");
+        assert_eq!(c.upstreams.slack.base(), "https://slack.com:443");
+        assert_eq!(c.server.max_body_bytes, 1 << 20);
+        assert!(c.forward.allows("messaging-chime.us-east-1.amazonaws.com"));
+        assert!(c.forward.allows("SLACK.COM"));
+        assert!(!c.forward.allows("amazonaws.com"));
+        assert!(!c.forward.allows("evil.com"));
+        assert!(!c.forward.allows("slack.com.evil.com"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = Config::from_toml_str("[audit]\nfail_mod = \"open\"\n", "x.toml").unwrap_err();
+        assert!(e.to_string().contains("fail_mod"), "{e}");
+        let e = Config::from_toml_str("[[guardrails]]\nid = \"a\"\nmin_day = 3\n", "x.toml").unwrap_err();
+        assert!(e.to_string().contains("min_day"), "{e}");
+    }
+
+    #[test]
+    fn every_bad_value_is_reported() {
+        let e = Config::from_toml_str(
+            "[server]\nlisten = \"nope\"\nadmin_listen = \"0.0.0.0:9090\"\n[audit]\nfail_mode = \"ajar\"\n[upstreams]\nchime = \"ftp://x\"\nconnect_timeout = \"5 parsecs\"\n",
+            "x.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = e.problems.iter().map(|(k, _)| k.as_str()).collect();
+        for k in [
+            "server.listen",
+            "server.admin_token",
+            "audit.fail_mode",
+            "upstreams.chime",
+            "upstreams.connect_timeout",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn resolve_and_upstreams_parse() {
+        let c = Config::from_toml_str(
+            "[upstreams]\nchime = \"http://127.0.0.1:18081\"\n[forward.resolve]\n\"Chime.us-east-1.amazonaws.com\" = \"http://127.0.0.1:18082\"\n",
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(c.upstreams.chime.base(), "http://127.0.0.1:18081");
+        assert_eq!(c.forward.resolve["chime.us-east-1.amazonaws.com"].port, 18082);
+        assert!(c.to_toml().contains("18082"));
+    }
+}

@@ -1,0 +1,197 @@
+//! Answers the proxy gives itself, in the shape each vendor's clients understand
+//! (see the captured error matrix): AWS errors carry `x-amzn-ErrorType` and a modeled body,
+//! Slack errors are `{"ok":false,"error":…}`.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::json;
+
+use crate::recognise::Family;
+use crate::upstream::ProxyBody;
+
+/// A reply the proxy makes instead of the vendor.
+#[derive(Debug, Clone)]
+pub struct VendorError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// AWS exception name (`BadRequestException`…); the body `Code` is it without `Exception`.
+    pub aws_code: &'static str,
+    /// Slack `error` value.
+    pub slack_error: &'static str,
+    /// Status Slack clients get (Slack reports most errors with 200).
+    pub slack_status: StatusCode,
+    /// One sentence.
+    pub message: String,
+}
+
+impl VendorError {
+    /// Input the vendor would reject (`400` / `invalid_arguments`).
+    pub fn bad_request(message: impl Into<String>) -> VendorError {
+        VendorError {
+            status: StatusCode::BAD_REQUEST,
+            aws_code: "BadRequestException",
+            slack_error: "invalid_arguments",
+            slack_status: StatusCode::OK,
+            message: message.into(),
+        }
+    }
+
+    /// A guardrail refusal (`403` / `restricted_action`).
+    pub fn forbidden(message: impl Into<String>) -> VendorError {
+        VendorError {
+            status: StatusCode::FORBIDDEN,
+            aws_code: "ForbiddenException",
+            slack_error: "restricted_action",
+            slack_status: StatusCode::OK,
+            message: message.into(),
+        }
+    }
+
+    /// The audit trail cannot take the event; nothing was forwarded.
+    pub fn audit_unavailable() -> VendorError {
+        VendorError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            aws_code: "ServiceUnavailableException",
+            slack_error: "service_unavailable",
+            slack_status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "Audit log unavailable; request not forwarded".into(),
+        }
+    }
+
+    /// Body over the limit.
+    pub fn too_large(limit: usize) -> VendorError {
+        VendorError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            aws_code: "BadRequestException",
+            slack_error: "request_too_large",
+            slack_status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!("Request body exceeds the proxy's limit of {limit} bytes"),
+        }
+    }
+
+    /// The vendor could not be reached or answered badly.
+    pub fn bad_gateway(message: impl Into<String>) -> VendorError {
+        VendorError {
+            status: StatusCode::BAD_GATEWAY,
+            aws_code: "ServiceFailureException",
+            slack_error: "upstream_error",
+            slack_status: StatusCode::BAD_GATEWAY,
+            message: message.into(),
+        }
+    }
+
+    /// The vendor did not answer in time.
+    pub fn gateway_timeout(message: impl Into<String>) -> VendorError {
+        VendorError {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            aws_code: "ServiceUnavailableException",
+            slack_error: "upstream_timeout",
+            slack_status: StatusCode::GATEWAY_TIMEOUT,
+            message: message.into(),
+        }
+    }
+
+    /// The proxy cannot do its part (e.g. no credentials to re-sign).
+    pub fn internal(message: impl Into<String>) -> VendorError {
+        VendorError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            aws_code: "ServiceFailureException",
+            slack_error: "internal_error",
+            slack_status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: message.into(),
+        }
+    }
+
+    /// The error code as recorded in the audit event.
+    pub fn code(&self, family: Family) -> &'static str {
+        if family.is_aws() {
+            self.aws_code
+        } else {
+            self.slack_error
+        }
+    }
+
+    /// The status the client gets.
+    pub fn status_for(&self, family: Family) -> StatusCode {
+        if family.is_aws() {
+            self.status
+        } else {
+            self.slack_status
+        }
+    }
+
+    /// Renders the vendor-shaped response; `request_id` becomes `x-amzn-RequestId`.
+    pub fn response(&self, family: Family, request_id: &str) -> Response<ProxyBody> {
+        let (status, body, err_type) = if family.is_aws() {
+            let code = self.aws_code.strip_suffix("Exception").unwrap_or(self.aws_code);
+            (
+                self.status,
+                json!({"Code": code, "Message": self.message}),
+                Some(self.aws_code),
+            )
+        } else {
+            (
+                self.slack_status,
+                json!({"ok": false, "error": self.slack_error, "detail": self.message}),
+                None,
+            )
+        };
+        let mut r = Response::builder().status(status).header(
+            "content-type",
+            if family.is_aws() {
+                "application/json"
+            } else {
+                "application/json; charset=utf-8"
+            },
+        );
+        if let Some(t) = err_type {
+            r = r.header("x-amzn-ErrorType", t);
+        }
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            r = r.header(
+                if family.is_aws() {
+                    "x-amzn-RequestId"
+                } else {
+                    "x-slack-req-id"
+                },
+                v,
+            );
+        }
+        r.body(full(body.to_string()))
+            .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))
+    }
+}
+
+/// A complete body.
+pub fn full(b: impl Into<Bytes>) -> ProxyBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+/// A plain-text response (for requests that belong to no vendor).
+pub fn plain(status: StatusCode, msg: &str) -> Response<ProxyBody> {
+    let mut r = Response::new(full(format!("{msg}\n")));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aws_shape_matches_the_verified_one() {
+        let r = VendorError::forbidden("legal-hold: too short").response(Family::Chime, "req-1");
+        assert_eq!(r.status(), 403);
+        assert_eq!(r.headers()["x-amzn-ErrorType"], "ForbiddenException");
+        assert_eq!(r.headers()["x-amzn-RequestId"], "req-1");
+        let r = VendorError::forbidden("x").response(Family::Slack, "req-1");
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            VendorError::audit_unavailable().code(Family::ChimeMessaging),
+            "ServiceUnavailableException"
+        );
+    }
+}

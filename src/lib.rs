@@ -1,0 +1,32 @@
+//! retention-proxy: an audit-logging HTTP proxy for chat-retention admin APIs
+//! (Amazon Chime, Amazon Chime SDK, Slack).
+//!
+//! # Layout
+//! - [`config`]: raw TOML → validated [`config::Config`].
+//! - [`server`]: listeners, connection handling, ordered shutdown (`run`).
+//! - [`proxy`]: the request path — route, recognise, guard, record, forward, record outcome.
+//! - [`recognise`]: which SPEC §1 call a request is; strict body parsing ([`strict_json`]).
+//! - [`guardrail`]: compiled rules and their pure evaluation.
+//! - [`event`]: what of a call is stored (the redaction boundary).
+//! - [`audit`]: hash-chained records, the writer thread, the SQLite store, queries, verify.
+//! - [`aws`]: SigV4 identity, proxy credentials, re-signing. [`upstream`]: the pooled client.
+//! - [`tunnel`]: CONNECT. [`admin`]: health, readiness, metrics, events. [`errors`]: vendor-shaped answers.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod audit;
+pub mod aws;
+pub mod cli;
+pub mod config;
+pub mod errors;
+pub mod event;
+pub mod guardrail;
+pub mod metrics;
+pub mod proxy;
+pub mod recognise;
+pub mod retention;
+pub mod server;
+pub mod strict_json;
+pub mod tunnel;
+pub mod upstream;

@@ -1,0 +1,75 @@
+//! The `retention-proxy` binary: arguments, tracing, configuration, signals. Everything else
+//! lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use retention_proxy::cli::{self, Cli, Command, LogFormat};
+use retention_proxy::{aws, server};
+use tracing_subscriber::EnvFilter;
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Serve { config, log_format } = cli.command else {
+        return cli::run_offline(cli.command);
+    };
+    init_tracing(log_format);
+    // Every configuration problem is reported before any port is bound.
+    let config = match cli::load_config(config.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(cli::EXIT_CONFIG);
+        }
+    };
+    let credentials = aws::AwsCredentials::from_environment();
+    if credentials.is_none() {
+        tracing::warn!("no AWS credentials found: reverse-proxied AWS calls cannot be re-signed");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("retention-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listeners = match server::bind(&config).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("retention-proxy: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match server::run(listeners, config, credentials, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("retention-proxy: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,144 @@
+//! Prometheus metrics for `/metrics`: intercepted calls by family, operation, decision and
+//! outcome; pass-through requests; latency histograms; and the audit writer's figures.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::audit::WriterStats;
+use crate::audit::writer::COMMIT_BUCKETS_US;
+
+/// Labels of an intercepted call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    /// `[upstreams]` key.
+    pub family: String,
+    /// `eventName`.
+    pub operation: String,
+    /// Guardrail decision.
+    pub decision: String,
+    /// Outcome.
+    pub outcome: String,
+}
+
+/// Labels of a pass-through request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Route (`[upstreams]` key, `forward` or `tunnel`).
+    pub route: String,
+}
+
+/// All metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Intercepted calls.
+    pub calls: Family<CallLabels, Counter>,
+    /// Pass-through requests.
+    pub passthrough: Family<RouteLabels, Counter>,
+    /// Intercepted call latency, seconds.
+    pub call_seconds: Family<RouteLabels, Histogram>,
+    /// Refused connections or requests (host not allowed, no route).
+    pub refused: Family<RouteLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("retention_proxy");
+        let calls = Family::<CallLabels, Counter>::default();
+        let passthrough = Family::<RouteLabels, Counter>::default();
+        let refused = Family::<RouteLabels, Counter>::default();
+        let call_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+        });
+        registry.register("requests", "Intercepted retention calls", calls.clone());
+        registry.register(
+            "passthrough_requests",
+            "Requests streamed through without audit",
+            passthrough.clone(),
+        );
+        registry.register("refused_requests", "Requests refused before routing", refused.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Latency of intercepted calls",
+            call_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            calls,
+            passthrough,
+            call_seconds,
+            refused,
+        }
+    }
+}
+
+impl Metrics {
+    /// Renders the Prometheus text exposition.
+    pub fn render(&self, writer: &WriterStats) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
+        if out.ends_with("# EOF\n") {
+            out.truncate(out.len() - "# EOF\n".len());
+        }
+        let _ = writeln!(
+            out,
+            "# HELP retention_proxy_audit_queue_depth Audit records waiting for the writer."
+        );
+        let _ = writeln!(out, "# TYPE retention_proxy_audit_queue_depth gauge");
+        let _ = writeln!(
+            out,
+            "retention_proxy_audit_queue_depth {}",
+            writer.queued.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP retention_proxy_audit_records_committed Audit records committed."
+        );
+        let _ = writeln!(out, "# TYPE retention_proxy_audit_records_committed counter");
+        let _ = writeln!(
+            out,
+            "retention_proxy_audit_records_committed_total {}",
+            writer.committed.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP retention_proxy_audit_commit_failures Failed audit commits."
+        );
+        let _ = writeln!(out, "# TYPE retention_proxy_audit_commit_failures counter");
+        let _ = writeln!(
+            out,
+            "retention_proxy_audit_commit_failures_total {}",
+            writer.failures.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP retention_proxy_audit_commit_seconds Latency of one group commit."
+        );
+        let _ = writeln!(out, "# TYPE retention_proxy_audit_commit_seconds histogram");
+        let mut cum = 0u64;
+        for (i, b) in COMMIT_BUCKETS_US.iter().enumerate() {
+            cum += writer.commit_buckets[i].load(Ordering::Relaxed);
+            let le = if *b == u64::MAX {
+                "+Inf".to_string()
+            } else {
+                format!("{}", *b as f64 / 1e6)
+            };
+            let _ = writeln!(out, "retention_proxy_audit_commit_seconds_bucket{{le=\"{le}\"}} {cum}");
+        }
+        let _ = writeln!(
+            out,
+            "retention_proxy_audit_commit_seconds_sum {}",
+            writer.commit_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "retention_proxy_audit_commit_seconds_count {cum}");
+        out.push_str("# EOF\n");
+        out
+    }
+}

@@ -1,0 +1,701 @@
+//! The request path. One function per step, called in order from `handle`:
+//! route → recognise → (pass through untouched) | read body → guard → record → forward → record outcome.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HOST};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::Value;
+use time::OffsetDateTime;
+use tracing::{Instrument, info_span, warn};
+
+use crate::audit::AuditHandle;
+use crate::audit::query::format_time;
+use crate::aws::{self, AwsCredentials, Payload};
+use crate::config::{Config, FailMode, Scheme, Upstream};
+use crate::errors::{VendorError, full, plain};
+use crate::event::{self, Answer, CallFacts, Caller, FinalOutcome, Way};
+use crate::guardrail::{self, Decision, Facts, Verdict};
+use crate::metrics::{CallLabels, Metrics, RouteLabels};
+use crate::recognise::{self, Call, Family, Matched, RequestParts};
+use crate::upstream::{BoxError, ProxyBody, UpstreamClient};
+
+/// Largest intercepted response the proxy reads to record it.
+const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Shared state of the proxy listener.
+pub struct App {
+    /// Validated configuration.
+    pub config: Config,
+    /// The audit writer.
+    pub audit: AuditHandle,
+    /// Pooled upstream client.
+    pub client: UpstreamClient,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The proxy's own AWS credentials for reverse mode.
+    pub credentials: Option<AwsCredentials>,
+    /// HMAC key for Slack token fingerprints.
+    pub hmac_key: Vec<u8>,
+}
+
+/// Where a request goes.
+struct Route {
+    way: Way,
+    /// The vendor family, when the destination is a vendor we audit.
+    family: Option<Family>,
+    upstream: Upstream,
+    /// `Host` to send: the client's in forward mode, the upstream's in reverse mode.
+    host: String,
+    /// Label for metrics.
+    label: &'static str,
+}
+
+/// Serves one request. Never fails: every error becomes a response.
+pub async fn handle(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Response<ProxyBody> {
+    if req.method() == Method::CONNECT {
+        return crate::tunnel::connect(app, peer, req).await;
+    }
+    let route = match choose_route(&app.config, &req) {
+        Ok(r) => r,
+        Err(resp) => {
+            app.metrics
+                .refused
+                .get_or_create(&RouteLabels { route: "none".into() })
+                .inc();
+            return *resp;
+        }
+    };
+    let matched = route
+        .family
+        .and_then(|f| recognise::classify(f, req.method(), req.uri().path()));
+    match matched {
+        None => pass_through(&app, peer, route, req).await,
+        Some(m) => {
+            let span = info_span!("call", operation = m.op.name(), way = ?route.way, peer = %peer);
+            intercept(app, peer, route, m, req).instrument(span).await
+        }
+    }
+}
+
+fn choose_route<B>(config: &Config, req: &Request<B>) -> Result<Route, Box<Response<ProxyBody>>> {
+    let uri = req.uri();
+    if uri.scheme().is_some() {
+        let host = uri.host().unwrap_or("").trim_end_matches('.').to_ascii_lowercase();
+        let resolved = config.forward.resolve.get(&host).cloned();
+        if host.is_empty() || !(config.forward.allows(&host) || resolved.is_some()) {
+            warn!(host = %host, "forward request to a host outside allow_hosts refused");
+            return Err(Box::new(plain(
+                StatusCode::FORBIDDEN,
+                &format!("retention-proxy: host {host:?} is not in forward.allow_hosts"),
+            )));
+        }
+        let upstream = resolved.unwrap_or_else(|| Upstream {
+            scheme: Scheme::Https,
+            host: host.clone(),
+            port: match uri.port_u16() {
+                None | Some(80) => 443,
+                Some(p) => p,
+            },
+        });
+        let host_header = req
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_else(|| uri.authority().map(|a| a.to_string()).unwrap_or(host.clone()));
+        return Ok(Route {
+            way: Way::Forward,
+            family: recognise::family_for_host(&host),
+            upstream,
+            host: host_header,
+            label: "forward",
+        });
+    }
+    let path = uri.path();
+    let Some(family) = recognise::route_family(path) else {
+        return Err(Box::new(plain(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "retention-proxy: no route for {path:?}; known prefixes: {}",
+                recognise::ROUTE_PREFIXES
+            ),
+        )));
+    };
+    let up = &config.upstreams;
+    let upstream = match family {
+        Family::Chime => up.chime.clone(),
+        Family::ChimeMessaging => up.chime_messaging.clone(),
+        Family::ChimeIdentity => up.chime_identity.clone(),
+        Family::Slack => up.slack.clone(),
+    };
+    let host = authority(&upstream);
+    Ok(Route {
+        way: Way::Reverse,
+        family: Some(family),
+        upstream,
+        host,
+        label: family.label(),
+    })
+}
+
+/// `host[:port]`, the port omitted when it is the scheme's default.
+fn authority(u: &Upstream) -> String {
+    let default = matches!((u.scheme, u.port), (Scheme::Https, 443) | (Scheme::Http, 80));
+    let host = if u.host.contains(':') {
+        format!("[{}]", u.host)
+    } else {
+        u.host.clone()
+    };
+    if default { host } else { format!("{host}:{}", u.port) }
+}
+
+fn upstream_uri(route: &Route, original: &Uri) -> Result<Uri, http::Error> {
+    let scheme = match route.upstream.scheme {
+        Scheme::Http => "http",
+        Scheme::Https => "https",
+    };
+    let pq = original.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let uri = Uri::builder()
+        .scheme(scheme)
+        .authority(authority(&route.upstream))
+        .path_and_query(pq)
+        .build()?;
+    Ok(uri)
+}
+
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the nearest
+/// untrusted address in `X-Forwarded-For`.
+fn source_ip(config: &Config, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    let trusted = &config.server.trusted_proxies;
+    if !trusted.contains(&peer.ip()) {
+        return peer.ip();
+    }
+    let chain: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    chain
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer.ip())
+}
+
+fn append_forwarded_for(h: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_string();
+    let v = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&v) {
+        h.insert("x-forwarded-for", v);
+    }
+}
+
+/// Builds the upstream request's head: URI, version, Host, hop-by-hop removed, XFF appended.
+fn upstream_head(
+    route: &Route,
+    peer: SocketAddr,
+    parts: &http::request::Parts,
+) -> Result<http::request::Builder, http::Error> {
+    let uri = upstream_uri(route, &parts.uri)?;
+    let mut headers = parts.headers.clone();
+    strip_hop_by_hop(&mut headers);
+    append_forwarded_for(&mut headers, peer);
+    headers.insert(HOST, HeaderValue::from_str(&route.host)?);
+    let mut b = Request::builder()
+        .method(parts.method.clone())
+        .uri(uri)
+        .version(Version::HTTP_11);
+    if let Some(h) = b.headers_mut() {
+        *h = headers;
+    }
+    Ok(b)
+}
+
+/// Removes the client's signature and signs with the proxy's credentials (reverse mode, AWS).
+fn resign<B>(
+    app: &App,
+    route: &Route,
+    region_hint: Option<&str>,
+    req: &mut Request<B>,
+    payload: Payload<'_>,
+) -> Result<(), VendorError> {
+    let creds = app.credentials.as_ref().ok_or_else(|| {
+        VendorError::internal("retention-proxy has no AWS credentials to re-sign this call (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a shared profile)")
+    })?;
+    for h in aws::SIGNING_HEADERS {
+        req.headers_mut().remove(h);
+    }
+    let region = region_hint
+        .map(str::to_string)
+        .or_else(|| recognise::region_of_host(&route.upstream.host))
+        .unwrap_or_else(|| "us-east-1".into());
+    aws::resign(req, creds, &region, payload).map_err(|e| VendorError::internal(e.to_string()))
+}
+
+fn boxed_incoming(b: Incoming) -> ProxyBody {
+    b.map_err(|e| Box::new(e) as BoxError).boxed()
+}
+
+fn client_response(resp: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, boxed_incoming(body))
+}
+
+/// Streams a request we do not audit: no buffering (except an AWS body that must be
+/// re-signed in reverse mode and fits the limit), no event.
+async fn pass_through(app: &App, peer: SocketAddr, route: Route, req: Request<Incoming>) -> Response<ProxyBody> {
+    app.metrics
+        .passthrough
+        .get_or_create(&RouteLabels {
+            route: route.label.into(),
+        })
+        .inc();
+    let family = route.family.unwrap_or(Family::Slack);
+    let (parts, body) = req.into_parts();
+    let head = match upstream_head(&route, peer, &parts) {
+        Ok(h) => h,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("retention-proxy: bad request: {e}")),
+    };
+    let resign_needed = route.way == Way::Reverse && family.is_aws();
+    let out = if resign_needed {
+        let claimed = aws::claimed_identity(parts.headers.get("authorization").and_then(|v| v.to_str().ok()));
+        let len: Option<usize> = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let small = len.is_some_and(|l| l <= app.config.server.max_body_bytes) || (len.is_none() && !has_body(&parts));
+        if small {
+            let bytes = match Limited::new(body, app.config.server.max_body_bytes).collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(_) => return VendorError::too_large(app.config.server.max_body_bytes).response(family, &new_id()),
+            };
+            let mut r = match head.body(full(bytes.clone())) {
+                Ok(r) => r,
+                Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("retention-proxy: bad request: {e}")),
+            };
+            if let Err(e) = resign(app, &route, claimed.region.as_deref(), &mut r, Payload::Bytes(&bytes)) {
+                return e.response(family, &new_id());
+            }
+            r
+        } else {
+            let mut r = match head.body(boxed_incoming(body)) {
+                Ok(r) => r,
+                Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("retention-proxy: bad request: {e}")),
+            };
+            if let Err(e) = resign(app, &route, claimed.region.as_deref(), &mut r, Payload::Unsigned) {
+                return e.response(family, &new_id());
+            }
+            r
+        }
+    } else {
+        match head.body(boxed_incoming(body)) {
+            Ok(r) => r,
+            Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("retention-proxy: bad request: {e}")),
+        }
+    };
+    match tokio::time::timeout(app.config.upstreams.request_timeout, app.client.request(out)).await {
+        Ok(Ok(resp)) => client_response(resp),
+        Ok(Err(e)) => {
+            warn!(error = %e, upstream = %route.upstream, "pass-through upstream failed");
+            VendorError::bad_gateway(format!("upstream {} failed: {e}", route.upstream)).response(family, &new_id())
+        }
+        Err(_) => VendorError::gateway_timeout(format!("upstream {} did not answer in time", route.upstream))
+            .response(family, &new_id()),
+    }
+}
+
+fn has_body(parts: &http::request::Parts) -> bool {
+    parts.headers.contains_key(http::header::TRANSFER_ENCODING)
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// An intercepted call: read → recognise → guard → record → forward → record outcome.
+async fn intercept(
+    app: Arc<App>,
+    peer: SocketAddr,
+    route: Route,
+    m: Matched,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let family = m.op.family();
+    let (parts, body) = req.into_parts();
+    let now = OffsetDateTime::now_utc();
+    let claimed = aws::claimed_identity(header_str(&parts.headers, "authorization"));
+
+    // Who is calling (before the body: a too-large body is still attributed).
+    let mut caller = Caller {
+        access_key_id: if family.is_aws() {
+            claimed.access_key_id.clone()
+        } else {
+            None
+        },
+        chime_bearer: header_str(&parts.headers, "x-amz-chime-bearer").map(str::to_string),
+        token_fingerprint: None,
+        token_type: None,
+        kind: String::new(),
+        verified: false,
+        source_ip: source_ip(&app.config, peer, &parts.headers).to_string(),
+        user_agent: header_str(&parts.headers, "user-agent").map(str::to_string),
+    };
+    let mut facts = CallFacts {
+        event_id: new_id(),
+        event_time: format_time(now),
+        op: m.op,
+        way: route.way,
+        region: if family.is_aws() {
+            claimed
+                .region
+                .clone()
+                .or_else(|| recognise::region_of_host(&route.upstream.host))
+        } else {
+            None
+        },
+        caller: caller.clone(),
+        invocation_id: header_str(&parts.headers, "amz-sdk-invocation-id").map(str::to_string),
+        attempt: event::parse_attempt(header_str(&parts.headers, "amz-sdk-request")),
+        proxy_instance: app.config.audit.proxy_instance.clone(),
+    };
+
+    // 1. Read the body, bounded.
+    let limit = app.config.server.max_body_bytes;
+    let declared: Option<u64> = header_str(&parts.headers, "content-length").and_then(|v| v.parse().ok());
+    let body = if declared.is_some_and(|l| l > limit as u64) {
+        None
+    } else {
+        match Limited::new(body, limit).collect().await {
+            Ok(c) => Some(c.to_bytes()),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => None,
+            Err(e) => {
+                warn!(error = %e, "client body could not be read");
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    "retention-proxy: the request body could not be read",
+                );
+            }
+        }
+    };
+
+    // 2. Recognise.
+    let rparts = RequestParts {
+        method: &parts.method,
+        query: parts.uri.query(),
+        headers: &parts.headers,
+    };
+    let parsed: Result<Call, (Call, VendorError)> = match &body {
+        None => Err((empty_call(&m), VendorError::too_large(limit))),
+        Some(b) => recognise::parse(&m, &rparts, b).map_err(|r| (*r.partial, VendorError::bad_request(r.message))),
+    };
+    let call = match &parsed {
+        Ok(c) => c,
+        Err((c, _)) => c,
+    };
+    if let Some(tok) = &call.slack_token {
+        caller.token_fingerprint = Some(event::token_fingerprint(&app.hmac_key, tok));
+        caller.token_type = Some(event::token_type(tok));
+        caller.kind = if tok.starts_with("xoxb") {
+            "SlackBot".into()
+        } else {
+            "SlackUser".into()
+        };
+    } else if family.is_aws() {
+        caller.kind = aws::identity_type(caller.access_key_id.as_deref()).into();
+    } else {
+        caller.kind = "Unknown".into();
+    }
+    caller.chime_bearer = call.chime_bearer.clone().or(caller.chime_bearer);
+    facts.caller = caller;
+    let previous: Vec<_> = call
+        .changes
+        .iter()
+        .map(|c| app.audit.previous(c.target, &c.resource))
+        .collect();
+
+    // 3. Refuse what the vendor would refuse.
+    let call = match parsed {
+        Ok(c) => c,
+        Err((c, err)) => {
+            let verdict = allow();
+            return refuse(&app, &facts, &c, &previous, &verdict, "rejected", err, started).await;
+        }
+    };
+
+    // 4. Guard.
+    let principals = facts.caller.principals();
+    let verdict = guardrail::evaluate(
+        &app.config.guardrails,
+        &Facts {
+            changes: &call.changes,
+            account: call.account.as_deref(),
+            arns: &call.arns,
+            slack_channel: call.slack_channel.as_deref(),
+            principals: &principals,
+        },
+    );
+    if verdict.decision == Decision::Deny {
+        let err = VendorError::forbidden(verdict.reason.clone());
+        return refuse(&app, &facts, &call, &previous, &verdict, "denied", err, started).await;
+    }
+
+    // 5. Record, durably, before anything leaves.
+    let request = event::request_record(&facts, &call, &previous, &verdict, None);
+    if let Err(e) = app.audit.append(request).await {
+        match app.config.audit.fail_mode {
+            FailMode::Closed => {
+                warn!(error = %e, "audit commit failed; call refused (fail closed)");
+                count(&app, &facts, &verdict, "audit_unavailable", started);
+                return VendorError::audit_unavailable().response(family, &facts.event_id);
+            }
+            FailMode::Open => warn!(error = %e, "audit commit failed; forwarding anyway (fail_mode = open)"),
+        }
+    }
+
+    // 6. Forward.
+    let body = body.unwrap_or_default();
+    let answer = forward(&app, peer, &route, &parts, &claimed, body).await;
+
+    // 7. Record the outcome, then answer.
+    let (resp, answer) = match answer {
+        Ok((resp, bytes)) => {
+            let a = describe_answer(family, &resp, &bytes, started);
+            let (mut rp, _) = resp.into_parts();
+            strip_hop_by_hop(&mut rp.headers);
+            rp.headers.remove(CONTENT_LENGTH);
+            (Response::from_parts(rp, full(bytes)), a)
+        }
+        Err(err) => {
+            let a = Answer {
+                outcome: "upstream_error",
+                status: err.status_for(family).as_u16(),
+                request_id: None,
+                response: Value::Null,
+                error_code: Some(err.code(family).to_string()),
+                error_message: Some(err.message.clone()),
+                duration_ms: started.elapsed().as_millis() as u64,
+            };
+            (err.response(family, &facts.event_id), a)
+        }
+    };
+    let observed = recognise::observed_in_response(&call, answer.status, &answer.response);
+    let outcome = event::outcome_record(&facts, &call, &answer, observed, format_time(OffsetDateTime::now_utc()));
+    if let Err(e) = app.audit.append(outcome).await {
+        warn!(error = %e, event_id = %facts.event_id, "outcome could not be recorded; the event stays 'unknown'");
+    }
+    count(&app, &facts, &verdict, answer.outcome, started);
+    resp
+}
+
+fn allow() -> Verdict {
+    Verdict {
+        decision: Decision::Allow,
+        rule_ids: Vec::new(),
+        reason: String::new(),
+    }
+}
+
+fn empty_call(m: &Matched) -> Call {
+    Call {
+        op: m.op,
+        request_parameters: serde_json::json!({}),
+        resources: Vec::new(),
+        changes: Vec::new(),
+        account: None,
+        arns: Vec::new(),
+        slack_channel: None,
+        slack_token: None,
+        chime_bearer: None,
+    }
+}
+
+fn count(app: &App, f: &CallFacts, v: &Verdict, outcome: &str, started: Instant) {
+    let family = f.op.family().label().to_string();
+    app.metrics
+        .calls
+        .get_or_create(&CallLabels {
+            family: family.clone(),
+            operation: f.op.name().into(),
+            decision: v.decision.as_str().into(),
+            outcome: outcome.into(),
+        })
+        .inc();
+    app.metrics
+        .call_seconds
+        .get_or_create(&RouteLabels { route: family })
+        .observe(started.elapsed().as_secs_f64());
+}
+
+/// Answers a call the proxy refuses itself, after recording it.
+#[allow(clippy::too_many_arguments)]
+async fn refuse(
+    app: &App,
+    f: &CallFacts,
+    call: &Call,
+    previous: &[Option<crate::retention::RetentionValue>],
+    verdict: &Verdict,
+    outcome: &str,
+    err: VendorError,
+    started: Instant,
+) -> Response<ProxyBody> {
+    let family = f.op.family();
+    let fin = FinalOutcome {
+        outcome,
+        status: err.status_for(family).as_u16(),
+        error_code: err.code(family),
+        error_message: &err.message,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    let record = event::request_record(f, call, previous, verdict, Some(fin));
+    if let Err(e) = app.audit.append(record).await {
+        // The call is refused either way; only its record is missing.
+        warn!(error = %e, outcome, "a refused call could not be recorded");
+    }
+    count(app, f, verdict, outcome, started);
+    err.response(family, &f.event_id)
+}
+
+async fn forward(
+    app: &App,
+    peer: SocketAddr,
+    route: &Route,
+    parts: &http::request::Parts,
+    claimed: &aws::ClaimedIdentity,
+    body: Bytes,
+) -> Result<(Response<()>, Bytes), VendorError> {
+    let family = route.family.unwrap_or(Family::Slack);
+    let head = upstream_head(route, peer, parts).map_err(|e| VendorError::bad_request(e.to_string()))?;
+    let mut out = head
+        .body(full(body.clone()))
+        .map_err(|e| VendorError::bad_request(e.to_string()))?;
+    out.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if route.way == Way::Reverse && family.is_aws() {
+        resign(app, route, claimed.region.as_deref(), &mut out, Payload::Bytes(&body))?;
+    }
+    let timeout = app.config.upstreams.request_timeout;
+    let upstream = route.upstream.clone();
+    let fut = async {
+        let resp = app
+            .client
+            .request(out)
+            .await
+            .map_err(|e| VendorError::bad_gateway(format!("upstream {upstream} failed: {e}")))?;
+        let (rp, rb) = resp.into_parts();
+        let bytes = Limited::new(rb, MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| VendorError::bad_gateway(format!("upstream {upstream} response could not be read: {e}")))?
+            .to_bytes();
+        Ok((Response::from_parts(rp, ()), bytes))
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(VendorError::gateway_timeout(format!(
+            "upstream {} did not answer within {timeout:?}",
+            route.upstream
+        ))),
+    }
+}
+
+fn describe_answer(family: Family, resp: &Response<()>, bytes: &Bytes, started: Instant) -> Answer {
+    let status = resp.status().as_u16();
+    let h = resp.headers();
+    let response: Value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(bytes).unwrap_or(Value::Null)
+    };
+    let (request_id, error_code, error_message) = if family.is_aws() {
+        let rid = header_str(h, "x-amzn-requestid").map(str::to_string);
+        let code = if status >= 400 {
+            header_str(h, "x-amzn-errortype")
+                .map(|t| t.split(':').next().unwrap_or(t).to_string())
+                .or_else(|| {
+                    response
+                        .get("__type")
+                        .and_then(Value::as_str)
+                        .map(|t| t.rsplit('#').next().unwrap_or(t).to_string())
+                })
+                .or_else(|| response.get("Code").and_then(Value::as_str).map(str::to_string))
+                .or_else(|| Some(status.to_string()))
+        } else {
+            None
+        };
+        let msg = if status >= 400 {
+            response
+                .get("Message")
+                .or_else(|| response.get("message"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        } else {
+            None
+        };
+        (rid, code, msg)
+    } else {
+        let rid = header_str(h, "x-slack-req-id").map(str::to_string);
+        let code = if response.get("ok") == Some(&Value::Bool(false)) {
+            response.get("error").and_then(Value::as_str).map(str::to_string)
+        } else if status >= 400 {
+            Some(status.to_string())
+        } else {
+            None
+        };
+        (rid, code, None)
+    };
+    Answer {
+        outcome: "forwarded",
+        status,
+        request_id,
+        response,
+        error_code,
+        error_message,
+        duration_ms: started.elapsed().as_millis() as u64,
+    }
+}

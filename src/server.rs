@@ -1,0 +1,226 @@
+//! Listeners and lifecycle. `run` takes already-bound listeners and a shutdown future (tests
+//! bind port 0 and pass their own trigger), serves until the future resolves, then shuts down
+//! in a fixed order: stop accepting → let in-flight requests finish within the grace period →
+//! commit every queued audit record → return.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::audit::AuditError;
+use crate::audit::sqlite::{self, SqliteStore};
+use crate::audit::writer::Writer;
+use crate::aws::AwsCredentials;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::{self, App};
+use crate::upstream;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The audit store could not be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// Upstream TLS could not be set up.
+    #[error(transparent)]
+    Client(#[from] upstream::ClientError),
+    /// The listener's TLS certificate or key could not be loaded.
+    #[error("cannot load the listener's TLS certificate: {0}")]
+    Tls(String),
+}
+
+/// Bound sockets for `run`.
+pub struct Listeners {
+    /// The proxy listener.
+    pub proxy: TcpListener,
+    /// The admin listener, if enabled.
+    pub admin: Option<TcpListener>,
+}
+
+fn tls_acceptor(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, RunError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let Some((cert, key)) = &config.server.tls else {
+        return Ok(None);
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<_, _>>())
+        .map_err(|e| RunError::Tls(format!("{}: {e}", cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| RunError::Tls(format!("{}: {e}", key.display())))?;
+    let mut sc = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| RunError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| RunError::Tls(e.to_string()))?;
+    sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(sc))))
+}
+
+/// Runs the proxy (and admin listener) until `shutdown` resolves.
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    credentials: Option<AwsCredentials>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let store = SqliteStore::open(&config.audit.path)?;
+    let hmac_key = sqlite::load_or_create_key(&config.audit.hmac_key_file)?;
+    let writer = Writer::start(store, config.audit.queue_capacity)?;
+    let client = upstream::build(config.upstreams.ca_file.as_deref(), config.upstreams.connect_timeout)?;
+    let tls = tls_acceptor(&config)?;
+    let app = Arc::new(App {
+        audit: writer.handle(),
+        client,
+        metrics: Arc::new(Metrics::default()),
+        credentials,
+        hmac_key,
+        config,
+    });
+
+    let graceful = GracefulShutdown::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin_task = listeners.admin.map(|l| {
+        let app = app.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    acc = l.accept() => {
+                        let Ok((stream, _)) = acc else { continue };
+                        let app = app.clone();
+                        tokio::spawn(async move {
+                            let svc = service_fn(move |req| {
+                                let app = app.clone();
+                                async move { Ok::<_, std::convert::Infallible>(crate::admin::handle(app, req).await) }
+                            });
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .await;
+                        });
+                    }
+                }
+            }
+        })
+    });
+
+    let limit = Arc::new(Semaphore::new(app.config.server.max_connections));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(app.config.server.header_read_timeout)
+        .keep_alive(true);
+    let builder = Arc::new(builder);
+    info!(listen = %listeners.proxy.local_addr().map(|a| a.to_string()).unwrap_or_default(), "proxy listening");
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            acc = listeners.proxy.accept() => match acc {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                let svc = service_fn(move |req| {
+                    let app = app.clone();
+                    async move { Ok::<_, std::convert::Infallible>(proxy::handle(app, peer, req).await) }
+                });
+                let result = match tls {
+                    Some(acceptor) => {
+                        let hs =
+                            tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream)).await;
+                        match hs {
+                            Ok(Ok(s)) => {
+                                watcher
+                                    .watch(
+                                        builder
+                                            .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                                            .into_owned(),
+                                    )
+                                    .await
+                            }
+                            Ok(Err(e)) => {
+                                warn!(peer = %peer, error = %e, "TLS handshake with client failed");
+                                return;
+                            }
+                            Err(_) => {
+                                warn!(peer = %peer, "TLS handshake with client timed out");
+                                return;
+                            }
+                        }
+                    }
+                    None => {
+                        watcher
+                            .watch(
+                                builder
+                                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                                    .into_owned(),
+                            )
+                            .await
+                    }
+                };
+                if let Err(e) = result {
+                    debug!(error = %e, "connection ended with an error");
+                }
+            }
+            .instrument(info_span!("conn", peer = %peer)),
+        );
+    }
+
+    // Shutdown, in order.
+    info!("shutting down: draining in-flight requests");
+    drop(listeners.proxy);
+    let grace = app.config.server.shutdown_grace;
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        warn!(?grace, "in-flight requests did not finish within the grace period");
+    }
+    let _ = stop_tx.send(true);
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
+    drop(app);
+    writer.shutdown().await;
+    info!("audit records committed; stopped");
+    Ok(())
+}
+
+/// Binds the configured listeners (proxy, then admin).
+pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+    let bind = |a: SocketAddr| async move {
+        TcpListener::bind(a)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))
+    };
+    let proxy = bind(config.server.listen).await?;
+    let admin = match config.server.admin_listen {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    Ok(Listeners { proxy, admin })
+}

@@ -1,0 +1,5 @@
+#![allow(dead_code)]
+//! Shared helpers for integration tests: an in-process fake vendor and a SigV4 verifier.
+
+pub mod fake_vendor;
+pub mod sigv4;
