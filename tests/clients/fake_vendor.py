@@ -239,6 +239,7 @@ class FakeVendor:
         self.slack_channels: dict[str, Optional[int]] = {}  # id -> days|None (None: default)
         # knobs
         self.chime_put_status = 200  # 200 (echo body) or 204 (empty body)
+        self._failures: dict[str, list] = {}  # family -> [(status, error type)] to answer next
         self._servers: dict[str, ThreadingHTTPServer] = {}
         self._threads: list[threading.Thread] = []
 
@@ -297,6 +298,11 @@ class FakeVendor:
                 out.append(f"{what}: {r.family} {r.method} {r.target}")
         return out
 
+    def fail_next(self, family, status, error_type, count=1):
+        """Answer the next `count` validly signed AWS requests of `family` with an error."""
+        with self.lock:
+            self._failures.setdefault(family, []).extend([(status, error_type)] * count)
+
     # ----------------------------------------------------------------- seeding
 
     def seed_account(self, account_id, room, conversation):
@@ -350,7 +356,12 @@ class FakeVendor:
                             "you provided. (" + rec.sig.reason + ")"},
                 {"x-amzn-ErrorType": "InvalidSignatureException"},
             ))
+        with self.lock:
+            pending = self._failures.get(family)
+            failure = pending.pop(0) if pending else None
         try:
+            if failure is not None:
+                raise _aws_error(failure[0], failure[1], "injected failure")
             reply = getattr(self, "_" + family)(rec, segments)
         except _Reply as r:
             reply = r
@@ -418,7 +429,11 @@ class FakeVendor:
     # ----------------------------------------------------------------- chime sdk messaging
 
     def _chime_messaging(self, rec, seg):
+        if seg == ["channel-flows"] and rec.method == "GET":
+            raise _Reply(200, {"ChannelFlows": []}, operation="ListChannelFlows")
         if seg[0] != "channels":
+            with self.lock:
+                self.anomalies.append(("unknown messaging route", rec))
             raise _aws_error(404, "NotFoundException", "no such route")
         if len(seg) == 1 and rec.method == "POST":
             body = rec.json()
@@ -473,6 +488,8 @@ class FakeVendor:
     # ----------------------------------------------------------------- chime sdk identity
 
     def _chime_identity(self, rec, seg):
+        if seg == ["app-instance-bots"] and rec.method == "GET":
+            raise _Reply(200, {"AppInstanceBots": []}, operation="ListAppInstanceBots")
         if seg[0] == "app-instances" and len(seg) == 3 and seg[2] == "retention-settings":
             arn = seg[1]
             if rec.method == "PUT":

@@ -459,11 +459,16 @@ class Ctx:
         assert ev["readOnly"] is read_only, f"readOnly {ev['readOnly']!r}, want {read_only}"
         assert ev.get("awsRegion") == "us-east-1", f"awsRegion {ev.get('awsRegion')!r}"
         assert ev["outcome"] == outcome, f"outcome {ev['outcome']!r}, want {outcome!r}: {ev}"
+        assert ev.get("sourceIPAddress") == "127.0.0.1", ev.get("sourceIPAddress")
         ui = ev["userIdentity"]
         assert ui["accessKeyId"] == CLIENT_AK, f"userIdentity.accessKeyId {ui['accessKeyId']!r}"
+        assert "Signature" not in json.dumps(ev) and CLIENT_SK not in json.dumps(ev)
         if self.mode == "reverse":
             assert ui["verified"] is False, f"reverse mode: verified must be false, got {ui}"
         if sent is not None:
+            assert ev.get("userAgent") == sent.header("user-agent"), (
+                f"userAgent {ev.get('userAgent')!r} != {sent.header('user-agent')!r}"
+            )
             if sent.header("x-amz-chime-bearer"):
                 assert ui.get("chimeBearer") == sent.header("x-amz-chime-bearer"), ui
             assert ev["invocationId"] == sent.header("amz-sdk-invocation-id"), (

@@ -196,7 +196,12 @@ def create_channel(ctx: Ctx):
     ids = [str(r.get("id")) for r in ev.get("resources") or []]
     assert any(arn in i or APP_INSTANCE in i for i in ids), f"resources {ev.get('resources')}"
     assert find_key(ev["requestParameters"], "ExpirationSettings") == es
-    assert_changes(ev, [(CHANNEL_EXP, (arn, APP_INSTANCE), None, 7)])
+    # The channel ARN is known only from the response; the event must name it (SPEC 3:
+    # changes[].resource is the resource whose retention changes).
+    assert_changes(ev, [(CHANNEL_EXP, arn, None, 7)])
+    assert [e["eventID"] for e in ctx.proxy.query("--resource", arn)] == [ev["eventID"]], (
+        f"audit query --resource {arn} does not find the CreateChannel event"
+    )
     assert ctx.vendor.channels[arn]["ExpirationSettings"] == es
 
 
@@ -291,7 +296,7 @@ def create_app_instance_user(ctx: Ctx):
                         read_only=False, rec=rec, sent=sent)
     ids = [str(r.get("id")) for r in ev.get("resources") or []]
     assert any(arn in i or APP_INSTANCE in i for i in ids), f"resources {ev.get('resources')}"
-    assert_changes(ev, [(USER_EXP, (arn, APP_INSTANCE), None, 365)])
+    assert_changes(ev, [(USER_EXP, arn, None, 365)])
     assert ctx.vendor.users[arn]["ExpirationSettings"] == es
 
 
@@ -364,6 +369,9 @@ def check_slack_event(ctx: Ctx, ev: dict, rec, method: str, read_only: bool,
         "tokenFingerprint is a plain SHA-256 of the token, not a keyed HMAC"
     )
     assert token not in json.dumps(ev), "the Slack token appears in the audit event"
+    assert ev["userIdentity"].get("tokenType") == "xoxp", ev["userIdentity"]
+    assert ev.get("sourceIPAddress") == "127.0.0.1", ev.get("sourceIPAddress")
+    assert str(ev.get("userAgent", "")).startswith("Python/"), ev.get("userAgent")
     with pytest.raises(KeyError):
         find_key(ev.get("requestParameters") or {}, "token")
     assert find_key(ev["requestParameters"], "channel_id") == SLACK_CHANNEL
@@ -531,6 +539,8 @@ AWS_INVALID = {
         AppInstanceArn=APP_INSTANCE, AppInstanceUserId="user-3", Name="User Three",
         ClientRequestToken="tok-0004",
         ExpirationSettings={"ExpirationDays": 5476, "ExpirationCriterion": "CREATED_TIMESTAMP"})),
+    "account_id_blank": ("chime", "put_retention_settings", "PutRetentionSettings", dict(
+        AccountId=" ", RetentionSettings={"RoomRetentionSettings": {"RetentionDays": 365}})),
     "channel_arn_pattern": ("chime-sdk-messaging", "put_channel_expiration_settings",
                             "PutChannelExpirationSettings", dict(
         ChannelArn="notanarn", ChimeBearer=BEARER,
@@ -645,6 +655,17 @@ def passthrough_not_audited(ctx: Ctx):
     rec = ctx.one_request(mark, "chime_messaging")
     ctx.check_aws_transport(rec, spy.last)
     assert rec.path == "/channels" and "app-instance-arn=" in rec.query, rec.target
+
+    for service, family, op, path in (
+        ("chime-sdk-messaging", "chime_messaging", "list_channel_flows", "/channel-flows"),
+        ("chime-sdk-identity", "chime_identity", "list_app_instance_bots", "/app-instance-bots"),
+    ):
+        client, spy = ctx.aws(service)
+        mark = ctx.vendor.mark()
+        getattr(client, op)(AppInstanceArn=APP_INSTANCE)
+        rec = ctx.one_request(mark, family)
+        ctx.check_aws_transport(rec, spy.last)
+        assert rec.path == path, rec.target
 
     mark = ctx.vendor.mark()
     resp = ctx.slack().auth_test()
