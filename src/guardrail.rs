@@ -351,12 +351,29 @@ pub fn evaluate(rules: &[Guardrail], f: &Facts<'_>) -> Verdict {
     }
 }
 
-/// Whether any enforcing rule could apply to a call on these targets (used to decide whether
-/// input that cannot be read with certainty must be refused).
-pub fn any_enforcing(rules: &[Guardrail], targets: &[Target]) -> bool {
-    rules
+/// The verdict for a call that cannot be read with certainty (duplicate keys, a compressed
+/// body, a path that could mean two things…): denied by every enforcing rule that covers one
+/// of its targets, whatever the scope — the scope itself may be what cannot be read.
+/// `None` when no enforcing rule could apply.
+pub fn unreadable(rules: &[Guardrail], targets: &[Target], why: &str) -> Option<Verdict> {
+    let ids: Vec<String> = rules
         .iter()
-        .any(|r| r.mode == Mode::Enforce && r.targets.iter().any(|t| targets.contains(t)))
+        .filter(|r| r.mode == Mode::Enforce && r.targets.iter().any(|t| targets.contains(t)))
+        .map(|r| r.id.clone())
+        .collect();
+    if ids.is_empty() {
+        return None;
+    }
+    let reason = ids
+        .iter()
+        .map(|id| format!("{id}: the request cannot be evaluated with certainty ({why})"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Some(Verdict {
+        decision: Decision::Deny,
+        rule_ids: ids,
+        reason,
+    })
 }
 
 #[cfg(test)]
@@ -540,6 +557,18 @@ mod tests {
             let raw: RawGuardrail = toml::from_str(src).unwrap();
             assert!(Guardrail::compile(&raw).is_err(), "{src}");
         }
+    }
+
+    #[test]
+    fn unreadable_calls_are_denied_only_where_an_enforcing_rule_could_apply() {
+        let slack = rule("id = \"s\"\ntargets = [\"slack.channel_retention\"]\nmin_days = 30");
+        let dry = rule("id = \"d\"\nmin_days = 30\nmode = \"dry_run\"");
+        let v = unreadable(&[slack.clone(), dry.clone()], &[Target::SlackChannel], "duplicate key").unwrap();
+        assert_eq!(v.decision, Decision::Deny);
+        assert_eq!(v.rule_ids, vec!["s"]);
+        assert!(v.reason.starts_with("s: "));
+        assert!(unreadable(&[slack, dry], &[Target::ChimeRoom], "x").is_none());
+        assert!(unreadable(&[], &[Target::ChimeRoom], "x").is_none());
     }
 
     #[test]

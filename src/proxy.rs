@@ -71,14 +71,19 @@ pub async fn handle(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> 
             return *resp;
         }
     };
-    let matched = route
-        .family
-        .and_then(|f| recognise::classify(f, req.method(), req.uri().path()));
+    // A path that matches a retention call only once normalised "could mean two things": it is
+    // intercepted (and refused), never streamed through unaudited.
+    let matched = route.family.and_then(|f| {
+        let (method, path) = (req.method(), req.uri().path());
+        recognise::classify(f, method, path)
+            .map(|m| (m, false))
+            .or_else(|| recognise::classify_lenient(f, method, path).map(|m| (m, true)))
+    });
     match matched {
         None => pass_through(&app, peer, route, req).await,
-        Some(m) => {
+        Some((m, odd_path)) => {
             let span = info_span!("call", operation = m.op.name(), way = ?route.way, peer = %peer);
-            intercept(app, peer, route, m, req).instrument(span).await
+            intercept(app, peer, route, m, odd_path, req).instrument(span).await
         }
     }
 }
@@ -364,6 +369,7 @@ async fn intercept(
     peer: SocketAddr,
     route: Route,
     m: Matched,
+    odd_path: bool,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
@@ -431,9 +437,28 @@ async fn intercept(
         query: parts.uri.query(),
         headers: &parts.headers,
     };
-    let parsed: Result<Call, (Call, VendorError)> = match &body {
-        None => Err((empty_call(&m), VendorError::too_large(limit))),
-        Some(b) => recognise::parse(&m, &rparts, b).map_err(|r| (*r.partial, VendorError::bad_request(r.message))),
+    let parsed: Result<Call, (Call, Unreadable)> = match &body {
+        None => Err((empty_call(&m), Unreadable::TooLarge)),
+        Some(b) => match recognise::parse(&m, &rparts, b) {
+            Ok(c) if odd_path => {
+                let message = "the request path is not in canonical form".to_string();
+                Err((
+                    c,
+                    Unreadable::Invalid {
+                        message,
+                        ambiguous: true,
+                    },
+                ))
+            }
+            Ok(c) => Ok(c),
+            Err(r) => Err((
+                *r.partial,
+                Unreadable::Invalid {
+                    message: r.message,
+                    ambiguous: r.ambiguous || odd_path,
+                },
+            )),
+        },
     };
     let call = match &parsed {
         Ok(c) => c,
@@ -463,9 +488,22 @@ async fn intercept(
     // 3. Refuse what the vendor would refuse.
     let call = match parsed {
         Ok(c) => c,
-        Err((c, err)) => {
-            let verdict = allow();
-            return refuse(&app, &facts, &c, &previous, &verdict, "rejected", err, started).await;
+        Err((c, why)) => {
+            // Input a guardrail cannot judge with certainty is refused as a guardrail
+            // refusal whenever an enforcing rule could apply; otherwise as the vendor would.
+            let (outcome, verdict, err) = match why {
+                Unreadable::TooLarge => ("rejected", allow(), VendorError::too_large(limit)),
+                Unreadable::Invalid { message, ambiguous } => {
+                    match ambiguous
+                        .then(|| guardrail::unreadable(&app.config.guardrails, recognise::targets_of(m.op), &message))
+                        .flatten()
+                    {
+                        Some(v) => ("denied", v.clone(), VendorError::forbidden(v.reason)),
+                        None => ("rejected", allow(), VendorError::bad_request(message)),
+                    }
+                }
+            };
+            return refuse(&app, &facts, &c, &previous, &verdict, outcome, err, started).await;
         }
     };
 
@@ -532,6 +570,14 @@ async fn intercept(
     }
     count(&app, &facts, &verdict, answer.outcome, started);
     resp
+}
+
+/// Why an intercepted call could not be read.
+enum Unreadable {
+    /// Body over `server.max_body_bytes`.
+    TooLarge,
+    /// Invalid, or readable more than one way (`ambiguous`).
+    Invalid { message: String, ambiguous: bool },
 }
 
 fn allow() -> Verdict {

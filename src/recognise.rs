@@ -202,7 +202,11 @@ pub fn classify(family: Family, method: &Method, path: &str) -> Option<Matched> 
     let segs: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
     let m = |op, p: Option<String>| Some(Matched { op, path_param: p });
     let middle = |from: usize, to: usize| -> Option<String> {
-        if to <= from {
+        let odd = |s: &&str| {
+            let d = decode_segment(s);
+            d.is_empty() || d == "." || d == ".."
+        };
+        if to <= from || segs[from..to].iter().any(odd) {
             return None;
         }
         let joined = segs[from..to]
@@ -230,7 +234,7 @@ pub fn classify(family: Family, method: &Method, path: &str) -> Option<Matched> 
             m(op, None)
         }
         Family::Chime => {
-            if n >= 3 && segs[0] == "accounts" && segs[n - 1] == "retention-settings" {
+            if n == 3 && segs[0] == "accounts" && segs[n - 1] == "retention-settings" {
                 let p = middle(1, n - 1)?;
                 match *method {
                     Method::PUT => m(Operation::PutRetentionSettings, Some(p)),
@@ -293,6 +297,76 @@ pub fn classify(family: Family, method: &Method, path: &str) -> Option<Matched> 
             }
             None
         }
+    }
+}
+
+/// What a lenient server might make of a path that is not in canonical form: every
+/// percent-escape decoded, empty and `.` segments dropped, `..` applied, route words compared
+/// without case, the method upper-cased. A request that matches only this way "could mean two
+/// things" (SPEC §4) and is refused rather than passed through unaudited.
+pub fn classify_lenient(family: Family, method: &Method, path: &str) -> Option<Matched> {
+    let path = path.split('?').next().unwrap_or("");
+    let mut segs: Vec<String> = Vec::new();
+    for raw in path.split('/') {
+        let seg = decode_segment(raw);
+        match seg.as_str() {
+            "" | "." => {}
+            ".." => {
+                segs.pop();
+            }
+            _ => segs.push(seg),
+        }
+    }
+    const WORDS: [&str; 7] = [
+        "accounts",
+        "retention-settings",
+        "channels",
+        "expiration-settings",
+        "app-instances",
+        "app-instance-users",
+        "api",
+    ];
+    const SLACK: [&str; 3] = [
+        "admin.conversations.setCustomRetention",
+        "admin.conversations.getCustomRetention",
+        "admin.conversations.removeCustomRetention",
+    ];
+    let canon = |s: &str| -> String {
+        if let Some(w) = WORDS.iter().find(|w| w.eq_ignore_ascii_case(s)) {
+            return w.to_string();
+        }
+        if let Some(w) = SLACK.iter().find(|w| w.eq_ignore_ascii_case(s)) {
+            return w.to_string();
+        }
+        // Keep ARN slashes inside one segment so the exact matcher sees one parameter.
+        s.replace('/', "%2F")
+    };
+    let n = segs.len();
+    let rebuilt: Vec<String> = segs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if i == 0 || i + 1 == n {
+                canon(s)
+            } else {
+                s.replace('/', "%2F")
+            }
+        })
+        .collect();
+    let method = Method::from_bytes(method.as_str().to_ascii_uppercase().as_bytes()).ok()?;
+    classify(family, &method, &format!("/{}", rebuilt.join("/")))
+}
+
+/// The targets an operation can change (for "could an enforcing rule apply?").
+pub fn targets_of(op: Operation) -> &'static [Target] {
+    use Operation::*;
+    match op {
+        PutRetentionSettings => &[Target::ChimeRoom, Target::ChimeConversation],
+        PutAppInstanceRetentionSettings => &[Target::AppInstanceRetention],
+        PutChannelExpirationSettings | CreateChannel => &[Target::ChannelExpiration],
+        PutAppInstanceUserExpirationSettings | CreateAppInstanceUser => &[Target::UserExpiration],
+        SlackSetCustomRetention | SlackRemoveCustomRetention => &[Target::SlackChannel],
+        _ => &[],
     }
 }
 
@@ -373,6 +447,31 @@ pub struct Rejection {
     pub message: String,
     /// What could be read of the call (for the audit event).
     pub partial: Box<Call>,
+    /// The request could be read more than one way (a duplicated parameter, a compressed or
+    /// mislabelled body, a number spelled as a string…): a guardrail cannot judge it.
+    pub ambiguous: bool,
+}
+
+/// Why a value was refused, and whether another reader could have taken it differently.
+#[derive(Debug)]
+struct Problem {
+    msg: String,
+    ambiguous: bool,
+}
+
+impl Problem {
+    fn certain(msg: impl Into<String>) -> Problem {
+        Problem {
+            msg: msg.into(),
+            ambiguous: false,
+        }
+    }
+    fn unsure(msg: impl Into<String>) -> Problem {
+        Problem {
+            msg: msg.into(),
+            ambiguous: true,
+        }
+    }
 }
 
 /// Everything of the request `parse` looks at besides the body.
@@ -408,6 +507,21 @@ pub fn parse(m: &Matched, parts: &RequestParts<'_>, body: &[u8]) -> Result<Call,
         Err(Rejection {
             message: msg,
             partial: Box::new(call.clone()),
+            ambiguous: false,
+        })
+    };
+    let unsure = |call: &Call, msg: String| {
+        Err(Rejection {
+            message: msg,
+            partial: Box::new(call.clone()),
+            ambiguous: true,
+        })
+    };
+    let problem = |call: &Call, p: Problem| {
+        Err(Rejection {
+            message: p.msg,
+            partial: Box::new(call.clone()),
+            ambiguous: p.ambiguous,
         })
     };
     let bearer = match parts
@@ -419,7 +533,7 @@ pub fn parse(m: &Matched, parts: &RequestParts<'_>, body: &[u8]) -> Result<Call,
     {
         [] => None,
         [one] => Some(String::from_utf8_lossy(one.as_bytes()).into_owned()),
-        _ => return reject(&call, "x-amz-chime-bearer was given more than once".into()),
+        _ => return unsure(&call, "x-amz-chime-bearer was given more than once".into()),
     };
     call.chime_bearer = bearer.clone();
     let params = call.request_parameters.as_object_mut().expect("object");
@@ -470,12 +584,16 @@ pub fn parse(m: &Matched, parts: &RequestParts<'_>, body: &[u8]) -> Result<Call,
         }
     }
     if let Some(q) = parts.query.filter(|q| !q.is_empty()) {
-        // None of these operations takes query parameters; keep what came for the record.
+        // None of these operations takes query parameters; keep what came for the record,
+        // and do not guess whether the vendor would read a setting from it.
         let mut qp = Map::new();
         for (k, v) in form_urlencoded::parse(q.as_bytes()) {
             qp.insert(k.into_owned(), json!(v));
         }
         params.insert("queryString".into(), Value::Object(qp));
+        if !op.read_only() {
+            return unsure(&call, "this operation takes no query parameters".into());
+        }
     }
 
     let read_only = op.read_only();
@@ -494,12 +612,12 @@ pub fn parse(m: &Matched, parts: &RequestParts<'_>, body: &[u8]) -> Result<Call,
         if let Some(enc) = parts.headers.get(http::header::CONTENT_ENCODING)
             && !enc.as_bytes().eq_ignore_ascii_case(b"identity")
         {
-            return reject(&call, "compressed request bodies are not accepted".into());
+            return unsure(&call, "compressed request bodies are not accepted".into());
         }
         match strict_json::parse(body) {
             Ok(Value::Object(o)) => o,
             Ok(_) => return reject(&call, "the request body must be a JSON object".into()),
-            Err(e) => return reject(&call, format!("the request body is not valid JSON: {e}")),
+            Err(e) => return unsure(&call, format!("the request body is not valid JSON: {e}")),
         }
     };
 
@@ -518,7 +636,7 @@ pub fn parse(m: &Matched, parts: &RequestParts<'_>, body: &[u8]) -> Result<Call,
             ] {
                 let new = match settings_days(rs.get(key), key) {
                     Ok(v) => v,
-                    Err(e) => return reject(&call, e),
+                    Err(e) => return problem(&call, e),
                 };
                 call.changes.push(Change {
                     target,
@@ -530,7 +648,7 @@ pub fn parse(m: &Matched, parts: &RequestParts<'_>, body: &[u8]) -> Result<Call,
                 .keys()
                 .find(|k| *k != "RoomRetentionSettings" && *k != "ConversationRetentionSettings")
             {
-                return reject(&call, format!("RetentionSettings has an unknown member {k:?}"));
+                return unsure(&call, format!("RetentionSettings has an unknown member {k:?}"));
             }
         }
         Operation::PutAppInstanceRetentionSettings => {
@@ -541,14 +659,14 @@ pub fn parse(m: &Matched, parts: &RequestParts<'_>, body: &[u8]) -> Result<Call,
                 return reject(&call, "AppInstanceRetentionSettings must be an object".into());
             };
             if let Some(k) = rs.keys().find(|k| *k != "ChannelRetentionSettings") {
-                return reject(
+                return unsure(
                     &call,
                     format!("AppInstanceRetentionSettings has an unknown member {k:?}"),
                 );
             }
             let new = match settings_days(rs.get("ChannelRetentionSettings"), "ChannelRetentionSettings") {
                 Ok(v) => v,
-                Err(e) => return reject(&call, e),
+                Err(e) => return problem(&call, e),
             };
             call.changes.push(Change {
                 target: Target::AppInstanceRetention,
@@ -567,7 +685,7 @@ pub fn parse(m: &Matched, parts: &RequestParts<'_>, body: &[u8]) -> Result<Call,
             };
             let new = match expiration(body_obj.get("ExpirationSettings"), allowed) {
                 Ok(v) => v.unwrap_or(RetentionValue::Off),
-                Err(e) => return reject(&call, e),
+                Err(e) => return problem(&call, e),
             };
             call.changes.push(Change {
                 target,
@@ -622,7 +740,7 @@ pub fn parse(m: &Matched, parts: &RequestParts<'_>, body: &[u8]) -> Result<Call,
                     new,
                 }),
                 Ok(None) => {}
-                Err(e) => return reject(&call, e),
+                Err(e) => return problem(&call, e),
             }
         }
         _ => {}
@@ -638,50 +756,60 @@ pub fn parse(m: &Matched, parts: &RequestParts<'_>, body: &[u8]) -> Result<Call,
     Ok(call)
 }
 
-fn settings_days(v: Option<&Value>, key: &str) -> Result<RetentionValue, String> {
+fn settings_days(v: Option<&Value>, key: &str) -> Result<RetentionValue, Problem> {
     match v {
         None | Some(Value::Null) => Ok(RetentionValue::Off),
         Some(Value::Object(o)) => {
             if let Some(k) = o.keys().find(|k| *k != "RetentionDays") {
-                return Err(format!("{key} has an unknown member {k:?}"));
+                return Err(Problem::unsure(format!("{key} has an unknown member {k:?}")));
             }
             match o.get("RetentionDays") {
                 None | Some(Value::Null) => Ok(RetentionValue::Off),
                 Some(d) => days(d, "RetentionDays", AWS_MAX_DAYS),
             }
         }
-        Some(_) => Err(format!("{key} must be an object")),
+        Some(_) => Err(Problem::unsure(format!("{key} must be an object"))),
     }
 }
 
-fn days(v: &Value, name: &str, max: u64) -> Result<RetentionValue, String> {
+fn days(v: &Value, name: &str, max: u64) -> Result<RetentionValue, Problem> {
     match v.as_u64() {
         Some(d) if (1..=max).contains(&d) => Ok(RetentionValue::Days(d as u32)),
-        _ if v.is_number() => Err(format!("{name} must be a whole number between 1 and {max}, got {v}")),
-        _ => Err(format!("{name} must be a number between 1 and {max}, got {v}")),
+        Some(_) => Err(Problem::certain(format!("{name} must be between 1 and {max}, got {v}"))),
+        None if v.as_i64().is_some() => Err(Problem::certain(format!("{name} must be between 1 and {max}, got {v}"))),
+        // Fractional or exponent numbers and strings: a lenient reader might truncate, round
+        // or convert them, so what the vendor would store is not certain.
+        None if v.is_number() => Err(Problem::unsure(format!(
+            "{name} must be a whole number between 1 and {max}, got {v}"
+        ))),
+        None => Err(Problem::unsure(format!(
+            "{name} must be a number between 1 and {max}, got {v}"
+        ))),
     }
 }
 
-fn expiration(v: Option<&Value>, allowed: &[&str]) -> Result<Option<RetentionValue>, String> {
+fn expiration(v: Option<&Value>, allowed: &[&str]) -> Result<Option<RetentionValue>, Problem> {
     let o = match v {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Object(o)) => o,
-        Some(_) => return Err("ExpirationSettings must be an object".into()),
+        Some(_) => return Err(Problem::unsure("ExpirationSettings must be an object")),
     };
     if let Some(k) = o.keys().find(|k| *k != "ExpirationDays" && *k != "ExpirationCriterion") {
-        return Err(format!("ExpirationSettings has an unknown member {k:?}"));
+        return Err(Problem::unsure(format!(
+            "ExpirationSettings has an unknown member {k:?}"
+        )));
     }
     let d = o
         .get("ExpirationDays")
-        .ok_or("ExpirationSettings.ExpirationDays is required")?;
+        .ok_or_else(|| Problem::certain("ExpirationSettings.ExpirationDays is required"))?;
     let d = days(d, "ExpirationDays", AWS_MAX_DAYS)?;
     match o.get("ExpirationCriterion") {
         Some(Value::String(c)) if allowed.contains(&c.as_str()) => Ok(Some(d)),
-        Some(c) => Err(format!(
+        Some(c) => Err(Problem::certain(format!(
             "ExpirationCriterion must be one of {}, got {c}",
             allowed.join(", ")
-        )),
-        None => Err("ExpirationSettings.ExpirationCriterion is required".into()),
+        ))),
+        None => Err(Problem::certain("ExpirationSettings.ExpirationCriterion is required")),
     }
 }
 
@@ -690,6 +818,14 @@ fn parse_slack(mut call: Call, parts: &RequestParts<'_>, body: &[u8]) -> Result<
         Err(Rejection {
             message: msg,
             partial: Box::new(call.clone()),
+            ambiguous: false,
+        })
+    };
+    let unsure = |call: &Call, msg: String| {
+        Err(Rejection {
+            message: msg,
+            partial: Box::new(call.clone()),
+            ambiguous: true,
         })
     };
     let mut fields: BTreeMap<String, Value> = BTreeMap::new();
@@ -708,7 +844,7 @@ fn parse_slack(mut call: Call, parts: &RequestParts<'_>, body: &[u8]) -> Result<
         if let Some(enc) = parts.headers.get(http::header::CONTENT_ENCODING)
             && !enc.as_bytes().eq_ignore_ascii_case(b"identity")
         {
-            return reject(&call, "compressed request bodies are not accepted".into());
+            return unsure(&call, "compressed request bodies are not accepted".into());
         }
         let ct = parts
             .headers
@@ -725,21 +861,21 @@ fn parse_slack(mut call: Call, parts: &RequestParts<'_>, body: &[u8]) -> Result<
                     }
                 }
                 Ok(_) => return reject(&call, "the JSON body must be an object".into()),
-                Err(e) => return reject(&call, format!("the JSON body is not valid: {e}")),
+                Err(e) => return unsure(&call, format!("the JSON body is not valid: {e}")),
             }
         } else if mime == "application/x-www-form-urlencoded" || mime.is_empty() {
             if std::str::from_utf8(body).is_err() {
-                return reject(&call, "the form body is not UTF-8".into());
+                return unsure(&call, "the form body is not UTF-8".into());
             }
             for (k, v) in form_urlencoded::parse(body) {
                 put(&mut fields, k.into_owned(), json!(v));
             }
         } else {
-            return reject(&call, format!("unsupported content type {mime:?}"));
+            return unsure(&call, format!("unsupported content type {mime:?}"));
         }
     }
     if let Some(d) = dup {
-        return reject(&call, format!("parameter {d:?} was given more than once"));
+        return unsure(&call, format!("parameter {d:?} was given more than once"));
     }
     let header_token = parts
         .headers
@@ -749,14 +885,14 @@ fn parse_slack(mut call: Call, parts: &RequestParts<'_>, body: &[u8]) -> Result<
         .map(|t| t.trim().to_string());
     let form_token = match fields.remove("token") {
         Some(Value::String(s)) => Some(s),
-        Some(_) => return reject(&call, "token must be a string".into()),
+        Some(_) => return unsure(&call, "token must be a string".into()),
         None => None,
     };
     call.slack_token = header_token.or(form_token);
     let channel = match fields.get("channel_id") {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         Some(Value::String(_)) | None => None,
-        Some(v) => return reject(&call, format!("channel_id must be a string, got {v}")),
+        Some(v) => return unsure(&call, format!("channel_id must be a string, got {v}")),
     };
     let params = call.request_parameters.as_object_mut().expect("object");
     for (k, v) in &fields {
@@ -1284,6 +1420,51 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn lenient_spellings_are_found() {
+        use Operation::*;
+        let l = |f, m: Method, p: &str| {
+            (
+                classify(f, &m, p).map(|x| x.op),
+                classify_lenient(f, &m, p).map(|x| x.op),
+            )
+        };
+        for p in [
+            "/accounts//a1/retention-settings",
+            "/accounts/./a1/retention-settings",
+            "/accounts/a1/retention-settings/",
+            "/accounts/a1/Retention-Settings",
+            "/%61ccounts/a1/retention%2Dsettings",
+            "/x/../accounts/a1/retention-settings",
+        ] {
+            assert_eq!(
+                l(Family::Chime, Method::PUT, p),
+                (None, Some(PutRetentionSettings)),
+                "{p}"
+            );
+        }
+        assert_eq!(
+            l(
+                Family::Slack,
+                Method::POST,
+                "/api//admin.conversations.SETCUSTOMRETENTION"
+            ),
+            (None, Some(SlackSetCustomRetention))
+        );
+        let lower = Method::from_bytes(b"put").unwrap();
+        assert_eq!(
+            l(Family::Chime, lower, "/accounts/a1/retention-settings"),
+            (None, Some(PutRetentionSettings))
+        );
+        let m = classify_lenient(
+            Family::ChimeMessaging,
+            &Method::PUT,
+            &format!("/channels/{CH}/expiration-settings/"),
+        )
+        .unwrap();
+        assert_eq!(m.path_param.as_deref(), Some(CH_DEC));
     }
 
     #[test]
