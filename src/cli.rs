@@ -41,11 +41,31 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Try guardrails offline.
+    Policy {
+        /// Which policy command.
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Read the audit log.
     Audit {
         /// Which audit command.
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+/// `policy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Evaluate one raw HTTP request (as it would arrive on the wire) against the configured
+    /// guardrails; exit 0 when it would be forwarded, 2 when it would be refused.
+    Test {
+        /// Configuration file (TOML) with the guardrails to try.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The request: request line, headers, blank line, body.
+        request: PathBuf,
     },
 }
 
@@ -148,7 +168,167 @@ pub fn run_offline(cmd: Command) -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Policy {
+            command: PolicyCommand::Test { config, request },
+        } => {
+            let config = match load_config(config.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match policy_test(&config, &request) {
+                Ok(code) => code,
+                Err(msg) => {
+                    eprintln!("retention-proxy: {msg}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Serve { .. } => unreachable!("serve is run by main"),
+    }
+}
+
+/// A raw HTTP/1.1 request read from a file.
+struct RawRequest {
+    method: http::Method,
+    target: String,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+}
+
+fn parse_raw_request(bytes: &[u8]) -> Result<RawRequest, String> {
+    let split = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, i + 4))
+        .or_else(|| bytes.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2)))
+        .unwrap_or((bytes.len(), bytes.len()));
+    let head = std::str::from_utf8(&bytes[..split.0]).map_err(|_| "the request head is not UTF-8".to_string())?;
+    let mut lines = head.lines().map(|l| l.trim_end_matches('\r'));
+    let first = lines
+        .next()
+        .filter(|l| !l.trim().is_empty())
+        .ok_or("the file holds no request line")?;
+    let mut parts = first.split_whitespace();
+    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+        return Err(format!("{first:?} is not a request line like \"PUT /path HTTP/1.1\""));
+    };
+    let method =
+        http::Method::from_bytes(method.as_bytes()).map_err(|_| format!("{method:?} is not an HTTP method"))?;
+    let mut headers = http::HeaderMap::new();
+    for l in lines {
+        let (k, v) = l.split_once(':').ok_or_else(|| format!("{l:?} is not a header line"))?;
+        let name =
+            http::HeaderName::from_bytes(k.trim().as_bytes()).map_err(|_| format!("{k:?} is not a header name"))?;
+        let value = http::HeaderValue::from_str(v.trim()).map_err(|_| format!("the value of {k:?} is not valid"))?;
+        headers.append(name, value);
+    }
+    let mut body = bytes[split.1..].to_vec();
+    if let Some(len) = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        body.truncate(len);
+    }
+    Ok(RawRequest {
+        method,
+        target: target.to_string(),
+        headers,
+        body,
+    })
+}
+
+fn policy_test(config: &Config, path: &PathBuf) -> Result<ExitCode, String> {
+    use crate::guardrail;
+    use crate::policy::{self, Judgement};
+    use crate::recognise::{self, RequestParts};
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let req = parse_raw_request(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let uri: http::Uri = req
+        .target
+        .parse()
+        .map_err(|_| format!("{:?} is not a request target", req.target))?;
+    let family = match uri.host() {
+        Some(h) => recognise::family_for_host(h),
+        None => recognise::route_family(uri.path()),
+    };
+    let matched = family.and_then(|f| {
+        recognise::classify(f, &req.method, uri.path())
+            .map(|m| (m, false))
+            .or_else(|| recognise::classify_lenient(f, &req.method, uri.path()).map(|m| (m, true)))
+    });
+    let Some((m, odd_path)) = matched else {
+        println!("request:  {} {}", req.method, req.target);
+        println!("not a retention call: it would be streamed through without audit or guardrails");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let parts = RequestParts {
+        method: &req.method,
+        query: uri.query(),
+        headers: &req.headers,
+    };
+    let body = (req.body.len() <= config.server.max_body_bytes).then_some(req.body.as_slice());
+    let (call, problem) = policy::read(&m, odd_path, &parts, body, config.server.max_body_bytes);
+    let mut principals = Vec::new();
+    if m.op.family().is_aws() {
+        let claimed = crate::aws::claimed_identity(req.headers.get("authorization").and_then(|v| v.to_str().ok()));
+        principals.extend(claimed.access_key_id);
+    }
+    principals.extend(call.chime_bearer.clone());
+    if let Some(tok) = &call.slack_token
+        && let Ok(key) = std::fs::read_to_string(&config.audit.hmac_key_file)
+        && let Ok(key) = hex::decode(key.trim())
+    {
+        principals.push(crate::event::token_fingerprint(&key, tok));
+    }
+    println!("request:   {} {}", req.method, req.target);
+    println!("call:      {} {}", m.op.family().event_source(), m.op.name());
+    for c in &call.changes {
+        println!("change:    {} of {} -> {}", c.target, c.resource, c.new);
+    }
+    if !principals.is_empty() {
+        println!("caller:    {}", principals.join(", "));
+    }
+    if problem.is_none() {
+        for rule in &config.guardrails {
+            let v = guardrail::evaluate(
+                std::slice::from_ref(rule),
+                &guardrail::Facts {
+                    changes: &call.changes,
+                    account: call.account.as_deref(),
+                    arns: &call.arns,
+                    slack_channel: call.slack_channel.as_deref(),
+                    principals: &principals,
+                },
+            );
+            let why = if v.reason.is_empty() {
+                "passes or does not apply".to_string()
+            } else {
+                v.reason.clone()
+            };
+            println!("rule:      {:<24} {:<13} {why}", rule.id, v.decision.as_str());
+        }
+    }
+    match policy::judge(&config.guardrails, &call, problem, &principals) {
+        Judgement::Forward(v) => {
+            println!("decision:  {} (forwarded)", v.decision.as_str());
+            Ok(ExitCode::SUCCESS)
+        }
+        Judgement::Refuse {
+            outcome,
+            verdict,
+            error,
+        } => {
+            println!(
+                "decision:  {} ({outcome}: {})",
+                verdict.decision.as_str(),
+                error.message
+            );
+            Ok(ExitCode::from(2))
+        }
     }
 }
 

@@ -6,7 +6,8 @@
 //! - [`server`]: listeners, connection handling, ordered shutdown (`run`).
 //! - [`proxy`]: the request path — route, recognise, guard, record, forward, record outcome.
 //! - [`recognise`]: which SPEC §1 call a request is; strict body parsing ([`strict_json`]).
-//! - [`guardrail`]: compiled rules and their pure evaluation.
+//! - [`guardrail`]: compiled rules and their pure evaluation; [`policy`]: the whole decision
+//!   for one call (read strictly → refuse or forward with a verdict), shared with `policy test`.
 //! - [`event`]: what of a call is stored (the redaction boundary).
 //! - [`audit`]: hash-chained records, the writer thread, the SQLite store, queries, verify.
 //! - [`aws`]: SigV4 identity, proxy credentials, re-signing. [`upstream`]: the pooled client.
@@ -23,6 +24,7 @@ pub mod errors;
 pub mod event;
 pub mod guardrail;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod recognise;
 pub mod retention;

@@ -20,8 +20,9 @@ use crate::aws::{self, AwsCredentials, Payload};
 use crate::config::{Config, FailMode, Scheme, Upstream};
 use crate::errors::{VendorError, full, plain};
 use crate::event::{self, Answer, CallFacts, Caller, FinalOutcome, Way};
-use crate::guardrail::{self, Decision, Facts, Verdict};
+use crate::guardrail::Verdict;
 use crate::metrics::{CallLabels, Metrics, RouteLabels};
+use crate::policy::{self, Judgement};
 use crate::recognise::{self, Call, Family, Matched, RequestParts};
 use crate::upstream::{BoxError, ProxyBody, UpstreamClient};
 
@@ -437,33 +438,7 @@ async fn intercept(
         query: parts.uri.query(),
         headers: &parts.headers,
     };
-    let parsed: Result<Call, (Call, Unreadable)> = match &body {
-        None => Err((empty_call(&m), Unreadable::TooLarge)),
-        Some(b) => match recognise::parse(&m, &rparts, b) {
-            Ok(c) if odd_path => {
-                let message = "the request path is not in canonical form".to_string();
-                Err((
-                    c,
-                    Unreadable::Invalid {
-                        message,
-                        ambiguous: true,
-                    },
-                ))
-            }
-            Ok(c) => Ok(c),
-            Err(r) => Err((
-                *r.partial,
-                Unreadable::Invalid {
-                    message: r.message,
-                    ambiguous: r.ambiguous || odd_path,
-                },
-            )),
-        },
-    };
-    let call = match &parsed {
-        Ok(c) => c,
-        Err((c, _)) => c,
-    };
+    let (call, problem) = policy::read(&m, odd_path, &rparts, body.as_deref(), limit);
     if let Some(tok) = &call.slack_token {
         caller.token_fingerprint = Some(event::token_fingerprint(&app.hmac_key, tok));
         caller.token_type = Some(event::token_type(tok));
@@ -485,46 +460,21 @@ async fn intercept(
         .map(|c| app.audit.previous(c.target, &c.resource))
         .collect();
 
-    // 3. Refuse what the vendor would refuse.
-    let call = match parsed {
-        Ok(c) => c,
-        Err((c, why)) => {
-            // Input a guardrail cannot judge with certainty is refused as a guardrail
-            // refusal whenever an enforcing rule could apply; otherwise as the vendor would.
-            let (outcome, verdict, err) = match why {
-                Unreadable::TooLarge => ("rejected", allow(), VendorError::too_large(limit)),
-                Unreadable::Invalid { message, ambiguous } => {
-                    match ambiguous
-                        .then(|| guardrail::unreadable(&app.config.guardrails, recognise::targets_of(m.op), &message))
-                        .flatten()
-                    {
-                        Some(v) => ("denied", v.clone(), VendorError::forbidden(v.reason)),
-                        None => ("rejected", allow(), VendorError::bad_request(message)),
-                    }
-                }
-            };
-            return refuse(&app, &facts, &c, &previous, &verdict, outcome, err, started).await;
+    // 3. Judge: refuse what the vendor would refuse, what cannot be read with certainty, and
+    //    what breaks an enforcing guardrail.
+    let principals = facts.caller.principals();
+    let verdict = match policy::judge(&app.config.guardrails, &call, problem, &principals) {
+        Judgement::Forward(v) => v,
+        Judgement::Refuse {
+            outcome,
+            verdict,
+            error,
+        } => {
+            return refuse(&app, &facts, &call, &previous, &verdict, outcome, error, started).await;
         }
     };
 
-    // 4. Guard.
-    let principals = facts.caller.principals();
-    let verdict = guardrail::evaluate(
-        &app.config.guardrails,
-        &Facts {
-            changes: &call.changes,
-            account: call.account.as_deref(),
-            arns: &call.arns,
-            slack_channel: call.slack_channel.as_deref(),
-            principals: &principals,
-        },
-    );
-    if verdict.decision == Decision::Deny {
-        let err = VendorError::forbidden(verdict.reason.clone());
-        return refuse(&app, &facts, &call, &previous, &verdict, "denied", err, started).await;
-    }
-
-    // 5. Record, durably, before anything leaves.
+    // 4. Record, durably, before anything leaves.
     let request = event::request_record(&facts, &call, &previous, &verdict, None);
     if let Err(e) = app.audit.append(request).await {
         match app.config.audit.fail_mode {
@@ -537,11 +487,11 @@ async fn intercept(
         }
     }
 
-    // 6. Forward.
+    // 5. Forward.
     let body = body.unwrap_or_default();
     let answer = forward(&app, peer, &route, &parts, &claimed, body).await;
 
-    // 7. Record the outcome, then answer.
+    // 6. Record the outcome, then answer.
     let (resp, answer) = match answer {
         Ok((resp, bytes)) => {
             let a = describe_answer(family, &resp, &bytes, started);
@@ -570,36 +520,6 @@ async fn intercept(
     }
     count(&app, &facts, &verdict, answer.outcome, started);
     resp
-}
-
-/// Why an intercepted call could not be read.
-enum Unreadable {
-    /// Body over `server.max_body_bytes`.
-    TooLarge,
-    /// Invalid, or readable more than one way (`ambiguous`).
-    Invalid { message: String, ambiguous: bool },
-}
-
-fn allow() -> Verdict {
-    Verdict {
-        decision: Decision::Allow,
-        rule_ids: Vec::new(),
-        reason: String::new(),
-    }
-}
-
-fn empty_call(m: &Matched) -> Call {
-    Call {
-        op: m.op,
-        request_parameters: serde_json::json!({}),
-        resources: Vec::new(),
-        changes: Vec::new(),
-        account: None,
-        arns: Vec::new(),
-        slack_channel: None,
-        slack_token: None,
-        chime_bearer: None,
-    }
 }
 
 fn count(app: &App, f: &CallFacts, v: &Verdict, outcome: &str, started: Instant) {

@@ -474,6 +474,21 @@ impl Problem {
     }
 }
 
+/// A call of which nothing could be read yet (its body was too large).
+pub fn empty_call(op: Operation) -> Call {
+    Call {
+        op,
+        request_parameters: Value::Object(Map::new()),
+        resources: Vec::new(),
+        changes: Vec::new(),
+        account: None,
+        arns: Vec::new(),
+        slack_channel: None,
+        slack_token: None,
+        chime_bearer: None,
+    }
+}
+
 /// Everything of the request `parse` looks at besides the body.
 pub struct RequestParts<'a> {
     /// The request method.

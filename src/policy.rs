@@ -1,0 +1,135 @@
+//! The decision for one intercepted call, shared by the proxy and `policy test`: read the call
+//! (strictly), then either refuse it — as the vendor would, or as a guardrail when it cannot be
+//! read with certainty or breaks a rule — or let it go with the guardrail verdict to record.
+//! Pure: no I/O, no clock.
+
+use crate::errors::VendorError;
+use crate::guardrail::{self, Decision, Facts, Guardrail, Verdict};
+use crate::recognise::{self, Call, Matched, RequestParts};
+
+/// Why an intercepted call could not be read.
+#[derive(Debug, Clone)]
+pub enum Unreadable {
+    /// Body over `server.max_body_bytes` (its limit).
+    TooLarge(usize),
+    /// Invalid, or readable more than one way (`ambiguous`).
+    Invalid {
+        /// One sentence.
+        message: String,
+        /// Whether another reader could take it differently.
+        ambiguous: bool,
+    },
+}
+
+/// What happens to the call.
+#[derive(Debug, Clone)]
+pub enum Judgement {
+    /// Forward it; record this verdict (`allow`, `dry_run_deny` or `exempt`).
+    Forward(Verdict),
+    /// Answer it here.
+    Refuse {
+        /// `rejected` (the vendor would refuse it) or `denied` (a guardrail does).
+        outcome: &'static str,
+        /// The verdict to record.
+        verdict: Verdict,
+        /// The vendor-shaped answer.
+        error: VendorError,
+    },
+}
+
+/// The verdict of a call no rule refused.
+pub fn allow() -> Verdict {
+    Verdict {
+        decision: Decision::Allow,
+        rule_ids: Vec::new(),
+        reason: String::new(),
+    }
+}
+
+/// Reads a matched call. `body` is `None` when it was over the limit.
+pub fn read(
+    m: &Matched,
+    odd_path: bool,
+    parts: &RequestParts<'_>,
+    body: Option<&[u8]>,
+    limit: usize,
+) -> (Call, Option<Unreadable>) {
+    let Some(body) = body else {
+        return (recognise::empty_call(m.op), Some(Unreadable::TooLarge(limit)));
+    };
+    match recognise::parse(m, parts, body) {
+        Ok(c) if odd_path => {
+            let message = "the request path is not in canonical form".to_string();
+            (
+                c,
+                Some(Unreadable::Invalid {
+                    message,
+                    ambiguous: true,
+                }),
+            )
+        }
+        Ok(c) => (c, None),
+        Err(r) => {
+            let why = Unreadable::Invalid {
+                message: r.message,
+                ambiguous: r.ambiguous || odd_path,
+            };
+            (*r.partial, Some(why))
+        }
+    }
+}
+
+/// Decides a read call. `principals` are the caller's (access key, bearer, token fingerprint).
+pub fn judge(rules: &[Guardrail], call: &Call, problem: Option<Unreadable>, principals: &[String]) -> Judgement {
+    if let Some(why) = problem {
+        return match why {
+            Unreadable::TooLarge(limit) => Judgement::Refuse {
+                outcome: "rejected",
+                verdict: allow(),
+                error: VendorError::too_large(limit),
+            },
+            // Input a guardrail cannot judge with certainty is refused as a guardrail refusal
+            // whenever an enforcing rule could apply; otherwise as the vendor would refuse it.
+            Unreadable::Invalid { message, ambiguous } => {
+                let targets = recognise::targets_of(call.op);
+                match ambiguous
+                    .then(|| guardrail::unreadable(rules, targets, &message))
+                    .flatten()
+                {
+                    Some(v) => {
+                        let error = VendorError::forbidden(v.reason.clone());
+                        Judgement::Refuse {
+                            outcome: "denied",
+                            verdict: v,
+                            error,
+                        }
+                    }
+                    None => Judgement::Refuse {
+                        outcome: "rejected",
+                        verdict: allow(),
+                        error: VendorError::bad_request(message),
+                    },
+                }
+            }
+        };
+    }
+    let verdict = guardrail::evaluate(
+        rules,
+        &Facts {
+            changes: &call.changes,
+            account: call.account.as_deref(),
+            arns: &call.arns,
+            slack_channel: call.slack_channel.as_deref(),
+            principals,
+        },
+    );
+    if verdict.decision == Decision::Deny {
+        let error = VendorError::forbidden(verdict.reason.clone());
+        return Judgement::Refuse {
+            outcome: "denied",
+            verdict,
+            error,
+        };
+    }
+    Judgement::Forward(verdict)
+}
