@@ -1,0 +1,169 @@
+//! The bypass corpus: raw HTTP requests (fixture files under `tests/bypass/`) sent over plain
+//! sockets, so no client normalises them, to a proxy with enforcing guardrails
+//! (`min_days = 365`, `max_days = 2555`, every target). Every request in `refused/` spells a
+//! violating value, or a value that some reader could take as one; the vendor must receive
+//! none of them. Every request in `allowed/` is a well-formed call within the limits (or not a
+//! retention call) and must reach the vendor, so the corpus cannot pass by refusing everything.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use retention_proxy::audit::query::{self, Filter};
+use retention_proxy::audit::sqlite;
+use retention_proxy::aws::AwsCredentials;
+use retention_proxy::config::Config;
+use retention_proxy::server::{self, Listeners};
+use support::fake_vendor::{FakeVendor, FakeVendorOpts};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const PROXY_KEY: &str = "AKIAPROXYBYPASS00001";
+const PROXY_SECRET: &str = "bypass-proxy-secret";
+
+fn fixtures(dir: &str) -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bypass").join(dir);
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "http"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Turns a fixture (LF line endings in the head) into wire bytes: CRLF head, `Connection:
+/// close`, and a `Content-Length` unless the fixture frames its body itself.
+fn wire(bytes: &[u8]) -> Vec<u8> {
+    let split = bytes
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .expect("fixture has a blank line");
+    let head = std::str::from_utf8(&bytes[..split]).expect("utf-8 head");
+    let body = &bytes[split + 2..];
+    let mut out = String::new();
+    let mut framed = false;
+    for line in head.lines() {
+        let lower = line.to_ascii_lowercase();
+        framed |= lower.starts_with("content-length:") || lower.starts_with("transfer-encoding:");
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    if !framed {
+        out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    let mut v = out.into_bytes();
+    v.extend_from_slice(body);
+    v
+}
+
+async fn send_raw(addr: std::net::SocketAddr, bytes: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    let mut resp = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut resp))
+        .await
+        .expect("proxy answered in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_in_the_corpus_gets_a_violating_value_to_the_vendor() {
+    let vendor = FakeVendor::start(FakeVendorOpts::with_example_key().secret(PROXY_KEY, PROXY_SECRET)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let up = vendor.url();
+    let toml = format!(
+        r#"
+[server]
+admin_listen = ""
+[audit]
+path = "{db}"
+[upstreams]
+chime = "{up}"
+chime_messaging = "{up}"
+chime_identity = "{up}"
+slack = "{up}"
+[forward.resolve]
+"chime.us-east-1.amazonaws.com" = "{up}"
+"slack.com" = "{up}"
+[[guardrails]]
+id = "floor"
+min_days = 365
+exempt = ["arn:aws:chime:us-east-1:111122223333:app-instance/87654321-4321-4321-4321-210987654321/user/breakglass"]
+[[guardrails]]
+id = "ceiling"
+max_days = 2555
+"#,
+        db = db.display()
+    );
+    let config = Config::from_toml_str(&toml, "bypass.toml").expect("config");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let creds = AwsCredentials::new(PROXY_KEY, PROXY_SECRET, None);
+    let task = tokio::spawn(server::run(
+        Listeners {
+            proxy: listener,
+            admin: None,
+        },
+        config,
+        Some(creds),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    let refused = fixtures("refused");
+    assert!(refused.len() >= 60, "corpus shrank to {}", refused.len());
+    let mut leaks = Vec::new();
+    for f in &refused {
+        let before = vendor.count();
+        let (status, text) = send_raw(addr, &wire(&std::fs::read(f).unwrap())).await;
+        let name = f.file_stem().unwrap().to_string_lossy().into_owned();
+        let forwarded = vendor.count() - before;
+        if forwarded != 0 || (200..300).contains(&status) && !text.contains("\"ok\":false") {
+            leaks.push(format!("{name}: status {status}, vendor received {forwarded}"));
+        }
+    }
+    assert!(leaks.is_empty(), "requests that got through:\n{}", leaks.join("\n"));
+
+    for f in &fixtures("allowed") {
+        let before = vendor.count();
+        let (status, text) = send_raw(addr, &wire(&std::fs::read(f).unwrap())).await;
+        let name = f.file_stem().unwrap().to_string_lossy().into_owned();
+        assert!((200..300).contains(&status), "{name}: status {status}\n{text}");
+        assert_eq!(vendor.count() - before, 1, "{name} did not reach the vendor");
+        let last = vendor.last().unwrap();
+        assert!(
+            last.sig.as_ref().is_none_or(|s| s.is_ok()),
+            "{name}: vendor rejected the signature: {:?}",
+            last.sig
+        );
+    }
+
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    // Every refused retention call is on record, as denied or rejected, never forwarded.
+    let conn = sqlite::open_read_only(&db).unwrap();
+    let events = query::query(&conn, &Filter::default()).unwrap();
+    let refused_events = events
+        .iter()
+        .filter(|e| matches!(e["outcome"].as_str(), Some("denied") | Some("rejected")))
+        .count();
+    assert_eq!(
+        refused_events,
+        refused.len(),
+        "each refused request has one refused event"
+    );
+    assert!(events.iter().filter(|e| e["outcome"] == "forwarded").count() >= 4);
+    assert!(matches!(
+        query::verify(&conn).unwrap(),
+        query::Verification::Intact { .. }
+    ));
+}
