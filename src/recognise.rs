@@ -1505,4 +1505,159 @@ mod tests {
         assert_eq!(o[1].value, RetentionValue::Off);
         assert!(observed_in_response(&c, 500, &json!({})).is_empty());
     }
+
+    /// Property: for any generated request, the recogniser either refuses it, or every
+    /// lenient reading a vendor might apply (last-wins or first-wins JSON, every form value
+    /// in query and body, numbers coerced from strings, floats truncated) yields exactly the
+    /// value the guardrail judged.
+    #[test]
+    fn accepted_requests_mean_one_thing_to_every_lenient_reader() {
+        struct Rng(u64);
+        impl Rng {
+            fn next(&mut self) -> u64 {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                self.0
+            }
+            fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+                xs[(self.next() % xs.len() as u64) as usize]
+            }
+        }
+        fn lenient_days(v: &str) -> Option<i64> {
+            let t = v.trim().trim_start_matches('+');
+            t.parse::<i64>()
+                .ok()
+                .or_else(|| t.parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| f as i64))
+        }
+        fn json_readings(body: &str, key: &str) -> Vec<Option<i64>> {
+            // Every occurrence of `"key":value` at any depth is a reading some parser takes.
+            let mut out = Vec::new();
+            let needle = format!("\"{key}\":");
+            let mut rest = body;
+            while let Some(i) = rest.find(&needle) {
+                rest = &rest[i + needle.len()..];
+                let v: String = rest.chars().take_while(|c| *c != ',' && *c != '}').collect();
+                out.push(lenient_days(v.trim().trim_matches('"')));
+            }
+            out
+        }
+        let values = [
+            "30",
+            "400",
+            "0400",
+            "+400",
+            " 400",
+            "4e2",
+            "400.0",
+            "%34%30%30",
+            "",
+            "abc",
+            "36500",
+            "365",
+            "-1",
+        ];
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            // Slack, form or JSON, parameters spread over query and body, maybe duplicated.
+            let json = rng.next() % 2 == 0;
+            let n = 1 + rng.next() % 3;
+            let mut query = Vec::new();
+            let mut body = Vec::new();
+            for _ in 0..n {
+                let v = rng.pick(&values);
+                let in_query = rng.next() % 4 == 0;
+                if json && !in_query {
+                    let quoted = rng.next() % 2 == 0;
+                    let lit = if quoted || v.parse::<f64>().is_err() {
+                        format!("\"{v}\"")
+                    } else {
+                        v.trim().to_string()
+                    };
+                    body.push(format!("\"duration_days\":{lit}"));
+                } else if in_query {
+                    query.push(format!("duration_days={v}"));
+                } else {
+                    body.push(format!("duration_days={v}"));
+                }
+            }
+            let (ct, body_text) = if json {
+                body.push("\"channel_id\":\"C1\"".into());
+                ("application/json", format!("{{{}}}", body.join(",")))
+            } else {
+                body.push("channel_id=C1".into());
+                ("application/x-www-form-urlencoded", body.join("&"))
+            };
+            let q = query.join("&");
+            let path = if q.is_empty() {
+                "/api/admin.conversations.setCustomRetention".to_string()
+            } else {
+                format!("/api/admin.conversations.setCustomRetention?{q}")
+            };
+            match run(Family::Slack, Method::POST, &path, ct, &body_text) {
+                Err(_) => refused += 1,
+                Ok(call) => {
+                    accepted += 1;
+                    let RetentionValue::Days(judged) = call.changes[0].new else {
+                        panic!("not days")
+                    };
+                    let mut readings: Vec<Option<i64>> = form_urlencoded::parse(q.as_bytes())
+                        .filter(|(k, _)| k == "duration_days")
+                        .map(|(_, v)| lenient_days(&v))
+                        .collect();
+                    if json {
+                        readings.extend(json_readings(&body_text, "duration_days"));
+                    } else {
+                        readings.extend(
+                            form_urlencoded::parse(body_text.as_bytes())
+                                .filter(|(k, _)| k == "duration_days")
+                                .map(|(_, v)| lenient_days(&v)),
+                        );
+                    }
+                    assert!(!readings.is_empty(), "{path} {body_text}");
+                    for r in readings {
+                        assert_eq!(
+                            r,
+                            Some(judged as i64),
+                            "judged {judged} but a reader sees {r:?}: {path} {body_text}"
+                        );
+                    }
+                }
+            }
+            // Chime: nested settings with possibly duplicated members.
+            let mut members = Vec::new();
+            for _ in 0..(1 + rng.next() % 2) {
+                let v = rng.pick(&values);
+                let lit = if rng.next() % 3 == 0 || v.parse::<f64>().is_err() {
+                    format!("\"{v}\"")
+                } else {
+                    v.trim().to_string()
+                };
+                members.push(format!("\"RetentionDays\":{lit}"));
+            }
+            let body = format!(
+                "{{\"RetentionSettings\":{{\"RoomRetentionSettings\":{{{}}}}}}}",
+                members.join(",")
+            );
+            if let Ok(call) = run(
+                Family::Chime,
+                Method::PUT,
+                "/accounts/a/retention-settings",
+                "application/json",
+                &body,
+            ) {
+                let RetentionValue::Days(judged) = call.changes[0].new else {
+                    panic!("not days: {body}")
+                };
+                for r in json_readings(&body, "RetentionDays") {
+                    assert_eq!(r, Some(judged as i64), "{body}");
+                }
+            }
+        }
+        assert!(
+            accepted > 1000 && refused > 1000,
+            "generator too narrow: {accepted} accepted, {refused} refused"
+        );
+    }
 }
