@@ -1561,15 +1561,15 @@ mod tests {
         let (mut accepted, mut refused) = (0, 0);
         for _ in 0..20_000 {
             // Slack, form or JSON, parameters spread over query and body, maybe duplicated.
-            let json = rng.next() % 2 == 0;
+            let json = rng.next().is_multiple_of(2);
             let n = 1 + rng.next() % 3;
             let mut query = Vec::new();
             let mut body = Vec::new();
             for _ in 0..n {
                 let v = rng.pick(&values);
-                let in_query = rng.next() % 4 == 0;
+                let in_query = rng.next().is_multiple_of(4);
                 if json && !in_query {
-                    let quoted = rng.next() % 2 == 0;
+                    let quoted = rng.next().is_multiple_of(2);
                     let lit = if quoted || v.parse::<f64>().is_err() {
                         format!("\"{v}\"")
                     } else {
@@ -1629,7 +1629,7 @@ mod tests {
             let mut members = Vec::new();
             for _ in 0..(1 + rng.next() % 2) {
                 let v = rng.pick(&values);
-                let lit = if rng.next() % 3 == 0 || v.parse::<f64>().is_err() {
+                let lit = if rng.next().is_multiple_of(3) || v.parse::<f64>().is_err() {
                     format!("\"{v}\"")
                 } else {
                     v.trim().to_string()
