@@ -41,6 +41,12 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Manage the CA used to intercept CONNECT tunnels to vendor hosts.
+    Ca {
+        /// Which CA command.
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Try guardrails offline.
     Policy {
         /// Which policy command.
@@ -52,6 +58,17 @@ pub enum Command {
         /// Which audit command.
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+/// `ca` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create a new interception CA: DIR/ca.pem (for clients to trust) and DIR/ca.key (0600).
+    Init {
+        /// Directory to create the CA in (created if missing; existing files are never overwritten).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -186,6 +203,42 @@ pub fn run_offline(cmd: Command) -> ExitCode {
                 }
             }
         }
+        Command::Ca {
+            command: CaCommand::Init { out },
+        } => match crate::intercept::init_ca(&out) {
+            Ok((cert, key)) => {
+                println!("Created the interception CA:");
+                println!(
+                    "  certificate: {}   (public: every client must trust it)",
+                    cert.display()
+                );
+                println!(
+                    "  private key: {}   (mode 0600: keep it on the proxy host only)",
+                    key.display()
+                );
+                println!();
+                println!("Enable interception in the proxy configuration:");
+                println!("  [forward]");
+                println!("  ca_cert = \"{}\"", cert.display());
+                println!("  ca_key = \"{}\"", key.display());
+                println!();
+                println!("Make clients trust it (only for traffic through the proxy):");
+                println!("  AWS CLI / boto3:   AWS_CA_BUNDLE={}", cert.display());
+                println!("  Python requests:   REQUESTS_CA_BUNDLE={}", cert.display());
+                println!(
+                    "  slack_sdk:         ssl=ssl.create_default_context(cafile=\"{}\")",
+                    cert.display()
+                );
+                println!("  Node.js:           NODE_EXTRA_CA_CERTS={}", cert.display());
+                println!("  curl:              --cacert {}", cert.display());
+                println!("with HTTPS_PROXY=http://<proxy host>:<port> set for the same clients.");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("retention-proxy: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Serve { .. } => unreachable!("serve is run by main"),
     }
 }

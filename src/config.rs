@@ -153,6 +153,15 @@ pub struct RawForward {
     /// CA private key (PEM) for `ca_cert`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_key: Option<String>,
+    /// Hosts intercepted (and audited) under CONNECT besides the Chime, Chime SDK and Slack
+    /// API hosts, e.g. a private endpoint name. Default none.
+    pub intercept_hosts: Vec<String>,
+    /// Most CONNECT tunnels open at once; further CONNECTs get `503`. Default 1024.
+    pub max_tunnels: usize,
+    /// A tunnel with no traffic in either direction for this long is closed. Default `300s`.
+    pub tunnel_idle_timeout: String,
+    /// Time allowed for the client's TLS handshake inside an intercepted tunnel. Default `10s`.
+    pub tls_handshake_timeout: String,
     /// Host → URL overrides, like curl `--resolve`.
     pub resolve: BTreeMap<String, String>,
 }
@@ -163,6 +172,10 @@ impl Default for RawForward {
             allow_hosts: vec!["*.amazonaws.com".into(), "slack.com".into()],
             ca_cert: None,
             ca_key: None,
+            intercept_hosts: Vec::new(),
+            max_tunnels: 1024,
+            tunnel_idle_timeout: "300s".into(),
+            tls_handshake_timeout: "10s".into(),
             resolve: BTreeMap::new(),
         }
     }
@@ -329,6 +342,14 @@ pub struct ForwardConfig {
     pub allow_hosts: Vec<HostPattern>,
     /// Interception CA (certificate, key) files.
     pub ca: Option<(PathBuf, PathBuf)>,
+    /// Extra intercepted hosts (lower case).
+    pub intercept_hosts: Vec<String>,
+    /// Tunnel cap.
+    pub max_tunnels: usize,
+    /// Tunnel idle timeout.
+    pub tunnel_idle_timeout: Duration,
+    /// Client TLS handshake timeout inside a tunnel.
+    pub tls_handshake_timeout: Duration,
     /// Host (lower case) → upstream override.
     pub resolve: BTreeMap<String, Upstream>,
 }
@@ -337,6 +358,12 @@ impl ForwardConfig {
     /// Whether the forward proxy may reach `host`.
     pub fn allows(&self, host: &str) -> bool {
         self.allow_hosts.iter().any(|p| p.matches(host))
+    }
+
+    /// Whether CONNECT to `host` must be intercepted (a vendor API host, or a configured one).
+    pub fn intercepts(&self, host: &str) -> bool {
+        let h = host.trim_end_matches('.').to_ascii_lowercase();
+        crate::recognise::family_for_host(&h).is_some() || self.intercept_hosts.contains(&h)
     }
 }
 
@@ -480,6 +507,9 @@ impl Config {
         if raw.server.max_body_bytes == 0 {
             bad("server.max_body_bytes", "must be at least 1".into());
         }
+        if raw.forward.max_tunnels == 0 {
+            bad("forward.max_tunnels", "must be at least 1".into());
+        }
         if raw.server.max_connections == 0 {
             bad("server.max_connections", "must be at least 1".into());
         }
@@ -501,6 +531,8 @@ impl Config {
         let shutdown_grace = dur("server.shutdown_grace", &raw.server.shutdown_grace, 10);
         let connect_timeout = dur("upstreams.connect_timeout", &raw.upstreams.connect_timeout, 5);
         let request_timeout = dur("upstreams.request_timeout", &raw.upstreams.request_timeout, 30);
+        let tunnel_idle_timeout = dur("forward.tunnel_idle_timeout", &raw.forward.tunnel_idle_timeout, 300);
+        let tls_handshake_timeout = dur("forward.tls_handshake_timeout", &raw.forward.tls_handshake_timeout, 10);
         let mut trusted_proxies = Vec::new();
         for (i, t) in raw.server.trusted_proxies.iter().enumerate() {
             match t.parse::<IpAddr>() {
@@ -644,6 +676,15 @@ impl Config {
             forward: ForwardConfig {
                 allow_hosts,
                 ca,
+                intercept_hosts: raw
+                    .forward
+                    .intercept_hosts
+                    .iter()
+                    .map(|h| h.trim().to_ascii_lowercase())
+                    .collect(),
+                max_tunnels: raw.forward.max_tunnels,
+                tunnel_idle_timeout,
+                tls_handshake_timeout,
                 resolve,
             },
             guardrails,

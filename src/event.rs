@@ -91,6 +91,8 @@ pub struct CallFacts {
     pub attempt: Option<u64>,
     /// `proxyInstance`.
     pub proxy_instance: String,
+    /// CloudTrail `tlsDetails` of an intercepted tunnel.
+    pub tls: Option<Value>,
 }
 
 /// Parses `amz-sdk-request: attempt=1; max=3`.
@@ -158,6 +160,9 @@ pub fn request_record(
     });
     if aws {
         body["awsRegion"] = json!(f.region);
+    }
+    if let Some(t) = &f.tls {
+        body["tlsDetails"] = t.clone();
     }
     if let Some(o) = final_outcome {
         body["outcome"] = json!(o.outcome);

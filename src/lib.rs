@@ -11,7 +11,7 @@
 //! - [`event`]: what of a call is stored (the redaction boundary).
 //! - [`audit`]: hash-chained records, the writer thread, the SQLite store, queries, verify.
 //! - [`aws`]: SigV4 identity, proxy credentials, re-signing. [`upstream`]: the pooled client.
-//! - [`tunnel`]: CONNECT. [`admin`]: health, readiness, metrics, events. [`errors`]: vendor-shaped answers.
+//! - [`tunnel`]: CONNECT (blind tunnels and TLS interception); [`intercept`]: the CA and leaf certificates. [`admin`]: health, readiness, metrics, events. [`errors`]: vendor-shaped answers.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -23,6 +23,7 @@ pub mod config;
 pub mod errors;
 pub mod event;
 pub mod guardrail;
+pub mod intercept;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -29,6 +29,28 @@ use crate::upstream::{BoxError, ProxyBody, UpstreamClient};
 /// Largest intercepted response the proxy reads to record it.
 const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
+/// The connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Set when the connection is an intercepted `CONNECT` tunnel.
+    pub tunnel: Option<Arc<Tunnel>>,
+}
+
+/// An intercepted `CONNECT` tunnel: where it goes and how the client's TLS was negotiated.
+#[derive(Debug, Clone)]
+pub struct Tunnel {
+    /// The host the client asked to reach.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// Negotiated TLS version (`TLSv1.3`).
+    pub tls_version: String,
+    /// Negotiated cipher suite.
+    pub cipher_suite: String,
+}
+
 /// Shared state of the proxy listener.
 pub struct App {
     /// Validated configuration.
@@ -43,6 +65,10 @@ pub struct App {
     pub credentials: Option<AwsCredentials>,
     /// HMAC key for Slack token fingerprints.
     pub hmac_key: Vec<u8>,
+    /// Leaf issuer for CONNECT interception, when `forward.ca_cert` is configured.
+    pub interceptor: Option<crate::intercept::Interceptor>,
+    /// Open-tunnel budget (`forward.max_tunnels`).
+    pub tunnels: Arc<tokio::sync::Semaphore>,
 }
 
 /// Where a request goes.
@@ -58,11 +84,28 @@ struct Route {
 }
 
 /// Serves one request. Never fails: every error becomes a response.
-pub async fn handle(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Response<ProxyBody> {
+///
+/// Boxed because intercepted tunnels call it again for their inner requests.
+pub fn handle(
+    app: Arc<App>,
+    conn: Conn,
+    req: Request<Incoming>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ProxyBody>> + Send>> {
+    Box::pin(handle_request(app, conn, req))
+}
+
+async fn handle_request(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Response<ProxyBody> {
+    let peer = conn.peer;
     if req.method() == Method::CONNECT {
+        if conn.tunnel.is_some() {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "retention-proxy: CONNECT inside a tunnel is not allowed",
+            );
+        }
         return crate::tunnel::connect(app, peer, req).await;
     }
-    let route = match choose_route(&app.config, &req) {
+    let route = match choose_route(&app.config, conn.tunnel.as_deref(), &req) {
         Ok(r) => r,
         Err(resp) => {
             app.metrics
@@ -84,13 +127,44 @@ pub async fn handle(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> 
         None => pass_through(&app, peer, route, req).await,
         Some((m, odd_path)) => {
             let span = info_span!("call", operation = m.op.name(), way = ?route.way, peer = %peer);
-            intercept(app, peer, route, m, odd_path, req).instrument(span).await
+            intercept(app, &conn, route, m, odd_path, req).instrument(span).await
         }
     }
 }
 
-fn choose_route<B>(config: &Config, req: &Request<B>) -> Result<Route, Box<Response<ProxyBody>>> {
+fn choose_route<B>(
+    config: &Config,
+    tunnel: Option<&Tunnel>,
+    req: &Request<B>,
+) -> Result<Route, Box<Response<ProxyBody>>> {
     let uri = req.uri();
+    if let Some(t) = tunnel {
+        // Inside an intercepted tunnel the destination is the one CONNECT named (already
+        // checked against allow_hosts), whatever the inner request line says.
+        let upstream = config
+            .forward
+            .resolve
+            .get(&t.host)
+            .cloned()
+            .unwrap_or_else(|| Upstream {
+                scheme: Scheme::Https,
+                host: t.host.clone(),
+                port: t.port,
+            });
+        let host = req
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_else(|| t.host.clone());
+        return Ok(Route {
+            way: Way::Forward,
+            family: recognise::family_for_host(&t.host),
+            upstream,
+            host,
+            label: "intercept",
+        });
+    }
     if uri.scheme().is_some() {
         let host = uri.host().unwrap_or("").trim_end_matches('.').to_ascii_lowercase();
         let resolved = config.forward.resolve.get(&host).cloned();
@@ -367,13 +441,14 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// An intercepted call: read → recognise → guard → record → forward → record outcome.
 async fn intercept(
     app: Arc<App>,
-    peer: SocketAddr,
+    conn: &Conn,
     route: Route,
     m: Matched,
     odd_path: bool,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
+    let peer = conn.peer;
     let family = m.op.family();
     let (parts, body) = req.into_parts();
     let now = OffsetDateTime::now_utc();
@@ -411,6 +486,13 @@ async fn intercept(
         invocation_id: header_str(&parts.headers, "amz-sdk-invocation-id").map(str::to_string),
         attempt: event::parse_attempt(header_str(&parts.headers, "amz-sdk-request")),
         proxy_instance: app.config.audit.proxy_instance.clone(),
+        tls: conn.tunnel.as_ref().map(|t| {
+            serde_json::json!({
+                "tlsVersion": t.tls_version,
+                "cipherSuite": t.cipher_suite,
+                "clientProvidedHostHeader": header_str(&parts.headers, "host").unwrap_or(&t.host),
+            })
+        }),
     };
 
     // 1. Read the body, bounded.

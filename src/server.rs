@@ -36,6 +36,9 @@ pub enum RunError {
     /// The listener's TLS certificate or key could not be loaded.
     #[error("cannot load the listener's TLS certificate: {0}")]
     Tls(String),
+    /// The interception CA could not be loaded.
+    #[error("cannot load the interception CA: {0}")]
+    Intercept(#[from] crate::intercept::InterceptError),
 }
 
 /// Bound sockets for `run`.
@@ -78,12 +81,18 @@ pub async fn run(
     let writer = Writer::start(store, config.audit.queue_capacity)?;
     let client = upstream::build(config.upstreams.ca_file.as_deref(), config.upstreams.connect_timeout)?;
     let tls = tls_acceptor(&config)?;
+    let interceptor = match &config.forward.ca {
+        Some((cert, key)) => Some(crate::intercept::Interceptor::load(cert, key)?),
+        None => None,
+    };
     let app = Arc::new(App {
         audit: writer.handle(),
         client,
         metrics: Arc::new(Metrics::default()),
         credentials,
         hmac_key,
+        interceptor,
+        tunnels: Arc::new(Semaphore::new(config.forward.max_tunnels)),
         config,
     });
 
@@ -149,7 +158,10 @@ pub async fn run(
                 let _permit = permit;
                 let svc = service_fn(move |req| {
                     let app = app.clone();
-                    async move { Ok::<_, std::convert::Infallible>(proxy::handle(app, peer, req).await) }
+                    async move {
+                        let conn = proxy::Conn { peer, tunnel: None };
+                        Ok::<_, std::convert::Infallible>(proxy::handle(app, conn, req).await)
+                    }
                 });
                 let result = match tls {
                     Some(acceptor) => {

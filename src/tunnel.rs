@@ -1,21 +1,26 @@
-//! `CONNECT host:port`: a blind tunnel to an allowed host that is not a vendor we audit.
+//! `CONNECT host:port`. Vendor API hosts (and `forward.intercept_hosts`) are intercepted: the
+//! proxy answers the client's TLS with a leaf issued by the configured CA and runs every inner
+//! request through the same path as the other ways in. Other allowed hosts get a blind tunnel.
 //! A vendor host is never tunnelled blind — its retention calls would escape the audit — so
-//! without interception configured it is refused.
+//! without a CA configured it is refused. Every tunnel counts against `forward.max_tunnels`
+//! and closes after `forward.tunnel_idle_timeout` without traffic.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing::{debug, warn};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{debug, info, warn};
 
-use crate::config::Scheme;
-use crate::errors::plain;
+use crate::errors::{full, plain};
 use crate::metrics::RouteLabels;
-use crate::proxy::App;
-use crate::recognise;
+use crate::proxy::{self, App, Conn, Tunnel};
 use crate::upstream::ProxyBody;
 
 /// Handles a CONNECT request.
@@ -25,33 +30,55 @@ pub async fn connect(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) ->
     };
     let host = auth.host().trim_end_matches('.').to_ascii_lowercase();
     let port = auth.port_u16().unwrap_or(443);
-    if !app.config.forward.allows(&host) {
-        warn!(host = %host, peer = %peer, "CONNECT to a host outside allow_hosts refused");
+    let refused = |why: &str| {
         app.metrics
             .refused
             .get_or_create(&RouteLabels { route: "tunnel".into() })
             .inc();
+        warn!(host = %host, port, peer = %peer, reason = why, "CONNECT refused");
+    };
+    if !app.config.forward.allows(&host) {
+        refused("host not in forward.allow_hosts");
         return plain(
             StatusCode::FORBIDDEN,
             &format!("retention-proxy: host {host:?} is not in forward.allow_hosts"),
         );
     }
-    if recognise::family_for_host(&host).is_some() {
-        warn!(host = %host, peer = %peer, "CONNECT to an audited vendor host refused: TLS interception is not configured");
-        app.metrics
-            .refused
-            .get_or_create(&RouteLabels { route: "tunnel".into() })
-            .inc();
+    let intercepted = app.config.forward.intercepts(&host);
+    if intercepted && app.interceptor.is_none() {
+        refused("audited vendor host and TLS interception is not configured");
         return plain(
             StatusCode::FORBIDDEN,
             &format!(
-                "retention-proxy: {host} carries audited retention calls and cannot be tunnelled blind; use the proxy as an HTTP proxy (http:// endpoint) or configure forward.ca_cert/ca_key"
+                "retention-proxy: {host} carries audited retention calls and is never tunnelled blind; \
+                 configure forward.ca_cert/forward.ca_key for TLS interception, or send plain-HTTP requests to the proxy"
             ),
         );
     }
+    let Ok(permit) = app.tunnels.clone().try_acquire_owned() else {
+        refused("too many open tunnels");
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "retention-proxy: too many open tunnels; try again later",
+        );
+    };
+    app.metrics
+        .passthrough
+        .get_or_create(&RouteLabels {
+            route: if intercepted {
+                "intercept".into()
+            } else {
+                "tunnel".into()
+            },
+        })
+        .inc();
+    if intercepted {
+        tokio::spawn(intercept(app, peer, host, port, req, permit));
+        return Response::new(full(""));
+    }
     let (target_host, target_port) = match app.config.forward.resolve.get(&host) {
-        Some(u) if u.scheme == Scheme::Http || u.scheme == Scheme::Https => (u.host.clone(), u.port),
-        _ => (host.clone(), port),
+        Some(u) => (u.host.clone(), u.port),
+        None => (host.clone(), port),
     };
     let connect_timeout = app.config.upstreams.connect_timeout;
     let upstream =
@@ -70,22 +97,115 @@ pub async fn connect(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) ->
                 );
             }
         };
-    app.metrics
-        .passthrough
-        .get_or_create(&RouteLabels { route: "tunnel".into() })
-        .inc();
+    let idle = app.config.forward.tunnel_idle_timeout;
     tokio::spawn(async move {
+        let _permit = permit;
         match hyper::upgrade::on(req).await {
-            Ok(upgraded) => {
-                let mut client = TokioIo::new(upgraded);
-                let mut upstream = upstream;
-                match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                    Ok((up, down)) => debug!(host = %host, up, down, "tunnel closed"),
-                    Err(e) => debug!(host = %host, error = %e, "tunnel ended with an error"),
-                }
-            }
+            Ok(upgraded) => match copy_until_idle(TokioIo::new(upgraded), upstream, idle).await {
+                Ok((up, down)) => debug!(host = %host, up, down, "tunnel closed"),
+                Err(e) => debug!(host = %host, error = %e, "tunnel ended with an error"),
+            },
             Err(e) => warn!(error = %e, "CONNECT upgrade failed"),
         }
     });
-    Response::new(crate::errors::full(""))
+    Response::new(full(""))
+}
+
+/// Terminates the client's TLS with a leaf for `host` and serves the inner requests.
+async fn intercept(
+    app: Arc<App>,
+    peer: SocketAddr,
+    host: String,
+    port: u16,
+    req: Request<Incoming>,
+    permit: OwnedSemaphorePermit,
+) {
+    let _permit = permit;
+    let upgraded = match hyper::upgrade::on(req).await {
+        Ok(u) => u,
+        Err(e) => return warn!(error = %e, "CONNECT upgrade failed"),
+    };
+    let Some(interceptor) = app.interceptor.as_ref() else {
+        return;
+    };
+    let cfg = match interceptor.server_config(&host) {
+        Ok(c) => c,
+        Err(e) => return warn!(host = %host, error = %e, "cannot issue an interception certificate"),
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    let handshake = tokio::time::timeout(
+        app.config.forward.tls_handshake_timeout,
+        acceptor.accept(TokioIo::new(upgraded)),
+    );
+    let tls = match handshake.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            // Typically a client that does not trust the interception CA. Nothing is forwarded.
+            return warn!(host = %host, peer = %peer, error = %e, "client TLS handshake failed inside CONNECT (does the client trust the interception CA?)");
+        }
+        Err(_) => return warn!(host = %host, peer = %peer, "client TLS handshake timed out inside CONNECT"),
+    };
+    let (_, session) = tls.get_ref();
+    let tunnel = Arc::new(Tunnel {
+        host: host.clone(),
+        port,
+        tls_version: match session.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".into(),
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".into(),
+            Some(v) => format!("{v:?}"),
+            None => "unknown".into(),
+        },
+        cipher_suite: session
+            .negotiated_cipher_suite()
+            .map(|c| format!("{:?}", c.suite()))
+            .unwrap_or_else(|| "unknown".into()),
+    });
+    info!(host = %host, peer = %peer, tls = %tunnel.tls_version, "intercepting CONNECT tunnel");
+    let svc = service_fn(move |req| {
+        let app = app.clone();
+        let conn = Conn {
+            peer,
+            tunnel: Some(tunnel.clone()),
+        };
+        async move { Ok::<_, std::convert::Infallible>(proxy::handle(app, conn, req).await) }
+    });
+    let result = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(60))
+        .serve_connection(TokioIo::new(tls), svc)
+        .await;
+    if let Err(e) = result {
+        debug!(host = %host, error = %e, "intercepted tunnel ended with an error");
+    }
+}
+
+/// Copies both ways until both sides close, or nothing moves for `idle`.
+async fn copy_until_idle<A, B>(a: A, b: B, idle: Duration) -> std::io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
+    let (mut up, mut down) = (0u64, 0u64);
+    let (mut a_open, mut b_open) = (true, true);
+    let mut abuf = vec![0u8; 16 * 1024];
+    let mut bbuf = vec![0u8; 16 * 1024];
+    while a_open || b_open {
+        tokio::select! {
+            r = ar.read(&mut abuf), if a_open => match r? {
+                0 => { a_open = false; bw.shutdown().await?; }
+                n => { bw.write_all(&abuf[..n]).await?; up += n as u64; }
+            },
+            r = br.read(&mut bbuf), if b_open => match r? {
+                0 => { b_open = false; aw.shutdown().await?; }
+                n => { aw.write_all(&bbuf[..n]).await?; down += n as u64; }
+            },
+            _ = tokio::time::sleep(idle) => {
+                debug!(?idle, "tunnel idle; closing");
+                break;
+            }
+        }
+    }
+    Ok((up, down))
 }
