@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Load benchmark: the same wrk load, in one run, against
+#   nginx      — nginx as a reverse proxy (the peer a platform team would otherwise deploy)
+#   pass       — retention-proxy, a non-retention path (streamed through, no audit)
+#   audited    — retention-proxy, Slack admin.conversations.setCustomRetention (parsed,
+#                committed with synchronous=FULL before forwarding, outcome committed after)
+# all in front of one fast nginx upstream, on loopback, bounded in time.
+# Prints req/s, p50/p99 latency and peak RSS per target, with ratios.
+# Knobs: CONNS (default 64), DURATION (s, default 10), REPS (default 3), WRK_THREADS (default 1),
+#        PROXY_CPU / LOAD_CPU (taskset pinning, default 1 / 0; PIN=0 disables).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+CONNS="${CONNS:-64}" DURATION="${DURATION:-10}" REPS="${REPS:-3}" WRK_THREADS="${WRK_THREADS:-1}"
+PIN="${PIN:-1}" PROXY_CPU="${PROXY_CPU:-1}" LOAD_CPU="${LOAD_CPU:-0}"
+for tool in wrk nginx; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is required (apt-get install -y wrk nginx)" >&2; exit 2; }
+done
+run="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$run"; }
+trap cleanup EXIT INT TERM
+# Runs "$2..." pinned to CPU "$1" (taskset execs the command, so $! is the process itself).
+pin() { if [ "$PIN" = 1 ] && command -v taskset >/dev/null; then exec taskset -c "$1" "${@:2}"; else exec "${@:2}"; fi; }
+
+UP=18480 NGX=18481 RP=18482 ADMIN=18483
+cat > "$run/upstream.conf" <<NGINX
+worker_processes 1; daemon off; pid $run/up.pid; error_log $run/up.err warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+  client_body_temp_path $run/ucb; proxy_temp_path $run/up; fastcgi_temp_path $run/uf; uwsgi_temp_path $run/uu; scgi_temp_path $run/us;
+  server { listen 127.0.0.1:$UP backlog=4096; default_type application/json;
+    location / { return 200 '{"ok":true}'; } } }
+NGINX
+cat > "$run/proxy.conf" <<NGINX
+worker_processes 1; daemon off; pid $run/px.pid; error_log $run/px.err warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+  client_body_temp_path $run/pcb; proxy_temp_path $run/pp; fastcgi_temp_path $run/pf; uwsgi_temp_path $run/pu; scgi_temp_path $run/ps;
+  upstream backend { server 127.0.0.1:$UP; keepalive 128; }
+  server { listen 127.0.0.1:$NGX backlog=4096;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
+                 proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
+NGINX
+cat > "$run/rp.toml" <<TOML
+[server]
+listen = "127.0.0.1:$RP"
+admin_listen = "127.0.0.1:$ADMIN"
+[audit]
+path = "$run/audit.db"
+[upstreams]
+chime = "http://127.0.0.1:$UP"
+chime_messaging = "http://127.0.0.1:$UP"
+chime_identity = "http://127.0.0.1:$UP"
+slack = "http://127.0.0.1:$UP"
+TOML
+cat > "$run/load.lua" <<'LUA'
+wrk.method = os.getenv("METHOD") or "GET"
+local body = os.getenv("BODY")
+if body and body ~= "" then wrk.body = body end
+wrk.headers["Content-Type"] = os.getenv("CTYPE") or "application/json"
+wrk.headers["Authorization"] = "Bearer xoxp-0000000000-bench"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT rps=%.1f p50_us=%d p99_us=%d errors=%d http_err=%d\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
+LUA
+
+(cd "$root" && cargo build --release --locked --bin retention-proxy >/dev/null 2>&1) || { echo "bench: cargo build failed" >&2; exit 1; }
+bin="$root/target/release/retention-proxy"
+(pin "$LOAD_CPU" nginx -p "$run" -c "$run/upstream.conf" -e "$run/up.err") & pids+=($!)
+(pin "$PROXY_CPU" nginx -p "$run" -c "$run/proxy.conf" -e "$run/px.err") & pids+=($!)
+t0=$(date +%s%N)
+(pin "$PROXY_CPU" "$bin" serve --config "$run/rp.toml" 2>"$run/rp.log") & rp_pid=$!; pids+=($rp_pid)
+for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null 2>&1 && break; sleep 0.01; done
+t1=$(date +%s%N)
+ready_ms=$(( (t1 - t0) / 1000000 ))
+nginx_pid=$(cat "$run/px.pid" 2>/dev/null || echo "")
+commits_before=$(curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^retention_proxy_audit_commit_seconds_count/ {print $2}')
+
+rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+one() { # name url method body ctype
+  (METHOD="$3" BODY="$4" CTYPE="$5" pin "$LOAD_CPU" timeout $((DURATION + 10)) \
+    wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 5s -s "$run/load.lua" "$2") | awk '/^RESULT/'
+}
+declare -A rps p50 p99 errs
+targets=(nginx pass audited)
+for t in "${targets[@]}"; do rps[$t]=""; done
+for rep in $(seq 1 "$REPS"); do
+  for t in "${targets[@]}"; do
+    case $t in
+      nginx)   line=$(one nginx "http://127.0.0.1:$NGX/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
+      pass)    line=$(one pass "http://127.0.0.1:$RP/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
+      audited) line=$(one audited "http://127.0.0.1:$RP/api/admin.conversations.setCustomRetention" POST 'channel_id=C0123456789&duration_days=400' application/x-www-form-urlencoded) ;;
+    esac
+    r=$(sed -E 's/.*rps=([0-9.]+).*/\1/' <<<"$line"); a=$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<<"$line")
+    b=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$line"); e=$(sed -E 's/.*errors=([0-9]+) http_err=([0-9]+).*/\1+\2/' <<<"$line")
+    rps[$t]+="$r "; p50[$t]+="$a "; p99[$t]+="$b "; errs[$t]+="$e "
+    echo "rep $rep $t: $line" >&2
+  done
+done
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+n_rps=$(median "${rps[nginx]}"); p_rps=$(median "${rps[pass]}")
+events=$("$bin" audit query --db "$run/audit.db" --format jsonl --event-name admin.conversations.setCustomRetention | wc -l)
+printf '\nmachine: %s cores; wrk -t%s -c%s -d%ss x %s reps; proxy pinned to CPU %s, load+upstream to CPU %s (PIN=%s)\n' \
+  "$(nproc)" "$WRK_THREADS" "$CONNS" "$DURATION" "$REPS" "$PROXY_CPU" "$LOAD_CPU" "$PIN"
+printf '%-8s %10s %8s %8s %9s %10s %12s %s\n' target req/s p50_us p99_us x_nginx x_pass peak_rss_MiB errors
+for t in "${targets[@]}"; do
+  m=$(median "${rps[$t]}")
+  case $t in nginx) rss=$(rss_kib "$nginx_pid");; *) rss=$(rss_kib "$rp_pid");; esac
+  printf '%-8s %10.0f %8s %8s %9.2f %10.2f %12.1f %s\n' "$t" "$m" "$(median "${p50[$t]}")" "$(median "${p99[$t]}")" \
+    "$(awk -v a="$m" -v b="$n_rps" 'BEGIN{print a/b}')" "$(awk -v a="$m" -v b="$p_rps" 'BEGIN{print a/b}')" \
+    "$(awk -v k="$rss" 'BEGIN{print k/1024}')" "${errs[$t]}"
+done
+groups=$(curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^retention_proxy_audit_commit_seconds_count/ {print $2}')
+printf 'retention-proxy start-up to ready: %s ms; audited events committed: %s in %s group commits (%.1f records per fsync)\n' \
+  "$ready_ms" "$events" "$((groups - commits_before))" "$(awk -v e="$events" -v g="$((groups - commits_before))" 'BEGIN{ if (g > 0) print 2*e/g; else print 0 }')"
+"$bin" audit verify --db "$run/audit.db" >&2
