@@ -183,12 +183,12 @@ fn choose_route<B>(
                 Some(p) => p,
             },
         });
-        let host_header = req
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .unwrap_or_else(|| uri.authority().map(|a| a.to_string()).unwrap_or(host.clone()));
+        // RFC 9112 §3.2.2: an absolute-form target replaces any Host the client sent. Clients
+        // sign the host they address, so the signature stays valid.
+        let host_header = match uri.port_u16() {
+            Some(p) => format!("{}:{p}", uri.host().unwrap_or(&host)),
+            None => uri.host().unwrap_or(&host).to_string(),
+        };
         return Ok(Route {
             way: Way::Forward,
             family: recognise::family_for_host(&host),
@@ -300,12 +300,16 @@ fn source_ip(config: &Config, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
 }
 
 fn append_forwarded_for(h: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
-    let v = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&v) {
+    // Every X-Forwarded-For line the client sent is kept, in order, then our peer is added.
+    let mut chain: Vec<String> = h
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect();
+    chain.push(peer.ip().to_string());
+    if let Ok(v) = HeaderValue::from_str(&chain.join(", ")) {
         h.insert("x-forwarded-for", v);
     }
 }
@@ -385,30 +389,26 @@ async fn pass_through(app: &App, peer: SocketAddr, route: Route, req: Request<In
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        let small = len.is_some_and(|l| l <= app.config.server.max_body_bytes) || (len.is_none() && !has_body(&parts));
-        if small {
-            let bytes = match Limited::new(body, app.config.server.max_body_bytes).collect().await {
-                Ok(c) => c.to_bytes(),
-                Err(_) => return VendorError::too_large(app.config.server.max_body_bytes).response(family, &new_id()),
-            };
-            let mut r = match head.body(full(bytes.clone())) {
-                Ok(r) => r,
-                Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("retention-proxy: bad request: {e}")),
-            };
-            if let Err(e) = resign(app, &route, claimed.region.as_deref(), &mut r, Payload::Bytes(&bytes)) {
-                return e.response(family, &new_id());
-            }
-            r
-        } else {
-            let mut r = match head.body(boxed_incoming(body)) {
-                Ok(r) => r,
-                Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("retention-proxy: bad request: {e}")),
-            };
-            if let Err(e) = resign(app, &route, claimed.region.as_deref(), &mut r, Payload::Unsigned) {
-                return e.response(family, &new_id());
-            }
-            r
+        // The signature covers the body, so it must be read whole; a call too large to
+        // re-sign is refused rather than sent with a signature the vendor would reject.
+        let limit = app.config.server.max_body_bytes;
+        if len.is_some_and(|l| l > limit) {
+            return VendorError::too_large(limit).response(family, &new_id());
         }
+        let bytes = match Limited::new(body, limit).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(_) => return VendorError::too_large(limit).response(family, &new_id()),
+        };
+        let mut r = match head.body(full(bytes.clone())) {
+            Ok(r) => r,
+            Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("retention-proxy: bad request: {e}")),
+        };
+        r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        r.headers_mut().remove(http::header::TRANSFER_ENCODING);
+        if let Err(e) = resign(app, &route, claimed.region.as_deref(), &mut r, Payload::Bytes(&bytes)) {
+            return e.response(family, &new_id());
+        }
+        r
     } else {
         match head.body(boxed_incoming(body)) {
             Ok(r) => r,
@@ -424,10 +424,6 @@ async fn pass_through(app: &App, peer: SocketAddr, route: Route, req: Request<In
         Err(_) => VendorError::gateway_timeout(format!("upstream {} did not answer in time", route.upstream))
             .response(family, &new_id()),
     }
-}
-
-fn has_body(parts: &http::request::Parts) -> bool {
-    parts.headers.contains_key(http::header::TRANSFER_ENCODING)
 }
 
 fn new_id() -> String {
