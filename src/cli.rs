@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::audit::query::{self, Filter, Verification};
 use crate::audit::sqlite;
 use crate::config::Config;
+use crate::export;
 
 /// Exit code for a configuration error (EX_CONFIG-like, as SPEC §5 asks).
 pub const EXIT_CONFIG: u8 = 64;
@@ -131,6 +132,46 @@ pub enum AuditCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Export events: CloudTrail log records, JSON lines or CSV.
+    Export {
+        /// Audit database.
+        #[arg(long, default_value = "retention-audit.db")]
+        db: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Events at or after T (RFC 3339 or an age: 15m, 24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Events before T.
+        #[arg(long)]
+        until: Option<String>,
+        /// Output file; for cloudtrail, an existing directory (or one ending in /) receives
+        /// gzip files split per hour. Default: standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Every change and read of one resource, in order: actor, previous -> new, decision, outcome.
+    History {
+        /// Audit database.
+        #[arg(long, default_value = "retention-audit.db")]
+        db: PathBuf,
+        /// Account id, ARN or Slack channel id.
+        #[arg(long)]
+        resource: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// The last known retention of every resource the proxy has seen.
+    State {
+        /// Audit database.
+        #[arg(long, default_value = "retention-audit.db")]
+        db: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Walk the hash chain; exit 0 when intact, 1 with the first broken seq.
     Verify {
         /// Audit database.
@@ -147,6 +188,17 @@ pub enum Format {
     /// One JSON array.
     Json,
     /// One event per line.
+    Jsonl,
+    /// Comma-separated, with a header row.
+    Csv,
+}
+
+/// `audit export` formats.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// `{"Records":[…]}` as CloudTrail log files are shaped.
+    Cloudtrail,
+    /// One merged event per line.
     Jsonl,
     /// Comma-separated, with a header row.
     Csv,
@@ -385,6 +437,44 @@ fn policy_test(config: &Config, path: &PathBuf) -> Result<ExitCode, String> {
     }
 }
 
+fn times(since: Option<String>, until: Option<String>) -> Result<(Option<String>, Option<String>), String> {
+    let now = time::OffsetDateTime::now_utc();
+    let since = since
+        .map(|t| query::parse_time(&t, now).map_err(|e| format!("--since: {e}")))
+        .transpose()?;
+    let until = until
+        .map(|t| query::parse_time(&t, now).map_err(|e| format!("--until: {e}")))
+        .transpose()?;
+    Ok((since, until))
+}
+
+fn io_result(r: std::io::Result<()>) -> Result<ExitCode, String> {
+    match r {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(format!("cannot write the output: {e}")),
+    }
+}
+
+fn print_events(events: &[Value], format: Format, columns: &[&str]) -> Result<ExitCode, String> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let res = match format {
+        Format::Json => serde_json::to_writer_pretty(&mut out, &events)
+            .map_err(std::io::Error::other)
+            .and_then(|_| writeln!(out)),
+        Format::Jsonl => events.iter().try_for_each(|e| writeln!(out, "{e}")),
+        Format::Csv => writeln!(out, "{}", columns.join(",")).and_then(|_| {
+            events.iter().try_for_each(|e| {
+                let row: Vec<String> = columns.iter().map(|c| export::csv_field(&export::cell(e, c))).collect();
+                writeln!(out, "{}", row.join(","))
+            })
+        }),
+        Format::Table => write_table(&mut out, events, columns),
+    };
+    io_result(res.and_then(|_| out.flush()))
+}
+
 fn audit(cmd: AuditCommand) -> Result<ExitCode, String> {
     match cmd {
         AuditCommand::Verify { db } => {
@@ -412,13 +502,7 @@ fn audit(cmd: AuditCommand) -> Result<ExitCode, String> {
             limit,
             format,
         } => {
-            let now = time::OffsetDateTime::now_utc();
-            let since = since
-                .map(|t| query::parse_time(&t, now).map_err(|e| format!("--since: {e}")))
-                .transpose()?;
-            let until = until
-                .map(|t| query::parse_time(&t, now).map_err(|e| format!("--until: {e}")))
-                .transpose()?;
+            let (since, until) = times(since, until)?;
             if let Some(d) = &decision
                 && !["allow", "deny", "dry_run_deny", "exempt"].contains(&d.as_str())
             {
@@ -434,38 +518,72 @@ fn audit(cmd: AuditCommand) -> Result<ExitCode, String> {
                 actor,
                 resource,
                 decision,
-                after_seq: None,
                 limit,
+                ..Filter::default()
             };
             let conn = sqlite::open_read_only(&db).map_err(|e| e.to_string())?;
             let events = query::query(&conn, &f).map_err(|e| e.to_string())?;
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            let res = match format {
-                Format::Json => serde_json::to_writer_pretty(&mut out, &events)
-                    .map_err(std::io::Error::other)
-                    .and_then(|_| writeln!(out)),
-                Format::Jsonl => events.iter().try_for_each(|e| writeln!(out, "{e}")),
-                Format::Csv => write_csv(&mut out, &events),
-                Format::Table => write_table(&mut out, &events),
+            print_events(&events, format, &export::CSV_COLUMNS)
+        }
+        AuditCommand::History { db, resource, format } => {
+            let f = Filter {
+                resource: Some(resource.clone()),
+                ..Filter::default()
             };
-            match res.and_then(|_| out.flush()) {
-                Ok(()) => Ok(ExitCode::SUCCESS),
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-                Err(e) => Err(format!("cannot write the output: {e}")),
+            let conn = sqlite::open_read_only(&db).map_err(|e| e.to_string())?;
+            let mut events = query::query(&conn, &f).map_err(|e| e.to_string())?;
+            // Keep only this resource's changes, so "previous -> new" reads as its own history.
+            for e in &mut events {
+                if let Some(Value::Array(cs)) = e.get_mut("changes") {
+                    cs.retain(|c| c.get("resource").and_then(Value::as_str) == Some(resource.as_str()));
+                }
             }
+            if events.is_empty() && format == Format::Table {
+                println!("no events for resource {resource:?}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            print_events(&events, format, &HISTORY_COLUMNS)
+        }
+        AuditCommand::State { db, format } => {
+            let conn = sqlite::open_read_only(&db).map_err(|e| e.to_string())?;
+            let rows = query::state(&conn).map_err(|e| e.to_string())?;
+            let events: Vec<Value> = rows
+                .into_iter()
+                .map(|r| {
+                    serde_json::json!({"resource": r.resource, "target": r.target, "value": r.value,
+                        "seenAt": r.seen_at, "eventID": r.event_id})
+                })
+                .collect();
+            if events.is_empty() && format == Format::Table {
+                println!("no retention values seen yet");
+                return Ok(ExitCode::SUCCESS);
+            }
+            print_events(&events, format, &["resource", "target", "value", "seenAt", "eventID"])
+        }
+        AuditCommand::Export {
+            db,
+            format,
+            since,
+            until,
+            out,
+        } => {
+            let (since, until) = times(since, until)?;
+            let f = Filter {
+                since,
+                until,
+                ..Filter::default()
+            };
+            let conn = sqlite::open_read_only(&db).map_err(|e| e.to_string())?;
+            export_events(&conn, &f, format, out.as_deref())
         }
     }
 }
 
-/// The columns of `table` and `csv`.
-const COLUMNS: [&str; 11] = [
-    "seq",
+/// Columns of `audit history`.
+const HISTORY_COLUMNS: [&str; 8] = [
     "eventTime",
-    "eventSource",
     "eventName",
     "actor",
-    "resource",
     "change",
     "decision",
     "outcome",
@@ -473,82 +591,90 @@ const COLUMNS: [&str; 11] = [
     "eventID",
 ];
 
-fn cell(e: &Value, col: &str) -> String {
-    let s = |v: Option<&Value>| match v {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(v) => v.to_string(),
-    };
-    match col {
-        "actor" => {
-            let u = e.get("userIdentity");
-            let pick = ["accessKeyId", "chimeBearer", "tokenFingerprint"]
-                .iter()
-                .find_map(|k| u.and_then(|u| u.get(*k)).filter(|v| !v.is_null()));
-            s(pick)
+fn export_events(
+    conn: &rusqlite::Connection,
+    f: &Filter,
+    format: ExportFormat,
+    out: Option<&std::path::Path>,
+) -> Result<ExitCode, String> {
+    use std::io::IsTerminal;
+    let progress = std::io::stderr().is_terminal();
+    let mut n: u64 = 0;
+    let tick = |n: u64| {
+        if progress && n.is_multiple_of(10_000) {
+            eprint!("\rexported {n} events");
         }
-        "resource" => e
-            .get("resources")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|r| r.get("id").and_then(Value::as_str))
-                    .collect::<Vec<_>>()
-                    .join(" ")
+    };
+    let werr = |e: std::io::Error| crate::audit::AuditError::Read(format!("cannot write the export: {e}"));
+    let to_dir = format == ExportFormat::Cloudtrail
+        && out.is_some_and(|p| p.is_dir() || p.as_os_str().to_string_lossy().ends_with('/'));
+    let result = if to_dir {
+        let dir = out.expect("checked");
+        let mut files = export::HourlyFiles::new(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        query::for_each(conn, f, |_, e| {
+            n += 1;
+            tick(n);
+            files.push(&export::cloudtrail_record(&e)).map_err(werr)
+        })
+        .and_then(|_| files.finish().map_err(werr))
+        .map(|files| {
+            if progress {
+                eprintln!();
+            }
+            eprintln!("exported {n} events to {} files under {}", files.len(), dir.display());
+        })
+    } else {
+        let sink: Box<dyn Write> = match out {
+            Some(p) => Box::new(std::fs::File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()))?),
+            None => Box::new(std::io::stdout().lock()),
+        };
+        let mut w = std::io::BufWriter::new(sink);
+        match format {
+            ExportFormat::Cloudtrail => {
+                let mut doc = export::RecordsWriter::new(w).map_err(|e| format!("cannot write the export: {e}"))?;
+                query::for_each(conn, f, |_, e| {
+                    n += 1;
+                    tick(n);
+                    doc.push(&export::cloudtrail_record(&e)).map_err(werr)
+                })
+                .and_then(|_| doc.finish().map(|_| ()).map_err(werr))
+            }
+            ExportFormat::Jsonl => query::for_each(conn, f, |_, e| {
+                n += 1;
+                tick(n);
+                writeln!(w, "{e}").map_err(werr)
             })
-            .unwrap_or_default(),
-        "change" => e
-            .get("changes")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .map(|c| {
-                        let v = |k| match c.get(k) {
-                            Some(Value::Null) | None => "?".to_string(),
-                            Some(Value::String(x)) => x.clone(),
-                            Some(x) => x.to_string(),
-                        };
-                        format!(
-                            "{}: {} -> {}",
-                            c.get("target").and_then(Value::as_str).unwrap_or(""),
-                            v("previous"),
-                            v("new")
-                        )
+            .and_then(|_| w.flush().map_err(werr)),
+            ExportFormat::Csv => writeln!(w, "{}", export::CSV_COLUMNS.join(","))
+                .map_err(werr)
+                .and_then(|_| {
+                    query::for_each(conn, f, |_, e| {
+                        n += 1;
+                        tick(n);
+                        writeln!(w, "{}", export::csv_row(&e)).map_err(werr)
                     })
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-            .unwrap_or_default(),
-        "decision" => s(e.get("guardrail").and_then(|g| g.get("decision"))),
-        other => s(e.get(other)),
+                })
+                .and_then(|_| w.flush().map_err(werr)),
+        }
+        .map(|_| {
+            if progress {
+                eprintln!("\rexported {n} events");
+            }
+        })
+    };
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.to_string().contains("Broken pipe") => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e.to_string()),
     }
 }
 
-fn write_csv(out: &mut impl Write, events: &[Value]) -> std::io::Result<()> {
-    writeln!(out, "{}", COLUMNS.join(","))?;
-    for e in events {
-        let row: Vec<String> = COLUMNS
-            .iter()
-            .map(|c| {
-                let v = cell(e, c);
-                if v.contains([',', '"', '\n', '\r']) {
-                    format!("\"{}\"", v.replace('"', "\"\""))
-                } else {
-                    v
-                }
-            })
-            .collect();
-        writeln!(out, "{}", row.join(","))?;
-    }
-    Ok(())
-}
-
-fn write_table(out: &mut impl Write, events: &[Value]) -> std::io::Result<()> {
+fn write_table(out: &mut impl Write, events: &[Value], columns: &[&str]) -> std::io::Result<()> {
     let rows: Vec<Vec<String>> = events
         .iter()
-        .map(|e| COLUMNS.iter().map(|c| cell(e, c)).collect())
+        .map(|e| columns.iter().map(|c| export::cell(e, c)).collect())
         .collect();
-    let mut widths: Vec<usize> = COLUMNS.iter().map(|c| c.len()).collect();
+    let mut widths: Vec<usize> = columns.iter().map(|c| c.len()).collect();
     for r in &rows {
         for (i, v) in r.iter().enumerate() {
             widths[i] = widths[i].max(v.chars().count());
@@ -561,7 +687,7 @@ fn write_table(out: &mut impl Write, events: &[Value]) -> std::io::Result<()> {
             .collect::<Vec<_>>()
             .join("  ")
     };
-    writeln!(out, "{}", line(COLUMNS.to_vec()).trim_end())?;
+    writeln!(out, "{}", line(columns.to_vec()).trim_end())?;
     for r in &rows {
         writeln!(out, "{}", line(r.iter().map(String::as_str).collect()).trim_end())?;
     }

@@ -9,7 +9,8 @@
 //! - [`guardrail`]: compiled rules and their pure evaluation; [`policy`]: the whole decision
 //!   for one call (read strictly → refuse or forward with a verdict), shared with `policy test`.
 //! - [`event`]: what of a call is stored (the redaction boundary).
-//! - [`audit`]: hash-chained records, the writer thread, the SQLite store, queries, verify.
+//! - [`audit`]: hash-chained records, the writer thread, the SQLite store, queries, verify;
+//!   [`export`]: CloudTrail, JSON lines and CSV exports.
 //! - [`aws`]: SigV4 identity, proxy credentials, re-signing. [`upstream`]: the pooled client.
 //! - [`tunnel`]: CONNECT (blind tunnels and TLS interception); [`intercept`]: the CA and leaf certificates. [`admin`]: health, readiness, metrics, events. [`errors`]: vendor-shaped answers.
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod errors;
 pub mod event;
+pub mod export;
 pub mod guardrail;
 pub mod intercept;
 pub mod metrics;

@@ -471,10 +471,10 @@ async fn intercept(
         op: m.op,
         way: route.way,
         region: if family.is_aws() {
-            claimed
-                .region
-                .clone()
-                .or_else(|| recognise::region_of_host(&route.upstream.host))
+            claimed.region.clone().or_else(|| {
+                let vendor_host = route.host.split(':').next().unwrap_or("");
+                recognise::region_of_host(vendor_host).or_else(|| recognise::region_of_host(&route.upstream.host))
+            })
         } else {
             None
         },

@@ -26,8 +26,16 @@ pub struct Filter {
     pub resource: Option<String>,
     /// `guardrail.decision`.
     pub decision: Option<String>,
+    /// `readOnly`.
+    pub read_only: Option<bool>,
+    /// `eventID`.
+    pub event_id: Option<String>,
     /// Events after this request `seq` (cursor).
     pub after_seq: Option<u64>,
+    /// Events before this request `seq` (cursor, newest-first listings).
+    pub before_seq: Option<u64>,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
     /// At most this many events.
     pub limit: Option<u64>,
 }
@@ -120,65 +128,141 @@ pub fn merge(request: &str, req_hash: &str, outcome: Option<&str>) -> Value {
 
 /// Runs a filtered query; events in `seq` order, each the merge of its two links.
 pub fn query(conn: &Connection, f: &Filter) -> Result<Vec<Value>, AuditError> {
+    let mut out = Vec::new();
+    for_each(conn, f, |_, e| {
+        out.push(e);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Streams a filtered query: `visit(seq, event)` for each event, without holding them all.
+pub fn for_each(
+    conn: &Connection,
+    f: &Filter,
+    mut visit: impl FnMut(u64, Value) -> Result<(), AuditError>,
+) -> Result<(), AuditError> {
     let mut sql = String::from(
         "SELECT r.seq, r.body, r.hash, (SELECT o.body FROM records o WHERE o.event_id = r.event_id AND o.kind = 'outcome' ORDER BY o.seq LIMIT 1)
          FROM records r WHERE r.kind = 'request'",
     );
     let mut args: Vec<Sql> = Vec::new();
+    let mut cond = |clause: &str, v: Sql| {
+        sql.push_str(clause);
+        args.push(v);
+    };
     if let Some(s) = &f.since {
-        sql.push_str(" AND r.event_time >= ?");
-        args.push(Sql::Text(s.clone()));
+        cond(" AND r.event_time >= ?", Sql::Text(s.clone()));
     }
     if let Some(s) = &f.until {
-        sql.push_str(" AND r.event_time < ?");
-        args.push(Sql::Text(s.clone()));
+        cond(" AND r.event_time < ?", Sql::Text(s.clone()));
     }
     if let Some(s) = &f.event_name {
-        sql.push_str(" AND r.event_name = ?");
-        args.push(Sql::Text(s.clone()));
+        cond(" AND r.event_name = ?", Sql::Text(s.clone()));
     }
     if let Some(s) = &f.source {
-        sql.push_str(" AND r.event_source = ?");
-        args.push(Sql::Text(source_name(s)));
+        cond(" AND r.event_source = ?", Sql::Text(source_name(s)));
     }
     if let Some(s) = &f.decision {
-        sql.push_str(" AND r.decision = ?");
-        args.push(Sql::Text(s.clone()));
+        cond(" AND r.decision = ?", Sql::Text(s.clone()));
+    }
+    if let Some(s) = &f.event_id {
+        cond(" AND r.event_id = ?", Sql::Text(s.clone()));
+    }
+    if let Some(b) = f.read_only {
+        cond(" AND json_extract(r.body, '$.readOnly') = ?", Sql::Integer(b as i64));
     }
     if let Some(s) = &f.actor {
-        sql.push_str(" AND r.seq IN (SELECT seq FROM record_actors WHERE actor = ?)");
-        args.push(Sql::Text(s.clone()));
+        cond(
+            " AND r.seq IN (SELECT seq FROM record_actors WHERE actor = ?)",
+            Sql::Text(s.clone()),
+        );
     }
     if let Some(s) = &f.resource {
-        sql.push_str(
+        cond(
             " AND r.event_id IN (SELECT x.event_id FROM records x JOIN record_resources rr ON rr.seq = x.seq WHERE rr.resource = ?)",
+            Sql::Text(s.clone()),
         );
-        args.push(Sql::Text(s.clone()));
     }
     if let Some(a) = f.after_seq {
-        sql.push_str(" AND r.seq > ?");
-        args.push(Sql::Integer(a as i64));
+        cond(" AND r.seq > ?", Sql::Integer(a as i64));
     }
-    sql.push_str(" ORDER BY r.seq");
+    if let Some(b) = f.before_seq {
+        cond(" AND r.seq < ?", Sql::Integer(b as i64));
+    }
+    sql.push_str(if f.newest_first {
+        " ORDER BY r.seq DESC"
+    } else {
+        " ORDER BY r.seq"
+    });
     if let Some(l) = f.limit {
         sql.push_str(" LIMIT ?");
         args.push(Sql::Integer(l.min(i64::MAX as u64) as i64));
     }
     let rd = |e: rusqlite::Error| AuditError::Read(e.to_string());
     let mut st = conn.prepare(&sql).map_err(rd)?;
+    let mut rows = st.query(params_from_iter(args)).map_err(rd)?;
+    while let Some(r) = rows.next().map_err(rd)? {
+        let seq = r.get::<_, i64>(0).map_err(rd)? as u64;
+        let body: String = r.get(1).map_err(rd)?;
+        let hash: String = r.get(2).map_err(rd)?;
+        let outcome: Option<String> = r.get(3).map_err(rd)?;
+        visit(seq, merge(&body, &hash, outcome.as_deref()))?;
+    }
+    Ok(())
+}
+
+/// One row of `audit state`: the last known value of a setting.
+#[derive(Debug, Clone)]
+pub struct StateRow {
+    /// Target name.
+    pub target: String,
+    /// Resource id.
+    pub resource: String,
+    /// Value (`365`, `"off"`, `"default"`).
+    pub value: Value,
+    /// Time of the record that reported it.
+    pub seen_at: String,
+    /// `eventID` of that record.
+    pub event_id: String,
+}
+
+/// The last known retention of every resource the proxy has seen.
+pub fn state(conn: &Connection) -> Result<Vec<StateRow>, AuditError> {
+    let rd = |e: rusqlite::Error| AuditError::Read(e.to_string());
+    let mut st = conn
+        .prepare(
+            "SELECT l.target, l.resource, l.value, r.event_time, r.event_id, r.body FROM last_seen l
+             JOIN records r ON r.seq = l.seq ORDER BY l.resource, l.target",
+        )
+        .map_err(rd)?;
     let rows = st
-        .query_map(params_from_iter(args), |r| {
+        .query_map([], |r| {
             Ok((
+                r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
-                r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
             ))
         })
         .map_err(rd)?;
     let mut out = Vec::new();
     for row in rows {
-        let (body, hash, outcome) = row.map_err(rd)?;
-        out.push(merge(&body, &hash, outcome.as_deref()));
+        let (target, resource, value, time, event_id, body) = row.map_err(rd)?;
+        // An outcome record carries the time of its request; prefer the outcome's own time.
+        let seen_at = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|b| b.get("eventTime").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or(time);
+        out.push(StateRow {
+            target,
+            resource,
+            value: serde_json::from_str(&value).unwrap_or(Value::Null),
+            seen_at,
+            event_id,
+        });
     }
     Ok(out)
 }
