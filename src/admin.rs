@@ -19,26 +19,42 @@ fn json_response(status: StatusCode, v: serde_json::Value) -> Response<ProxyBody
     r
 }
 
-fn authorised(app: &App, req: &Request<Incoming>) -> bool {
+/// The admin token, when one is configured, as `Authorization: Bearer <token>` or — for AWS
+/// clients of LookupEvents, which cannot send a bearer — as their session token
+/// (`X-Amz-Security-Token`).
+pub(crate) fn authorised<B>(app: &App, req: &Request<B>) -> bool {
     let Some(want) = &app.config.server.admin_token else {
         return true;
     };
-    let got = req
-        .headers()
+    let h = req.headers();
+    let bearer = h
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Constant-time comparison of equal-length digests.
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let session = h.get("x-amz-security-token").and_then(|v| v.to_str().ok());
+    [bearer, session]
+        .into_iter()
+        .flatten()
+        .any(|got| constant_time_eq(want, got))
+}
+
+/// Compares digests of both strings, so the time taken does not depend on where they differ.
+fn constant_time_eq(a: &str, b: &str) -> bool {
     use sha2::{Digest, Sha256};
-    let (a, b) = (Sha256::digest(want.as_bytes()), Sha256::digest(got.as_bytes()));
+    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
     a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Serves one admin request.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ProxyBody> {
+    if req.method() == Method::POST && req.uri().path() == "/" {
+        return crate::lookup::handle(app, req).await;
+    }
     if req.method() != Method::GET {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here");
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET is served here (and POST / for LookupEvents)",
+        );
     }
     match req.uri().path() {
         "/healthz" => plain(StatusCode::OK, "ok"),

@@ -14,7 +14,7 @@ use crate::guardrail::{self, Guardrail};
 
 /// The raw configuration file, exactly as written. Every section and key has a default.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawConfig {
     /// Listener settings.
     pub server: RawServer,
@@ -30,7 +30,7 @@ pub struct RawConfig {
 
 /// `[server]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawServer {
     /// Proxy listener address. Default `127.0.0.1:8080`.
     pub listen: String,
@@ -78,7 +78,7 @@ impl Default for RawServer {
 
 /// `[audit]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawAudit {
     /// SQLite database file. Default `retention-audit.db`.
     pub path: String,
@@ -108,7 +108,7 @@ impl Default for RawAudit {
 
 /// `[upstreams]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawUpstreams {
     /// Amazon Chime (`/accounts/…`).
     pub chime: String,
@@ -143,7 +143,7 @@ impl Default for RawUpstreams {
 
 /// `[forward]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawForward {
     /// Hosts the forward proxy may reach (`*.` prefix matches any subdomain).
     pub allow_hosts: Vec<String>,
@@ -452,13 +452,35 @@ impl Config {
         Config::from_toml_str(&text, &origin)
     }
 
-    /// Parses and validates TOML text; `origin` names it in errors.
+    /// Parses and validates TOML text; `origin` names it in errors. Unknown keys are errors
+    /// (a typo must never switch a guardrail off), and every one of them is reported, together
+    /// with every bad value.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+        let fail = |reason: String| ConfigError {
             origin: origin.to_string(),
-            problems: vec![(String::new(), e.to_string().trim().replace('\n', " "))],
-        })?;
-        Config::from_raw(raw, origin)
+            problems: vec![(String::new(), reason.trim().replace('\n', " "))],
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| fail(e.to_string()))?;
+        let mut unknown: Vec<String> = Vec::new();
+        let raw: RawConfig =
+            serde_ignored::deserialize(de, |path| unknown.push(path.to_string())).map_err(|e| fail(e.to_string()))?;
+        let unknown: Vec<(String, String)> = unknown
+            .into_iter()
+            .map(|k| (k.replace(".?", ""), "is not a known key (a typo?)".to_string()))
+            .collect();
+        match Config::from_raw(raw, origin) {
+            Ok(c) if unknown.is_empty() => Ok(c),
+            Ok(_) => Err(ConfigError {
+                origin: origin.to_string(),
+                problems: unknown,
+            }),
+            Err(mut e) => {
+                let mut all = unknown;
+                all.append(&mut e.problems);
+                e.problems = all;
+                Err(e)
+            }
+        }
     }
 
     /// Validates a raw configuration, collecting every problem.
@@ -734,6 +756,20 @@ mod tests {
         assert!(e.to_string().contains("fail_mod"), "{e}");
         let e = Config::from_toml_str("[[guardrails]]\nid = \"a\"\nmin_day = 3\n", "x.toml").unwrap_err();
         assert!(e.to_string().contains("min_day"), "{e}");
+        let e = Config::from_toml_str(
+            "[server]\nlistn = \"x\"\n[audit]\nfail_mod = \"open\"\nfail_mode = \"ajar\"\n[[guardrails]]\nid = \"a\"\nmin_day = 3\n[forward.resolve]\n\"h\" = \"http://127.0.0.1:1\"\n",
+            "x.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.problems.iter().map(|(k, _)| k.as_str()).collect();
+        for k in [
+            "server.listn",
+            "audit.fail_mod",
+            "audit.fail_mode",
+            "guardrails.0.min_day",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::retention::{RetentionValue, Target};
 
 /// `[[guardrails]]` as written.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawGuardrail {
     /// Rule id, reported in refusals and events.
     pub id: String,
@@ -34,7 +34,7 @@ pub struct RawGuardrail {
 
 /// `[guardrails.scope]`
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawScope {
     /// Chime account ids.
     pub accounts: Vec<String>,

@@ -12,6 +12,7 @@
 //! - [`audit`]: hash-chained records, the writer thread, the SQLite store, queries, verify;
 //!   [`export`]: CloudTrail, JSON lines and CSV exports.
 //! - [`aws`]: SigV4 identity, proxy credentials, re-signing. [`upstream`]: the pooled client.
+//! - [`lookup`]: CloudTrail LookupEvents on the admin listener.
 //! - [`tunnel`]: CONNECT (blind tunnels and TLS interception); [`intercept`]: the CA and leaf certificates. [`admin`]: health, readiness, metrics, events. [`errors`]: vendor-shaped answers.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -26,6 +27,7 @@ pub mod event;
 pub mod export;
 pub mod guardrail;
 pub mod intercept;
+pub mod lookup;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

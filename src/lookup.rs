@@ -1,0 +1,238 @@
+//! A CloudTrail `LookupEvents`-compatible endpoint on the admin listener (JSON 1.1 protocol,
+//! `X-Amz-Target: com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents`), so
+//! `aws cloudtrail lookup-events --endpoint-url http://<admin>` and boto3's cloudtrail client
+//! read the audit log. Events come newest first, as CloudTrail returns them.
+
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use crate::audit::query::{self, Filter};
+use crate::errors::full;
+use crate::export::cloudtrail_record;
+use crate::proxy::App;
+use crate::upstream::ProxyBody;
+
+const TARGET: &str = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents";
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
+    let mut r = Response::new(full(json!({"__type": code, "message": message}).to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(code) {
+        r.headers_mut().insert("x-amzn-ErrorType", v);
+    }
+    r
+}
+
+fn epoch_to_time(v: &Value) -> Option<String> {
+    let secs = v.as_f64()?;
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos((secs * 1e9) as i128).ok()?;
+    Some(query::format_time(t))
+}
+
+/// Serves one LookupEvents call.
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let target = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if target != TARGET {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "UnknownOperationException",
+            "only LookupEvents is served here",
+        );
+    }
+    if !crate::admin::authorised(&app, &req) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "AccessDeniedException",
+            "the admin token is required (as the session token)",
+        );
+    }
+    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterException",
+                "request body too large",
+            );
+        }
+    };
+    let input: Value = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "SerializationException",
+                    "the body is not a JSON object",
+                );
+            }
+        }
+    };
+    let filter = match to_filter(&input) {
+        Ok(f) => f,
+        Err((code, msg)) => return error(StatusCode::BAD_REQUEST, code, &msg),
+    };
+    let limit = filter.limit.unwrap_or(50);
+    let path = app.config.audit.path.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let conn = crate::audit::sqlite::open_read_only(&path)?;
+        let mut out = Vec::new();
+        query::for_each(&conn, &filter, |seq, e| {
+            out.push((seq, e));
+            Ok(())
+        })?;
+        Ok::<_, crate::audit::AuditError>(out)
+    })
+    .await;
+    let events = match res {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerException",
+                &e.to_string(),
+            );
+        }
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerException",
+                &e.to_string(),
+            );
+        }
+    };
+    let next = (events.len() as u64 == limit)
+        .then(|| events.last().map(|(s, _)| s.to_string()))
+        .flatten();
+    let out: Vec<Value> = events.iter().map(|(_, e)| lookup_event(e)).collect();
+    let mut body = json!({ "Events": out });
+    if let Some(n) = next {
+        body["NextToken"] = json!(n);
+    }
+    let mut r = Response::new(full(body.to_string()));
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
+    r
+}
+
+fn to_filter(input: &Value) -> Result<Filter, (&'static str, String)> {
+    let mut f = Filter {
+        newest_first: true,
+        ..Filter::default()
+    };
+    let bad = |m: String| ("InvalidLookupAttributesException", m);
+    if let Some(attrs) = input.get("LookupAttributes") {
+        let attrs = attrs
+            .as_array()
+            .ok_or_else(|| bad("LookupAttributes must be a list".into()))?;
+        if attrs.len() > 1 {
+            return Err(bad("You cannot specify more than one lookup attribute.".into()));
+        }
+        for a in attrs {
+            let key = a.get("AttributeKey").and_then(Value::as_str).unwrap_or("");
+            let value = a
+                .get("AttributeValue")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            match key {
+                "EventName" => f.event_name = Some(value),
+                "EventSource" => f.source = Some(value),
+                "Username" | "AccessKeyId" => f.actor = Some(value),
+                "ResourceName" => f.resource = Some(value),
+                "EventId" => f.event_id = Some(value),
+                "ReadOnly" => match value.as_str() {
+                    "true" => f.read_only = Some(true),
+                    "false" => f.read_only = Some(false),
+                    other => return Err(bad(format!("ReadOnly must be true or false, got {other:?}"))),
+                },
+                "ResourceType" | "EventCategory" => {
+                    return Err(bad(format!(
+                        "the lookup attribute {key} is not supported by retention-proxy"
+                    )));
+                }
+                other => return Err(bad(format!("{other:?} is not a lookup attribute"))),
+            }
+        }
+    }
+    if let Some(t) = input.get("StartTime") {
+        f.since = Some(epoch_to_time(t).ok_or(("InvalidTimeRangeException", "StartTime is not a time".to_string()))?);
+    }
+    if let Some(t) = input.get("EndTime") {
+        let end = t
+            .as_f64()
+            .ok_or(("InvalidTimeRangeException", "EndTime is not a time".to_string()))?;
+        // EndTime is inclusive; the filter's `until` is exclusive.
+        f.until = epoch_to_time(&json!(end + 0.001));
+    }
+    if let (Some(a), Some(b)) = (&f.since, &f.until)
+        && a > b
+    {
+        return Err(("InvalidTimeRangeException", "StartTime is after EndTime".into()));
+    }
+    match input.get("MaxResults") {
+        None => f.limit = Some(50),
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=50).contains(&n) => f.limit = Some(n),
+            _ => {
+                return Err((
+                    "InvalidMaxResultsException",
+                    "MaxResults must be between 1 and 50".into(),
+                ));
+            }
+        },
+    }
+    if let Some(t) = input.get("NextToken") {
+        let seq = t.as_str().and_then(|s| s.parse::<u64>().ok());
+        f.before_seq = Some(seq.ok_or((
+            "InvalidNextTokenException",
+            "NextToken is not one this endpoint returned".to_string(),
+        ))?);
+    }
+    Ok(f)
+}
+
+fn lookup_event(e: &Value) -> Value {
+    let rec = cloudtrail_record(e);
+    let time = e
+        .get("eventTime")
+        .and_then(Value::as_str)
+        .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as f64 / 1000.0);
+    let resources: Vec<Value> = e
+        .get("resources")
+        .and_then(Value::as_array)
+        .map(|rs| {
+            rs.iter()
+                .map(|r| json!({"ResourceType": r.get("type"), "ResourceName": r.get("id")}))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "EventId": e.get("eventID"),
+        "EventName": e.get("eventName"),
+        "ReadOnly": e.get("readOnly").and_then(Value::as_bool).map(|b| b.to_string()),
+        "AccessKeyId": e.pointer("/userIdentity/accessKeyId"),
+        "EventTime": time,
+        "EventSource": e.get("eventSource"),
+        "Username": rec.pointer("/userIdentity/userName"),
+        "Resources": resources,
+        "CloudTrailEvent": rec.to_string(),
+    })
+}

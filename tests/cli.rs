@@ -1,0 +1,703 @@
+//! The command line of the built binary (SPEC §5, §6): `check-config`, `audit query` (every
+//! format and filter), `audit verify`, and `serve` refusing a bad configuration.
+
+#[allow(dead_code)]
+mod support {
+    pub mod binary;
+    pub mod fake_vendor;
+    pub mod sigv4;
+}
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use serde_json::{Value, json};
+use support::binary::{
+    self, PROXY_ACCESS_KEY_ID, PROXY_SECRET_ACCESS_KEY, Proxy, ProxyOpts, assert_one_line_error, query_json, run,
+    stderr, stdout,
+};
+use support::fake_vendor::{self, EXAMPLE_ACCESS_KEY_ID, EXAMPLE_SECRET_ACCESS_KEY, FakeVendor, FakeVendorOpts};
+use support::sigv4::{self, SigningParams};
+
+const ACCOUNT: &str = "12a3456b-7c89-012d-3456-78901e23fg45";
+const TOKEN_A: &str = "xoxp-1111111111-1111111111-1111111111-cliTokenAcliTokenAcliTokenA01";
+const TOKEN_B: &str = "xoxb-2222222222-2222222222-cliTokenBcliTokenBcliTokenB02";
+const EXIT_CONFIG: i32 = 64;
+
+// ---------------------------------------------------------------------------------------------
+// A database with known events
+// ---------------------------------------------------------------------------------------------
+
+struct Trail {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+    /// Every event, in `seq` order, as `audit query --format json` prints them.
+    events: Vec<Value>,
+}
+
+impl Trail {
+    fn db(&self) -> String {
+        self.db.display().to_string()
+    }
+
+    fn ids(events: &[Value]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| e["eventID"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Event ids of `audit query --format json ARGS`.
+    fn query(&self, args: &[&str]) -> Vec<String> {
+        Trail::ids(&query_json(&self.db, args))
+    }
+
+    /// Event ids of the events (from the unfiltered list) that satisfy `pred`.
+    fn expect(&self, pred: impl Fn(&Value) -> bool) -> Vec<String> {
+        let picked: Vec<Value> = self.events.iter().filter(|e| pred(e)).cloned().collect();
+        Trail::ids(&picked)
+    }
+}
+
+fn slack(path: &str, form: &str, bearer: Option<&str>) -> Request<Bytes> {
+    let mut b = Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("content-type", "application/x-www-form-urlencoded");
+    if let Some(t) = bearer {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    b.body(Bytes::from(form.to_string())).unwrap()
+}
+
+fn chime(proxy: &Proxy, method: &str, body: &str) -> Request<Bytes> {
+    let date = sigv4::amz_date_now();
+    let params = SigningParams {
+        access_key_id: EXAMPLE_ACCESS_KEY_ID,
+        secret_access_key: EXAMPLE_SECRET_ACCESS_KEY,
+        session_token: None,
+        region: "us-east-1",
+        service: "chime",
+        amz_date: &date,
+    };
+    let headers: &[(&str, &str)] = if body.is_empty() {
+        &[]
+    } else {
+        &[("content-type", "application/json")]
+    };
+    sigv4::signed_request(
+        method,
+        &proxy.addr.to_string(),
+        &format!("/accounts/{ACCOUNT}/retention-settings"),
+        headers,
+        Bytes::from(body.to_string()),
+        &params,
+    )
+    .unwrap()
+}
+
+/// Runs the proxy against the fake vendor and makes six calls:
+/// 1. Slack set C1 365 (token A) → allowed;  2. Slack set C2 30 (token A) → denied by guardrail;
+/// 3. Slack set C1 400 (token B, form)  → allowed;  4. Chime put 365 → allowed;
+/// 5. Chime get;  6. Slack get C1 (token B).
+async fn trail() -> Trail {
+    let fake =
+        FakeVendor::start(FakeVendorOpts::with_example_key().secret(PROXY_ACCESS_KEY_ID, PROXY_SECRET_ACCESS_KEY))
+            .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = ProxyOpts::new(&fake.url());
+    opts.extra_toml =
+        "[[guardrails]]\nid = \"slack-min-90\"\ntargets = [\"slack.channel_retention\"]\nmin_days = 90\n".into();
+    let mut proxy = Proxy::start(dir.path(), &opts).await;
+    let set = "/api/admin.conversations.setCustomRetention";
+    let put = json!({"RetentionSettings": {"RoomRetentionSettings": {"RetentionDays": 365}}}).to_string();
+    let calls = vec![
+        slack(set, "channel_id=C1&duration_days=365", Some(TOKEN_A)),
+        slack(set, "channel_id=C2&duration_days=30", Some(TOKEN_A)),
+        slack(set, &format!("token={TOKEN_B}&channel_id=C1&duration_days=400"), None),
+        chime(&proxy, "PUT", &put),
+        chime(&proxy, "GET", ""),
+        slack(
+            "/api/admin.conversations.getCustomRetention",
+            "channel_id=C1",
+            Some(TOKEN_B),
+        ),
+    ];
+    for (i, req) in calls.into_iter().enumerate() {
+        let resp = tokio::time::timeout(Duration::from_secs(15), fake_vendor::send(proxy.addr, req))
+            .await
+            .expect("timed out")
+            .expect("request failed");
+        assert_eq!(resp.status, 200, "call {}: {:?}", i + 1, resp.body);
+    }
+    assert_eq!(fake.count(), 5, "the denied call never reaches the vendor");
+    proxy.stop().await;
+    let db = proxy.db.clone();
+    let events = query_json(&db, &[]);
+    assert_eq!(events.len(), 6, "{events:#?}");
+    assert_eq!(events[1]["guardrail"]["decision"], "deny", "{:#}", events[1]);
+    Trail { _dir: dir, db, events }
+}
+
+// ---------------------------------------------------------------------------------------------
+// audit query: formats
+// ---------------------------------------------------------------------------------------------
+
+/// Splits one CSV line (RFC 4180 quoting; no embedded newlines in these fixtures).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', true) => quoted = false,
+            ('"', false) if cur.is_empty() => quoted = true,
+            (',', false) => out.push(std::mem::take(&mut cur)),
+            (c, _) => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_query_prints_every_format() {
+    let t = trail().await;
+    let ids = Trail::ids(&t.events);
+    let db = t.db();
+    let fmt = |f: &str| {
+        let o = run(&["audit", "query", "--db", &db, "--format", f]);
+        assert!(o.status.success(), "--format {f}: {}", stderr(&o));
+        stdout(&o)
+    };
+
+    // json: one array.
+    let json_text = fmt("json");
+    let arr: Vec<Value> = serde_json::from_str(&json_text).expect("--format json is one JSON array");
+    assert_eq!(Trail::ids(&arr), ids);
+    for (i, e) in arr.iter().enumerate() {
+        for k in [
+            "eventVersion",
+            "eventID",
+            "eventTime",
+            "eventSource",
+            "eventName",
+            "userIdentity",
+            "outcome",
+            "guardrail",
+            "seq",
+            "prevHash",
+            "hash",
+        ] {
+            assert!(e.get(k).is_some(), "event {i} lacks {k}: {e:#}");
+        }
+    }
+
+    // jsonl: one event per line.
+    let jsonl = fmt("jsonl");
+    let lines: Vec<&str> = jsonl.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 6, "{jsonl}");
+    let parsed: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("jsonl line does not parse ({e}): {l}")))
+        .collect();
+    assert_eq!(parsed, arr, "jsonl and json carry the same events");
+
+    // csv: a header, then one row per event with as many fields.
+    let csv = fmt("csv");
+    let rows: Vec<Vec<String>> = csv.lines().map(csv_fields).collect();
+    assert_eq!(rows.len(), 7, "{csv}");
+    let header = &rows[0];
+    for col in ["seq", "eventTime", "eventName", "outcome", "eventID"] {
+        assert!(header.contains(&col.to_string()), "csv header lacks {col}: {header:?}");
+    }
+    let id_col = header.iter().position(|c| c == "eventID").unwrap();
+    let seq_col = header.iter().position(|c| c == "seq").unwrap();
+    for (i, row) in rows[1..].iter().enumerate() {
+        assert_eq!(row.len(), header.len(), "csv row {i}: {row:?}");
+        assert_eq!(row[id_col], ids[i]);
+        assert_eq!(row[seq_col], arr[i]["seq"].to_string());
+    }
+
+    // table: a header line, then one line per event; also the default format.
+    let table = fmt("table");
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines.len() >= 7, "{table}");
+    for col in ["seq", "eventTime", "eventName", "outcome"] {
+        assert!(lines[0].contains(col), "table header lacks {col}: {}", lines[0]);
+    }
+    for id in &ids {
+        assert_eq!(
+            lines.iter().filter(|l| l.contains(id.as_str())).count(),
+            1,
+            "{id} in table:\n{table}"
+        );
+    }
+    let default = run(&["audit", "query", "--db", &db]);
+    assert_eq!(stdout(&default), table, "table is the default format");
+}
+
+// ---------------------------------------------------------------------------------------------
+// audit query: filters
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_query_applies_every_filter() {
+    let t = trail().await;
+    let e = &t.events;
+    let all = Trail::ids(e);
+
+    // --event-name
+    let set = "admin.conversations.setCustomRetention";
+    let got = t.query(&["--event-name", set]);
+    assert_eq!(got, t.expect(|x| x["eventName"] == set));
+    assert_eq!(got.len(), 3);
+    assert_eq!(t.query(&["--event-name", "PutRetentionSettings"]).len(), 1);
+    assert!(t.query(&["--event-name", "NoSuchOperation"]).is_empty());
+
+    // --source, full and short names
+    let slack = t.query(&["--source", "slack.com"]);
+    assert_eq!(slack, t.expect(|x| x["eventSource"] == "slack.com"));
+    assert_eq!(slack.len(), 4);
+    assert_eq!(t.query(&["--source", "slack"]), slack);
+    let chime = t.query(&["--source", "chime.amazonaws.com"]);
+    assert_eq!(chime, t.expect(|x| x["eventSource"] == "chime.amazonaws.com"));
+    assert_eq!(chime.len(), 2);
+    assert_eq!(t.query(&["--source", "chime"]), chime);
+
+    // --actor: a token fingerprint, an access key id
+    let fp_a = e[0]["userIdentity"]["tokenFingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_string();
+    let fp_b = e[2]["userIdentity"]["tokenFingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_string();
+    assert_ne!(fp_a, fp_b);
+    let got = t.query(&["--actor", &fp_a]);
+    assert_eq!(
+        got,
+        t.expect(|x| x["userIdentity"]["tokenFingerprint"] == fp_a.as_str())
+    );
+    assert_eq!(got, vec![all[0].clone(), all[1].clone()]);
+    assert_eq!(t.query(&["--actor", &fp_b]), vec![all[2].clone(), all[5].clone()]);
+    assert_eq!(t.query(&["--actor", EXAMPLE_ACCESS_KEY_ID]), chime);
+    assert!(t.query(&["--actor", "AKIANOBODY0000000000"]).is_empty());
+
+    // --resource: a Slack channel, a Chime account
+    assert_eq!(
+        t.query(&["--resource", "C1"]),
+        vec![all[0].clone(), all[2].clone(), all[5].clone()]
+    );
+    assert_eq!(t.query(&["--resource", "C2"]), vec![all[1].clone()]);
+    assert_eq!(t.query(&["--resource", ACCOUNT]), chime);
+
+    // --decision
+    assert_eq!(t.query(&["--decision", "deny"]), vec![all[1].clone()]);
+    assert_eq!(
+        t.query(&["--decision", "allow"]),
+        t.expect(|x| x["guardrail"]["decision"] == "allow")
+    );
+    assert_eq!(t.query(&["--decision", "allow"]).len(), 5);
+    assert!(t.query(&["--decision", "dry_run_deny"]).is_empty());
+
+    // --limit: the first N in seq order
+    assert_eq!(t.query(&["--limit", "2"]), all[..2].to_vec());
+    assert_eq!(t.query(&["--limit", "100"]), all);
+
+    // Filters combine.
+    assert_eq!(
+        t.query(&["--source", "slack", "--decision", "allow", "--limit", "2"]),
+        vec![all[0].clone(), all[2].clone()]
+    );
+
+    // --since / --until, relative ages
+    assert_eq!(t.query(&["--since", "15m"]), all);
+    assert!(t.query(&["--until", "15m"]).is_empty());
+    assert_eq!(t.query(&["--since", "7d", "--until", "2099-01-01T00:00:00Z"]), all);
+
+    // --since / --until, RFC 3339 (with an offset, too)
+    assert_eq!(t.query(&["--since", "2000-01-01T00:00:00+02:00"]), all);
+    assert!(t.query(&["--until", "2000-01-01T00:00:00Z"]).is_empty());
+    assert!(t.query(&["--since", "2099-01-01T00:00:00Z"]).is_empty());
+    let pivot = e[3]["eventTime"].as_str().unwrap().to_string();
+    let since = t.query(&["--since", &pivot]);
+    assert_eq!(since, t.expect(|x| x["eventTime"].as_str().unwrap() >= pivot.as_str()));
+    assert!(since.contains(&all[3]) && since.len() <= 3);
+    let until = t.query(&["--until", &pivot]);
+    assert_eq!(until, t.expect(|x| x["eventTime"].as_str().unwrap() < pivot.as_str()));
+    assert!(!until.contains(&all[3]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_query_errors_are_one_sentence() {
+    let t = trail().await;
+    let db = t.db();
+    for (what, args) in [
+        ("bad --since", vec!["--since", "yesterday"]),
+        ("bad --until", vec!["--until", "5 fortnights"]),
+        ("bad --decision", vec!["--decision", "maybe"]),
+    ] {
+        let mut a = vec!["audit", "query", "--db", db.as_str()];
+        a.extend(args.iter().copied());
+        let o = run(&a);
+        assert_one_line_error(&o, what);
+        assert!(stdout(&o).is_empty(), "{what}: nothing on stdout: {}", stdout(&o));
+        let flag = args[0];
+        assert!(
+            stderr(&o).contains(flag),
+            "{what}: the error names {flag}: {}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn audit_commands_on_a_missing_or_foreign_database_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.db").display().to_string();
+    for args in [
+        vec!["audit", "query", "--db", missing.as_str()],
+        vec!["audit", "query", "--db", missing.as_str(), "--format", "json"],
+        vec!["audit", "verify", "--db", missing.as_str()],
+    ] {
+        let o = run(&args);
+        assert_one_line_error(&o, &format!("{args:?}"));
+        assert!(
+            stderr(&o).contains("nope.db"),
+            "the error names the file: {}",
+            stderr(&o)
+        );
+    }
+    assert!(
+        !dir.path().join("nope.db").exists(),
+        "reading must not create the database"
+    );
+
+    let foreign = dir.path().join("notes.txt");
+    std::fs::write(&foreign, "this is not a database\n".repeat(200)).unwrap();
+    let foreign = foreign.display().to_string();
+    for args in [
+        vec!["audit", "query", "--db", foreign.as_str()],
+        vec!["audit", "verify", "--db", foreign.as_str()],
+    ] {
+        assert_one_line_error(&run(&args), &format!("{args:?}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_verify_and_query_on_an_empty_database() {
+    let fake = FakeVendor::start(FakeVendorOpts::with_example_key()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut proxy = Proxy::start(dir.path(), &ProxyOpts::new(&fake.url())).await;
+    proxy.stop().await;
+    let db = proxy.db.display().to_string();
+    let o = run(&["audit", "verify", "--db", &db]);
+    assert!(
+        o.status.success(),
+        "an empty chain is intact: {:?} {}{}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains("0 records"), "{}", stdout(&o));
+    assert!(query_json(&proxy.db, &[]).is_empty());
+    let o = run(&["audit", "query", "--db", &db, "--format", "csv"]);
+    assert!(o.status.success());
+    assert_eq!(
+        stdout(&o).lines().count(),
+        1,
+        "csv of nothing is its header: {}",
+        stdout(&o)
+    );
+    let o = run(&["audit", "query", "--db", &db, "--format", "jsonl"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).trim().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// check-config
+// ---------------------------------------------------------------------------------------------
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+fn toml_get<'a>(v: &'a toml::Value, path: &str) -> Option<&'a toml::Value> {
+    path.split('.').try_fold(v, |v, k| v.get(k))
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "good.toml",
+        r#"
+[server]
+listen = "127.0.0.1:18080"
+admin_listen = "127.0.0.1:19090"
+
+[audit]
+path = "some/where/audit.db"
+
+[upstreams]
+slack = "http://127.0.0.1:18081"
+
+[forward.resolve]
+"chime.us-east-1.amazonaws.com" = "http://127.0.0.1:18082"
+
+[[guardrails]]
+id = "legal-hold-1y"
+targets = ["chime.room_retention", "slack.channel_retention"]
+min_days = 365
+"#,
+    );
+    let o = run(&["check-config", "--config", &cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let v: toml::Value = toml::from_str(&out).unwrap_or_else(|e| panic!("stdout is not TOML ({e}):\n{out}"));
+    let s = |p: &str| {
+        toml_get(&v, p)
+            .and_then(|x| x.as_str())
+            .unwrap_or_else(|| panic!("{p} missing:\n{out}"))
+            .to_string()
+    };
+    // What the file says…
+    assert_eq!(s("server.listen"), "127.0.0.1:18080");
+    assert_eq!(s("server.admin_listen"), "127.0.0.1:19090");
+    assert_eq!(s("audit.path"), "some/where/audit.db");
+    assert_eq!(s("upstreams.slack"), "http://127.0.0.1:18081");
+    assert!(out.contains("http://127.0.0.1:18082"), "{out}");
+    assert!(out.contains("legal-hold-1y"), "{out}");
+    // …and every default it left out.
+    assert_eq!(s("audit.fail_mode"), "closed");
+    assert_eq!(s("upstreams.chime"), "https://chime.us-east-1.amazonaws.com");
+    assert_eq!(
+        s("upstreams.chime_messaging"),
+        "https://messaging-chime.us-east-1.amazonaws.com"
+    );
+    assert_eq!(
+        s("upstreams.chime_identity"),
+        "https://identity-chime.us-east-1.amazonaws.com"
+    );
+    assert!(
+        toml_get(&v, "forward.allow_hosts").and_then(|x| x.as_array()).is_some(),
+        "{out}"
+    );
+    assert!(out.contains("*.amazonaws.com") && out.contains("slack.com"), "{out}");
+    assert!(
+        !dir.path().join("some").exists(),
+        "check-config must not create the database"
+    );
+
+    // The printed configuration is itself valid and prints the same.
+    let again = write(dir.path(), "effective.toml", &out);
+    let o2 = run(&["check-config", "--config", &again]);
+    assert_eq!(o2.status.code(), Some(0), "{}", stderr(&o2));
+    assert_eq!(stdout(&o2), out);
+}
+
+#[test]
+fn check_config_of_an_empty_file_prints_the_spec_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "empty.toml", "");
+    let o = run(&["check-config", "--config", &cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let v: toml::Value = toml::from_str(&out).unwrap();
+    let s = |p: &str| toml_get(&v, p).and_then(|x| x.as_str()).map(str::to_string);
+    assert_eq!(s("server.listen").as_deref(), Some("127.0.0.1:8080"), "{out}");
+    assert_eq!(s("server.admin_listen").as_deref(), Some("127.0.0.1:9090"));
+    assert_eq!(s("audit.path").as_deref(), Some("retention-audit.db"));
+    assert_eq!(s("audit.fail_mode").as_deref(), Some("closed"));
+    assert_eq!(s("upstreams.slack").as_deref(), Some("https://slack.com"));
+}
+
+#[test]
+fn check_config_names_every_bad_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "bad.toml",
+        r#"
+[server]
+listen = "nowhere"
+shutdown_grace = "soon"
+
+[audit]
+fail_mode = "ajar"
+
+[upstreams]
+chime = "ftp://chime.example"
+connect_timeout = "5 parsecs"
+
+[forward.resolve]
+"slack.com" = "not a url"
+
+[[guardrails]]
+id = "g1"
+min_days = 0
+mode = "sometimes"
+"#,
+    );
+    let o = run(&["check-config", "--config", &cfg]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(EXIT_CONFIG), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        stdout(&o).is_empty(),
+        "nothing is printed for a bad configuration: {}",
+        stdout(&o)
+    );
+    for key in [
+        "server.listen",
+        "server.shutdown_grace",
+        "audit.fail_mode",
+        "upstreams.chime",
+        "upstreams.connect_timeout",
+        "forward.resolve",
+        ".min_days",
+        ".mode",
+    ] {
+        assert!(err.contains(key), "{key} is not named:\n{err}");
+    }
+}
+
+#[test]
+fn check_config_names_an_unknown_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "typo.toml", "[audit]\nfail_mod = \"open\"\n");
+    let o = run(&["check-config", "--config", &cfg]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(EXIT_CONFIG), "{err}");
+    assert!(err.contains("fail_mod"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let cfg = write(dir.path(), "type.toml", "[server]\nmax_body_bytes = \"big\"\n");
+    let o = run(&["check-config", "--config", &cfg]);
+    assert_eq!(o.status.code(), Some(EXIT_CONFIG), "{}", stderr(&o));
+    assert!(stderr(&o).contains("max_body_bytes"), "{}", stderr(&o));
+}
+
+#[test]
+fn check_config_names_every_unknown_key_and_bad_value_at_once() {
+    // A typo must never switch a guardrail off silently, and an operator fixing a file should
+    // see every problem in one run, unknown keys included.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "typos.toml",
+        r#"
+[server]
+listn = "127.0.0.1:8080"
+
+[audit]
+fail_mod = "open"
+fail_mode = "ajar"
+
+[[guardrails]]
+id = "g1"
+min_day = 365
+"#,
+    );
+    let o = run(&["check-config", "--config", &cfg]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(EXIT_CONFIG), "{err}");
+    let missing: Vec<&str> = ["listn", "fail_mod", "audit.fail_mode", "min_day"]
+        .into_iter()
+        .filter(|k| !err.contains(k))
+        .collect();
+    assert!(missing.is_empty(), "not named: {missing:?}\nstderr:\n{err}");
+}
+
+#[test]
+fn check_config_of_a_missing_or_broken_file_is_one_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("absent.toml").display().to_string();
+    let o = run(&["check-config", "--config", &missing]);
+    assert_eq!(o.status.code(), Some(EXIT_CONFIG), "{}", stderr(&o));
+    assert_one_line_error(&o, "missing config");
+    assert!(stderr(&o).contains("absent.toml"), "{}", stderr(&o));
+
+    let broken = write(dir.path(), "broken.toml", "[server\nlisten = 1\n");
+    let o = run(&["check-config", "--config", &broken]);
+    assert_eq!(o.status.code(), Some(EXIT_CONFIG), "{}", stderr(&o));
+    assert_one_line_error(&o, "unparsable config");
+    assert!(stderr(&o).contains("broken.toml"), "{}", stderr(&o));
+}
+
+// ---------------------------------------------------------------------------------------------
+// serve
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `serve --config CFG` and waits (bounded) for it to exit on its own.
+fn serve_expecting_exit(cfg: &str) -> std::process::Output {
+    let mut child = Command::new(binary::BIN)
+        .args(["serve", "--config", cfg])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("AWS_ACCESS_KEY_ID", PROXY_ACCESS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", PROXY_SECRET_ACCESS_KEY)
+        .spawn()
+        .expect("spawn serve");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("serve with a bad configuration kept running:\n{}", stderr(&out));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn serve_with_an_invalid_config_exits_64_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    // Hold the listen port: a server that bound before validating would fail with
+    // "cannot listen" (exit 1) instead of naming the bad key with exit 64.
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let db = dir.path().join("audit.db");
+    let cfg = write(
+        dir.path(),
+        "serve.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"\"\n\n[audit]\npath = {}\nfail_mode = \"ajar\"\n",
+            binary::toml_str(&db.display().to_string())
+        ),
+    );
+    let o = serve_expecting_exit(&cfg);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(EXIT_CONFIG), "{err}");
+    assert!(err.contains("audit.fail_mode"), "{err}");
+    assert!(!err.contains("cannot listen"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        !db.exists(),
+        "no audit database is created for a configuration that fails validation"
+    );
+
+    let cfg = write(dir.path(), "typo.toml", "[server]\nlistn = \"127.0.0.1:1\"\n");
+    let o = serve_expecting_exit(&cfg);
+    assert_eq!(o.status.code(), Some(EXIT_CONFIG), "{}", stderr(&o));
+    assert!(stderr(&o).contains("listn"), "{}", stderr(&o));
+    drop(held);
+}
