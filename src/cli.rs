@@ -48,6 +48,8 @@ pub enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Read a password on standard input and print its Argon2 hash for `[forward.users]`.
+    HashPassword,
     /// Try guardrails offline.
     Policy {
         /// Which policy command.
@@ -291,6 +293,28 @@ pub fn run_offline(cmd: Command) -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::HashPassword => {
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                eprintln!("retention-proxy: cannot read the password: {e}");
+                return ExitCode::from(1);
+            }
+            let password = line.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                eprintln!("retention-proxy: the password is empty; type it on standard input");
+                return ExitCode::from(1);
+            }
+            match crate::auth::hash_password(password) {
+                Ok(h) => {
+                    println!("{h}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("retention-proxy: cannot hash the password: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Serve { .. } => unreachable!("serve is run by main"),
     }
 }

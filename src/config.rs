@@ -162,6 +162,9 @@ pub struct RawForward {
     pub tunnel_idle_timeout: String,
     /// Time allowed for the client's TLS handshake inside an intercepted tunnel. Default `10s`.
     pub tls_handshake_timeout: String,
+    /// Proxy users: name → Argon2 hash (`retention-proxy hash-password`). When any is set,
+    /// forward-proxy and CONNECT requests need `Proxy-Authorization: Basic`. Default none.
+    pub users: BTreeMap<String, String>,
     /// Host → URL overrides, like curl `--resolve`.
     pub resolve: BTreeMap<String, String>,
 }
@@ -176,6 +179,7 @@ impl Default for RawForward {
             max_tunnels: 1024,
             tunnel_idle_timeout: "300s".into(),
             tls_handshake_timeout: "10s".into(),
+            users: BTreeMap::new(),
             resolve: BTreeMap::new(),
         }
     }
@@ -350,6 +354,8 @@ pub struct ForwardConfig {
     pub tunnel_idle_timeout: Duration,
     /// Client TLS handshake timeout inside a tunnel.
     pub tls_handshake_timeout: Duration,
+    /// Proxy users (name → Argon2 hash).
+    pub users: BTreeMap<String, String>,
     /// Host (lower case) → upstream override.
     pub resolve: BTreeMap<String, Upstream>,
 }
@@ -529,6 +535,17 @@ impl Config {
         if raw.server.max_body_bytes == 0 {
             bad("server.max_body_bytes", "must be at least 1".into());
         }
+        for (name, hash) in &raw.forward.users {
+            if name.is_empty() || name.contains(':') {
+                bad(
+                    &format!("forward.users.\"{name}\""),
+                    "a user name must be non-empty and without ':'".into(),
+                );
+            }
+            if let Err(e) = crate::auth::validate_hash(hash) {
+                bad(&format!("forward.users.\"{name}\""), e);
+            }
+        }
         if raw.forward.max_tunnels == 0 {
             bad("forward.max_tunnels", "must be at least 1".into());
         }
@@ -707,6 +724,7 @@ impl Config {
                 max_tunnels: raw.forward.max_tunnels,
                 tunnel_idle_timeout,
                 tls_handshake_timeout,
+                users: raw.forward.users.clone(),
                 resolve,
             },
             guardrails,

@@ -42,16 +42,23 @@ pub struct Caller {
     pub source_ip: String,
     /// `User-Agent`.
     pub user_agent: Option<String>,
+    /// Authenticated proxy user (forward proxy with users configured).
+    pub proxy_user: Option<String>,
 }
 
 impl Caller {
     /// Principals guardrail exemptions and `--actor` match against.
     pub fn principals(&self) -> Vec<String> {
-        [&self.access_key_id, &self.chime_bearer, &self.token_fingerprint]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect()
+        [
+            &self.access_key_id,
+            &self.chime_bearer,
+            &self.token_fingerprint,
+            &self.proxy_user,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
     }
 }
 
@@ -142,6 +149,7 @@ pub fn request_record(
             "tokenFingerprint": f.caller.token_fingerprint,
             "tokenType": f.caller.token_type,
             "verified": f.caller.verified,
+            "proxyUser": f.caller.proxy_user,
         },
         "requestParameters": call.request_parameters,
         "resources": call.resources.iter().map(|(t, id)| json!({"type": t, "id": id})).collect::<Vec<_>>(),

@@ -13,12 +13,14 @@
 //!   [`export`]: CloudTrail, JSON lines and CSV exports.
 //! - [`aws`]: SigV4 identity, proxy credentials, re-signing. [`upstream`]: the pooled client.
 //! - [`lookup`]: CloudTrail LookupEvents on the admin listener.
+//! - [`auth`]: proxy authentication (Basic, Argon2 hashes).
 //! - [`tunnel`]: CONNECT (blind tunnels and TLS interception); [`intercept`]: the CA and leaf certificates. [`admin`]: health, readiness, metrics, events. [`errors`]: vendor-shaped answers.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod audit;
+pub mod auth;
 pub mod aws;
 pub mod cli;
 pub mod config;

@@ -36,6 +36,8 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// Set when the connection is an intercepted `CONNECT` tunnel.
     pub tunnel: Option<Arc<Tunnel>>,
+    /// The authenticated proxy user (forward proxy and CONNECT, when users are configured).
+    pub proxy_user: Option<String>,
 }
 
 /// An intercepted `CONNECT` tunnel: where it goes and how the client's TLS was negotiated.
@@ -49,6 +51,8 @@ pub struct Tunnel {
     pub tls_version: String,
     /// Negotiated cipher suite.
     pub cipher_suite: String,
+    /// The proxy user who opened the tunnel.
+    pub proxy_user: Option<String>,
 }
 
 /// Shared state of the proxy listener.
@@ -69,6 +73,8 @@ pub struct App {
     pub interceptor: Option<crate::intercept::Interceptor>,
     /// Open-tunnel budget (`forward.max_tunnels`).
     pub tunnels: Arc<tokio::sync::Semaphore>,
+    /// Proxy users for the forward proxy.
+    pub users: crate::auth::ProxyUsers,
 }
 
 /// Where a request goes.
@@ -94,8 +100,36 @@ pub fn handle(
     Box::pin(handle_request(app, conn, req))
 }
 
-async fn handle_request(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle_request(app: Arc<App>, mut conn: Conn, req: Request<Incoming>) -> Response<ProxyBody> {
     let peer = conn.peer;
+    // The forward proxy (absolute-form and CONNECT) may require proxy authentication; inside
+    // an intercepted tunnel the user who opened it is the user.
+    let forward = req.method() == Method::CONNECT || req.uri().scheme().is_some();
+    if let Some(t) = &conn.tunnel {
+        conn.proxy_user = t.proxy_user.clone();
+    } else if forward && app.users.enabled() {
+        match app.users.check(req.headers()) {
+            Ok(user) => conn.proxy_user = Some(user),
+            Err(e) => {
+                warn!(peer = %peer, error = %e, "proxy authentication failed");
+                app.metrics
+                    .refused
+                    .get_or_create(&RouteLabels {
+                        route: "proxy_auth".into(),
+                    })
+                    .inc();
+                let mut r = plain(
+                    StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+                    &format!("retention-proxy: {e}"),
+                );
+                r.headers_mut().insert(
+                    http::header::PROXY_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"retention-proxy\""),
+                );
+                return r;
+            }
+        }
+    }
     if req.method() == Method::CONNECT {
         if conn.tunnel.is_some() {
             return plain(
@@ -103,7 +137,7 @@ async fn handle_request(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Re
                 "retention-proxy: CONNECT inside a tunnel is not allowed",
             );
         }
-        return crate::tunnel::connect(app, peer, req).await;
+        return crate::tunnel::connect(app, peer, conn.proxy_user, req).await;
     }
     let route = match choose_route(&app.config, conn.tunnel.as_deref(), &req) {
         Ok(r) => r,
@@ -464,6 +498,7 @@ async fn intercept(
         verified: false,
         source_ip: source_ip(&app.config, peer, &parts.headers).to_string(),
         user_agent: header_str(&parts.headers, "user-agent").map(str::to_string),
+        proxy_user: conn.proxy_user.clone(),
     };
     let mut facts = CallFacts {
         event_id: new_id(),

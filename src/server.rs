@@ -93,6 +93,7 @@ pub async fn run(
         hmac_key,
         interceptor,
         tunnels: Arc::new(Semaphore::new(config.forward.max_tunnels)),
+        users: crate::auth::ProxyUsers::new(config.forward.users.clone()),
         config,
     });
 
@@ -159,7 +160,11 @@ pub async fn run(
                 let svc = service_fn(move |req| {
                     let app = app.clone();
                     async move {
-                        let conn = proxy::Conn { peer, tunnel: None };
+                        let conn = proxy::Conn {
+                            peer,
+                            tunnel: None,
+                            proxy_user: None,
+                        };
                         Ok::<_, std::convert::Infallible>(proxy::handle(app, conn, req).await)
                     }
                 });

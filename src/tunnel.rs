@@ -24,7 +24,12 @@ use crate::proxy::{self, App, Conn, Tunnel};
 use crate::upstream::ProxyBody;
 
 /// Handles a CONNECT request.
-pub async fn connect(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn connect(
+    app: Arc<App>,
+    peer: SocketAddr,
+    proxy_user: Option<String>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
     let Some(auth) = req.uri().authority().cloned() else {
         return plain(StatusCode::BAD_REQUEST, "retention-proxy: CONNECT needs host:port");
     };
@@ -73,7 +78,7 @@ pub async fn connect(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) ->
         })
         .inc();
     if intercepted {
-        tokio::spawn(intercept(app, peer, host, port, req, permit));
+        tokio::spawn(intercept(app, peer, host, port, proxy_user, req, permit));
         return Response::new(full(""));
     }
     let (target_host, target_port) = match app.config.forward.resolve.get(&host) {
@@ -112,11 +117,13 @@ pub async fn connect(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) ->
 }
 
 /// Terminates the client's TLS with a leaf for `host` and serves the inner requests.
+#[allow(clippy::too_many_arguments)]
 async fn intercept(
     app: Arc<App>,
     peer: SocketAddr,
     host: String,
     port: u16,
+    proxy_user: Option<String>,
     req: Request<Incoming>,
     permit: OwnedSemaphorePermit,
 ) {
@@ -159,6 +166,7 @@ async fn intercept(
             .negotiated_cipher_suite()
             .map(|c| format!("{:?}", c.suite()))
             .unwrap_or_else(|| "unknown".into()),
+        proxy_user,
     });
     info!(host = %host, peer = %peer, tls = %tunnel.tls_version, "intercepting CONNECT tunnel");
     let svc = service_fn(move |req| {
@@ -166,6 +174,7 @@ async fn intercept(
         let conn = Conn {
             peer,
             tunnel: Some(tunnel.clone()),
+            proxy_user: None,
         };
         async move { Ok::<_, std::convert::Infallible>(proxy::handle(app, conn, req).await) }
     });
