@@ -133,21 +133,13 @@ pub fn from_profile_text(text: &str, profile: &str) -> Option<AwsCredentials> {
 #[error("cannot re-sign the request: {0}")]
 pub struct SignError(String);
 
-/// Payload to sign.
-pub enum Payload<'a> {
-    /// The whole body.
-    Bytes(&'a [u8]),
-    /// A body streamed without hashing (`UNSIGNED-PAYLOAD`).
-    Unsigned,
-}
-
 /// Re-signs `req` in place (its URI must be absolute; `Host` set) for `region`, service `chime`.
 /// The client's signing headers must already be removed.
 pub fn resign<B>(
     req: &mut http::Request<B>,
     creds: &AwsCredentials,
     region: &str,
-    payload: Payload<'_>,
+    body: &[u8],
 ) -> Result<(), SignError> {
     let identity = Credentials::new(
         creds.access_key_id.clone(),
@@ -157,10 +149,7 @@ pub fn resign<B>(
         "retention-proxy",
     )
     .into();
-    let mut settings = SigningSettings::default();
-    if matches!(payload, Payload::Unsigned) {
-        settings.payload_checksum_kind = aws_sigv4::http_request::PayloadChecksumKind::XAmzSha256;
-    }
+    let settings = SigningSettings::default();
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region(region)
@@ -171,15 +160,18 @@ pub fn resign<B>(
         .map_err(|e| SignError(e.to_string()))?
         .into();
     let uri = req.uri().to_string();
+    // Only the headers the vendor needs covered are signed: a hop after us (an egress gateway,
+    // another proxy) may add X-Forwarded-For or change Accept-Encoding without breaking it.
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
+        .filter(|(k, _)| {
+            let k = k.as_str();
+            k == "host" || k == "content-type" || k.starts_with("x-amz-")
+        })
         .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
         .collect();
-    let body = match payload {
-        Payload::Bytes(b) => SignableBody::Bytes(b),
-        Payload::Unsigned => SignableBody::UnsignedPayload,
-    };
+    let body = SignableBody::Bytes(body);
     let signable = SignableRequest::new(
         req.method().as_str(),
         &uri,
@@ -236,19 +228,25 @@ mod tests {
             .uri("https://chime.us-east-1.amazonaws.com/accounts/a/retention-settings")
             .header("host", "chime.us-east-1.amazonaws.com")
             .header("content-type", "application/json")
+            .header("x-forwarded-for", "10.0.0.1")
+            .header("accept-encoding", "identity")
             .body(())
             .unwrap();
         resign(
             &mut req,
             &AwsCredentials::new("AKIDPROXY", "secret", Some("tok")),
             "us-east-1",
-            Payload::Bytes(b"{}"),
+            b"{}",
         )
         .unwrap();
         let auth = req.headers()["authorization"].to_str().unwrap();
         assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDPROXY/"), "{auth}");
         assert!(auth.contains("/us-east-1/chime/aws4_request"));
         assert!(req.headers().contains_key("x-amz-date"));
+        assert!(
+            auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token,"),
+            "{auth}"
+        );
         assert_eq!(req.headers()["x-amz-security-token"], "tok");
     }
 }

@@ -16,7 +16,7 @@ use tracing::{Instrument, info_span, warn};
 
 use crate::audit::AuditHandle;
 use crate::audit::query::format_time;
-use crate::aws::{self, AwsCredentials, Payload};
+use crate::aws::{self, AwsCredentials};
 use crate::config::{Config, FailMode, Scheme, Upstream};
 use crate::errors::{VendorError, full, plain};
 use crate::event::{self, Answer, CallFacts, Caller, FinalOutcome, Way};
@@ -193,7 +193,7 @@ fn choose_route<B>(
             .unwrap_or_else(|| t.host.clone());
         return Ok(Route {
             way: Way::Forward,
-            family: recognise::family_for_host(&t.host),
+            family: vendor_family(config, &t.host, uri.path()),
             upstream,
             host,
             label: "intercept",
@@ -225,7 +225,7 @@ fn choose_route<B>(
         };
         return Ok(Route {
             way: Way::Forward,
-            family: recognise::family_for_host(&host),
+            family: vendor_family(config, &host, uri.path()),
             upstream,
             host: host_header,
             label: "forward",
@@ -255,6 +255,20 @@ fn choose_route<B>(
         upstream,
         host,
         label: family.label(),
+    })
+}
+
+/// The vendor family of a forward-proxy destination: a Chime, Chime SDK or Slack API host by
+/// name, or a configured `forward.intercept_hosts` host (a private endpoint) by path.
+fn vendor_family(config: &Config, host: &str, path: &str) -> Option<Family> {
+    recognise::family_for_host(host).or_else(|| {
+        let h = host.trim_end_matches('.').to_ascii_lowercase();
+        config
+            .forward
+            .intercept_hosts
+            .contains(&h)
+            .then(|| recognise::route_family(path))
+            .flatten()
     })
 }
 
@@ -375,7 +389,7 @@ fn resign<B>(
     route: &Route,
     region_hint: Option<&str>,
     req: &mut Request<B>,
-    payload: Payload<'_>,
+    body: &[u8],
 ) -> Result<(), VendorError> {
     let creds = app.credentials.as_ref().ok_or_else(|| {
         VendorError::internal("retention-proxy has no AWS credentials to re-sign this call (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a shared profile)")
@@ -387,7 +401,7 @@ fn resign<B>(
         .map(str::to_string)
         .or_else(|| recognise::region_of_host(&route.upstream.host))
         .unwrap_or_else(|| "us-east-1".into());
-    aws::resign(req, creds, &region, payload).map_err(|e| VendorError::internal(e.to_string()))
+    aws::resign(req, creds, &region, body).map_err(|e| VendorError::internal(e.to_string()))
 }
 
 fn boxed_incoming(b: Incoming) -> ProxyBody {
@@ -439,7 +453,7 @@ async fn pass_through(app: &App, peer: SocketAddr, route: Route, req: Request<In
         };
         r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         r.headers_mut().remove(http::header::TRANSFER_ENCODING);
-        if let Err(e) = resign(app, &route, claimed.region.as_deref(), &mut r, Payload::Bytes(&bytes)) {
+        if let Err(e) = resign(app, &route, claimed.region.as_deref(), &mut r, &bytes) {
             return e.response(family, &new_id());
         }
         r
@@ -696,7 +710,7 @@ async fn forward(
         .map_err(|e| VendorError::bad_request(e.to_string()))?;
     out.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     if route.way == Way::Reverse && family.is_aws() {
-        resign(app, route, claimed.region.as_deref(), &mut out, Payload::Bytes(&body))?;
+        resign(app, route, claimed.region.as_deref(), &mut out, &body)?;
     }
     let timeout = app.config.upstreams.request_timeout;
     let upstream = route.upstream.clone();

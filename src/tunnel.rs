@@ -169,6 +169,7 @@ async fn intercept(
         proxy_user,
     });
     info!(host = %host, peer = %peer, tls = %tunnel.tls_version, "intercepting CONNECT tunnel");
+    let app_idle = app.config.forward.tunnel_idle_timeout;
     let svc = service_fn(move |req| {
         let app = app.clone();
         let conn = Conn {
@@ -180,7 +181,8 @@ async fn intercept(
     });
     let result = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(60))
+        // Also how long an idle intercepted tunnel waits for its next request.
+        .header_read_timeout(app_idle)
         .serve_connection(TokioIo::new(tls), svc)
         .await;
     if let Err(e) = result {

@@ -1,8 +1,9 @@
 """Fixtures: a fake vendor and the built retention-proxy binary in its own temp directory.
 
 Every started proxy is stopped with SIGTERM at the end of the test; the test then asserts the
-exit code is 0, that `audit verify` accepts the chain, and that the fake vendor saw no bad
-signature, misrouted call or unknown route.
+exit code is 0, that `audit verify` accepts the chain, that the store (with -wal) holds no key,
+token or signature seen in the test (checked before and after shutdown), and that the fake
+vendor saw no bad signature, misrouted call or unknown route.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import pytest
 
 from fake_vendor import FakeVendor
 from harness import (
-    CLIENT_AK, CLIENT_SK, PROXY_AK, PROXY_ENV_VARS, PROXY_SK, SLACK_FORM_TOKEN, SLACK_TOKEN,
-    Ctx, ProxyProcess, proxy_binary,
+    CLIENT_AK, CLIENT_SK, PROXY_AK, PROXY_ENV_VARS, PROXY_SK, SENT_AUTHORIZATIONS,
+    SLACK_FORM_TOKEN, SLACK_TOKEN, Ctx, ProxyProcess, assert_not_in_store, proxy_binary,
+    secrets_of_test,
 )
 
 
@@ -57,12 +59,15 @@ def fake_vendor():
 @pytest.fixture
 def proxy_factory(proxy_bin, fake_vendor, tmp_path):
     started: list[ProxyProcess] = []
+    SENT_AUTHORIZATIONS.clear()
 
-    def make(extra_env=None, extra_config="", start=True):
+    def make(extra_env=None, extra_config="", start=True, ca=False):
         workdir = tmp_path / f"proxy{len(started)}"
         workdir.mkdir()
         p = ProxyProcess(proxy_bin, workdir, fake_vendor, extra_env=extra_env,
                          extra_config=extra_config)
+        if ca:
+            p.with_ca()
         started.append(p)
         if start:
             p.start()
@@ -71,8 +76,23 @@ def proxy_factory(proxy_bin, fake_vendor, tmp_path):
     yield make
 
     failures = []
+    secrets = secrets_of_test(fake_vendor)
+
+    def no_secrets(p, when):
+        try:
+            assert_not_in_store(p, secrets)
+        except AssertionError as e:
+            failures.append(f"{when}: {e}")
+
     for p in started:
         if p.proc is None:
+            continue
+        no_secrets(p, "while running")
+        if p.killed:
+            r = p.verify()
+            if r.returncode != 0:
+                failures.append(f"audit verify after SIGKILL exited {r.returncode}: "
+                                f"{(r.stdout + r.stderr).decode(errors='replace')}")
             continue
         try:
             code = p.stop()
@@ -81,6 +101,7 @@ def proxy_factory(proxy_bin, fake_vendor, tmp_path):
             continue
         if code != 0:
             failures.append(f"retention-proxy exited {code} after SIGTERM (want 0)\n{p.logs()}")
+        no_secrets(p, "after shutdown")
         if p.db.exists():
             r = p.verify()
             if r.returncode != 0:
@@ -106,3 +127,8 @@ def reverse(proxy, fake_vendor):
 @pytest.fixture
 def forward(proxy, fake_vendor):
     return Ctx(proxy, fake_vendor, "forward")
+
+
+@pytest.fixture
+def connect(proxy_factory, fake_vendor):
+    return Ctx(proxy_factory(ca=True), fake_vendor, "connect")

@@ -240,16 +240,17 @@ class FakeVendor:
         # knobs
         self.chime_put_status = 200  # 200 (echo body) or 204 (empty body)
         self._failures: dict[str, list] = {}  # family -> [(status, error type)] to answer next
+        self._holds: dict[str, list] = {}  # family -> [(arrived, release)] for the next requests
         self._servers: dict[str, ThreadingHTTPServer] = {}
         self._threads: list[threading.Thread] = []
+        self._closed: set[str] = set()
 
     # ----------------------------------------------------------------- lifecycle
 
     def start(self):
         for family in FAMILIES:
             handler = _make_handler(self, family)
-            server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-            server.daemon_threads = True
+            server = _QuietServer(("127.0.0.1", 0), handler)
             self._servers[family] = server
             t = threading.Thread(
                 target=server.serve_forever, name=f"fake-{family}", daemon=True,
@@ -260,11 +261,18 @@ class FakeVendor:
         return self
 
     def stop(self):
-        for server in self._servers.values():
-            server.shutdown()
-            server.server_close()
+        for family in list(self._servers):
+            self.close(family)
         for t in self._threads:
             t.join(timeout=5)
+
+    def close(self, family):
+        """Stop one family's server: its port then refuses connections."""
+        server = self._servers.get(family)
+        if server is not None and family not in self._closed:
+            self._closed.add(family)
+            server.shutdown()
+            server.server_close()
 
     def port(self, family):
         return self._servers[family].server_address[1]
@@ -302,6 +310,25 @@ class FakeVendor:
         """Answer the next `count` validly signed AWS requests of `family` with an error."""
         with self.lock:
             self._failures.setdefault(family, []).extend([(status, error_type)] * count)
+
+    def hold_next(self, family):
+        """Hold the next request of `family` before answering it.
+
+        Returns (arrived, release): `arrived` is set when the request has been read, the
+        answer is sent once the test sets `release` (or after 30 s).
+        """
+        arrived, release = threading.Event(), threading.Event()
+        with self.lock:
+            self._holds.setdefault(family, []).append((arrived, release))
+        return arrived, release
+
+    def _hold_point(self, family):
+        with self.lock:
+            pending = self._holds.get(family)
+            hold = pending.pop(0) if pending else None
+        if hold is not None:
+            hold[0].set()
+            hold[1].wait(30)
 
     # ----------------------------------------------------------------- seeding
 
@@ -627,6 +654,13 @@ def _read_chunked(rfile):
         rfile.readline(65537)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass  # a client (the proxy) that went away mid-answer is not the fake's problem
+
+
 def _make_handler(vendor: FakeVendor, family: str):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -654,6 +688,7 @@ def _make_handler(vendor: FakeVendor, family: str):
                 with vendor.lock:
                     vendor.anomalies.append(("absolute-form request target", rec))
             status, resp_headers, data = vendor.handle(family, rec)
+            vendor._hold_point(family)
             rec.status = status
             rec.response_headers = resp_headers
             rec.response_body = data

@@ -13,14 +13,17 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
@@ -122,8 +125,11 @@ class ProxyProcess:
         self.stderr_path = workdir / "proxy.stderr"
         self.extra_env = extra_env or {}
         self.extra_config = extra_config
+        self.ca_cert: Optional[Path] = None  # set by with_ca()
+        self.ca_key: Optional[Path] = None
         self.proc: Optional[subprocess.Popen] = None
         self.returncode: Optional[int] = None
+        self.killed = False  # stopped with SIGKILL on purpose
 
     @property
     def url(self) -> str:
@@ -151,12 +157,28 @@ class ProxyProcess:
             "",
             "[forward]",
             "allow_hosts = [" + ", ".join(toml_str(h) for h in REAL_HOSTS.values()) + "]",
+        ]
+        if self.ca_cert is not None:
+            lines += [f"ca_cert = {toml_str(str(self.ca_cert))}",
+                      f"ca_key = {toml_str(str(self.ca_key))}"]
+        lines += [
             "",
             "[forward.resolve]",
         ]
         for family, host in REAL_HOSTS.items():
             lines.append(f"{toml_str(host)} = {toml_str(v.url(family))}")
         return "\n".join(lines) + "\n" + self.extra_config
+
+    def with_ca(self) -> "ProxyProcess":
+        """Create an interception CA with `ca init` and enable CONNECT interception."""
+        out = self.workdir / "ca"
+        r = self.cli("ca", "init", "--out", str(out))
+        assert r.returncode == 0, f"ca init failed: {(r.stdout + r.stderr).decode(errors='replace')}"
+        certs = sorted(out.glob("*.pem")) + sorted(out.glob("*.crt"))
+        keys = sorted(out.glob("*.key"))
+        assert certs and keys, f"ca init made {sorted(p.name for p in out.iterdir())}"
+        self.ca_cert, self.ca_key = certs[0], keys[0]
+        return self
 
     def start(self) -> "ProxyProcess":
         self.config_path.write_text(self.config_text())
@@ -225,10 +247,19 @@ class ProxyProcess:
         return self.returncode
 
     def kill(self):
+        """SIGKILL (a crash): nothing is drained or flushed."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=5)
+            self.killed = True
         self._close()
+
+    def restart(self) -> "ProxyProcess":
+        """Stop (SIGTERM, exit code must be 0) and start again on the same config and store."""
+        code = self.stop()
+        assert code == 0, f"exit code {code} after SIGTERM\n{self.logs()}"
+        self.proc = None
+        return self.start()
 
     def _close(self):
         for f in (getattr(self, "_out", None), getattr(self, "_err", None)):
@@ -301,6 +332,11 @@ class Sent:
         return default
 
 
+# Every Authorization header value a client sent in the current test (see conftest.py, which
+# checks after each test that none of their signatures is stored at rest).
+SENT_AUTHORIZATIONS: list = []
+
+
 class Spy:
     """Records what a boto3 client put on the wire (after signing)."""
 
@@ -318,13 +354,29 @@ class Spy:
             body = body.encode("utf-8")
         elif not isinstance(body, (bytes, bytearray)):
             body = body.read() if hasattr(body, "read") else bytes(body)
-        self.sent.append(Sent(request.method, request.url, headers, bytes(body)))
+        sent = Sent(request.method, request.url, headers, bytes(body))
+        self.sent.append(sent)
+        SENT_AUTHORIZATIONS.append(sent.header("authorization"))
         return None
 
     @property
     def last(self) -> Sent:
         assert self.sent, "the client sent nothing"
         return self.sent[-1]
+
+
+_SESSION_LOCK = threading.Lock()
+_SESSION: list = []
+
+
+def _client_session():
+    """One boto3 session with the client's credentials (creating one costs ~0.2 s)."""
+    if not _SESSION:
+        _SESSION.append(boto3.session.Session(
+            aws_access_key_id=CLIENT_AK, aws_secret_access_key=CLIENT_SK,
+            region_name="us-east-1",
+        ))
+    return _SESSION[0]
 
 
 def signature_of(authorization: Optional[str]) -> Optional[str]:
@@ -338,7 +390,7 @@ class Ctx:
     """One test's world: the fake vendor, the running proxy and the way in (mode)."""
 
     def __init__(self, proxy: ProxyProcess, vendor: FakeVendor, mode: str):
-        assert mode in ("reverse", "forward")
+        assert mode in ("reverse", "forward", "connect")
         self.proxy = proxy
         self.vendor = vendor
         self.mode = mode
@@ -349,18 +401,21 @@ class Ctx:
 
     def aws(self, service: str, **config):
         family = SERVICE_FAMILY[service]
-        cfg = dict(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=20)
+        cfg = dict(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=20)
         cfg.update(config)
+        verify = None
         if self.mode == "reverse":
             endpoint = self.proxy.url
-        else:
+        elif self.mode == "forward":
             endpoint = "http://" + REAL_HOSTS[family]
             cfg["proxies"] = {"http": self.proxy.url}
-        session = boto3.session.Session(
-            aws_access_key_id=CLIENT_AK, aws_secret_access_key=CLIENT_SK,
-            region_name="us-east-1",
-        )
-        client = session.client(service, endpoint_url=endpoint, config=Config(**cfg))
+        else:  # CONNECT through the egress gateway, TLS intercepted with the proxy's CA
+            endpoint = "https://" + REAL_HOSTS[family]
+            cfg["proxies"] = {"https": self.proxy.url}
+            verify = str(self.proxy.ca_cert)
+        with _SESSION_LOCK:  # sessions are not thread-safe; the clients they make are
+            client = _client_session().client(service, endpoint_url=endpoint, verify=verify,
+                                              config=Config(**cfg))
         spy = Spy()
         client.meta.events.register("before-send", spy)
         self.spies.append(spy)
@@ -371,8 +426,12 @@ class Ctx:
             self.slack_tokens_used.add(token)
         if self.mode == "reverse":
             return WebClient(token=token, base_url=self.proxy.url + "/api/", timeout=20)
-        return WebClient(token=token, base_url="http://slack.com/api/",
-                         proxy=self.proxy.url, timeout=20)
+        if self.mode == "forward":
+            return WebClient(token=token, base_url="http://slack.com/api/",
+                             proxy=self.proxy.url, timeout=20)
+        return WebClient(token=token, base_url="https://slack.com/api/", proxy=self.proxy.url,
+                         ssl=ssl.create_default_context(cafile=str(self.proxy.ca_cert)),
+                         timeout=20)
 
     def aws_cli(self, service: str, *args: str) -> subprocess.CompletedProcess:
         family = SERVICE_FAMILY[service]
@@ -384,9 +443,13 @@ class Ctx:
         })
         if self.mode == "reverse":
             endpoint = self.proxy.url
-        else:
+        elif self.mode == "forward":
             endpoint = "http://" + REAL_HOSTS[family]
             env["HTTP_PROXY"] = self.proxy.url
+        else:
+            endpoint = "https://" + REAL_HOSTS[family]
+            env["HTTPS_PROXY"] = self.proxy.url
+            env["AWS_CA_BUNDLE"] = str(self.proxy.ca_cert)
         cmd = [sys.executable, "-m", "awscli", "--endpoint-url", endpoint,
                "--output", "json", service, *args]
         return subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True,
@@ -414,7 +477,7 @@ class Ctx:
         )
         assert rec.sig.service == "chime", f"signing name {rec.sig.service!r}, want 'chime'"
         assert rec.sig.region == "us-east-1", f"signing region {rec.sig.region!r}"
-        if self.mode == "forward":
+        if self.mode != "reverse":
             assert rec.header("host") == REAL_HOSTS[rec.family], (
                 f"forward mode must keep the signed Host, vendor got {rec.header('host')!r}"
             )
@@ -429,6 +492,11 @@ class Ctx:
                 f"reverse mode must re-sign with the proxy's key, vendor saw {rec.sig.access_key}"
             )
         if sent is not None:
+            sent_url = urlsplit(sent.url)
+            assert rec.path == sent_url.path and rec.query == sent_url.query, (
+                f"request target changed on the way: client sent {sent_url.path}?{sent_url.query}"
+                f", vendor got {rec.target}"
+            )
             assert rec.body == sent.body, (
                 f"body changed on the way: client sent {sent.body!r}, vendor got {rec.body!r}"
             )
@@ -584,3 +652,11 @@ def assert_not_in_store(proxy: ProxyProcess, secrets) -> None:
             if s and s.encode("utf-8") in data:
                 found.append(f"{s[:12]}... in {path.name}")
     assert not found, "secrets stored at rest: " + ", ".join(found)
+
+
+def secrets_of_test(vendor: FakeVendor) -> list:
+    """Everything that must never be stored: keys, tokens, every signature seen in this test."""
+    out = [CLIENT_SK, PROXY_SK, PROXY_SESSION_TOKEN, SLACK_TOKEN, SLACK_FORM_TOKEN]
+    out += [signature_of(a) for a in SENT_AUTHORIZATIONS]
+    out += [signature_of(r.header("authorization")) for r in vendor.all()]
+    return [s for s in out if s]

@@ -5,4 +5,5 @@
 # (cargo build --release, or RETENTION_PROXY_BIN=path/to/retention-proxy).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-exec python3 -m pytest -q tests/clients "$@"
+export PYTHONDONTWRITEBYTECODE=1
+exec python3 -m pytest -q -p no:cacheprovider tests/clients "$@"

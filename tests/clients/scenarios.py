@@ -343,7 +343,7 @@ def check_slack_transport(ctx: Ctx, rec, method: str, body: str, params: dict, t
     assert rec.header("authorization") == "Bearer " + token, (
         f"bearer token must pass unchanged, vendor got {rec.header('authorization')!r}"
     )
-    if ctx.mode == "forward":
+    if ctx.mode != "reverse":
         assert rec.header("host") == REAL_HOSTS["slack"], rec.header("host")
     if body == "form":
         assert rec.header("content-type").startswith("application/x-www-form-urlencoded")
@@ -354,7 +354,7 @@ def check_slack_transport(ctx: Ctx, rec, method: str, body: str, params: dict, t
 
 
 def check_slack_event(ctx: Ctx, ev: dict, rec, method: str, read_only: bool,
-                      outcome="forwarded", token=SLACK_TOKEN):
+                      outcome="forwarded", token=SLACK_TOKEN, user_agent="Python/"):
     check_event_envelope(ev)
     assert ev["eventName"] == method, ev["eventName"]
     assert ev["eventSource"] == "slack.com", ev["eventSource"]
@@ -371,7 +371,7 @@ def check_slack_event(ctx: Ctx, ev: dict, rec, method: str, read_only: bool,
     assert token not in json.dumps(ev), "the Slack token appears in the audit event"
     assert ev["userIdentity"].get("tokenType") == "xoxp", ev["userIdentity"]
     assert ev.get("sourceIPAddress") == "127.0.0.1", ev.get("sourceIPAddress")
-    assert str(ev.get("userAgent", "")).startswith("Python/"), ev.get("userAgent")
+    assert str(ev.get("userAgent", "")).startswith(user_agent), ev.get("userAgent")
     with pytest.raises(KeyError):
         find_key(ev.get("requestParameters") or {}, "token")
     assert find_key(ev["requestParameters"], "channel_id") == SLACK_CHANNEL
@@ -566,6 +566,7 @@ def aws_rejected(ctx: Ctx, case: str):
 
 
 SLACK_INVALID = {
+    "duration_36500_form": ("form", 36500),
     "duration_40000_form": ("form", 40000),
     "duration_40000_json": ("json", 40000),
     "duration_0_form": ("form", 0),
@@ -680,3 +681,34 @@ def passthrough_not_audited(ctx: Ctx):
     assert [e["eventName"] for e in events] == ["GetRetentionSettings"], (
         f"pass-through calls were audited: {[e.get('eventName') for e in events]}"
     )
+
+
+# =========================================================================== encoding and limits
+
+
+ODD_CHANNEL = APP_INSTANCE + "/channel/ch.a@b:c_d-e"
+
+
+def odd_arn_characters(ctx: Ctx):
+    """A channel id with every character its pattern allows (. @ : _ -): path byte-identical."""
+    es = {"ExpirationDays": 45, "ExpirationCriterion": "LAST_MESSAGE_TIMESTAMP"}
+    result, rec, sent, ev = aws_call(
+        ctx, "chime-sdk-messaging", "put_channel_expiration_settings",
+        ChannelArn=ODD_CHANNEL, ChimeBearer=BEARER, ExpirationSettings=es,
+    )
+    assert rec.path == "/channels/" + quote(ODD_CHANNEL, safe="") + "/expiration-settings", rec.path
+    assert result["ChannelArn"] == ODD_CHANNEL
+    ctx.check_aws_event(ev, name="PutChannelExpirationSettings", family="chime_messaging",
+                        read_only=False, rec=rec, sent=sent, resources=(ODD_CHANNEL,))
+    assert_changes(ev, [(CHANNEL_EXP, ODD_CHANNEL, None, 45)])
+    assert [e["eventID"] for e in ctx.proxy.query("--resource", ODD_CHANNEL)] == [ev["eventID"]]
+
+
+def boundaries_accepted(ctx: Ctx):
+    """The largest values the vendors accept pass the proxy's validation."""
+    ev = _change(ctx, _chime_put(5475, 1))
+    assert_changes(ev, [(ROOM, ACCOUNT, None, 5475), (CONVERSATION, ACCOUNT, None, 1)])
+    ev = _change(ctx, _channel_put(5475))
+    assert_changes(ev, [(CHANNEL_EXP, CHANNEL, None, 5475)])
+    _, _, ev = slack_call(ctx, "set", "form", {"channel_id": SLACK_CHANNEL, "duration_days": 36499})
+    assert_changes(ev, [(SLACK_RETENTION, SLACK_CHANNEL, None, 36499)])

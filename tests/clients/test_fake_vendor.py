@@ -119,7 +119,7 @@ def direct(vendor, service, family, secret=CLIENT_SK):
     return boto3.session.Session(
         aws_access_key_id=CLIENT_AK, aws_secret_access_key=secret, region_name="us-east-1",
     ).client(service, endpoint_url=vendor.url(family),
-             config=Config(retries={"max_attempts": 1}))
+             config=Config(retries={"total_max_attempts": 1}))
 
 
 def test_boto3_direct_calls_verify_and_are_stateful(vendor):
@@ -177,7 +177,7 @@ def test_misrouted_call_is_an_anomaly(vendor):
     chime = boto3.session.Session(
         aws_access_key_id=CLIENT_AK, aws_secret_access_key=CLIENT_SK, region_name="us-east-1",
     ).client("chime", endpoint_url=vendor.url("chime_messaging"),
-             config=Config(retries={"max_attempts": 1}))
+             config=Config(retries={"total_max_attempts": 1}))
     with pytest.raises(ClientError):
         chime.get_retention_settings(AccountId=ACCOUNT)
     assert vendor.problems() and "misrouted" in vendor.problems()[0]

@@ -18,7 +18,6 @@ import scenarios
 from harness import ACCOUNT, CLIENT_AK, CLIENT_SK, REAL_HOSTS, assert_not_in_store
 
 
-
 def test_put_retention_settings_both(forward):
     """PutRetentionSettings with room and conversation retention."""
     scenarios.put_retention_settings_both(forward)
@@ -146,6 +145,14 @@ def test_passthrough_not_audited(forward):
     scenarios.passthrough_not_audited(forward)
 
 
+def test_odd_arn_characters(forward):
+    scenarios.odd_arn_characters(forward)
+
+
+def test_boundaries_accepted(forward):
+    scenarios.boundaries_accepted(forward)
+
+
 # ---------------------------------------------------------------- forward-only behaviour
 
 
@@ -158,7 +165,7 @@ def test_client_session_token_passes_unchanged_not_stored(forward):
         aws_access_key_id=CLIENT_AK, aws_secret_access_key=CLIENT_SK,
         aws_session_token=client_token, region_name="us-east-1",
     ).client("chime", endpoint_url="http://" + REAL_HOSTS["chime"],
-             config=Config(retries={"max_attempts": 1}, proxies={"http": forward.proxy.url}))
+             config=Config(retries={"total_max_attempts": 1}, proxies={"http": forward.proxy.url}))
     client.meta.events.register("before-send", spy)
     mark = forward.vendor.mark()
     client.put_retention_settings(AccountId=ACCOUNT, RetentionSettings={

@@ -12,8 +12,8 @@ from botocore.config import Config
 
 import scenarios
 from harness import (
-    ACCOUNT, CLIENT_AK, CLIENT_SK, PROXY_AK, PROXY_SESSION_TOKEN, PROXY_SK, Ctx, assert_not_in_store,
-    http_request,
+    ACCOUNT, CLIENT_AK, CLIENT_SK, PROXY_AK, PROXY_SESSION_TOKEN, PROXY_SK, SLACK_CHANNEL, SLACK_TOKEN,
+    Ctx, assert_not_in_store, http_request,
 )
 
 
@@ -144,6 +144,14 @@ def test_passthrough_not_audited(reverse):
     scenarios.passthrough_not_audited(reverse)
 
 
+def test_odd_arn_characters(reverse):
+    scenarios.odd_arn_characters(reverse)
+
+
+def test_boundaries_accepted(reverse):
+    scenarios.boundaries_accepted(reverse)
+
+
 # ---------------------------------------------------------------- reverse-only behaviour
 
 
@@ -178,7 +186,7 @@ def test_client_session_token_not_forwarded_nor_stored(reverse):
         aws_access_key_id=CLIENT_AK, aws_secret_access_key=CLIENT_SK,
         aws_session_token=client_token, region_name="us-east-1",
     ).client("chime", endpoint_url=reverse.proxy.url,
-             config=Config(retries={"max_attempts": 1}))
+             config=Config(retries={"total_max_attempts": 1}))
     client.meta.events.register("before-send", spy)
     mark = reverse.vendor.mark()
     client.get_retention_settings(AccountId=ACCOUNT)
@@ -189,3 +197,18 @@ def test_client_session_token_not_forwarded_nor_stored(reverse):
     ev = reverse.event_for_record(rec)
     assert client_token not in json.dumps(ev)
     assert_not_in_store(reverse.proxy, [client_token])
+
+
+def test_slack_get_custom_retention_via_http_get(reverse):
+    """Slack also accepts GET with a query string for getCustomRetention (SPEC 1)."""
+    reverse.vendor.seed_slack_channel(SLACK_CHANNEL, 180)
+    mark = reverse.vendor.mark()
+    status, headers, body = http_request(
+        "GET", reverse.proxy.url + "/api/admin.conversations.getCustomRetention?channel_id="
+        + SLACK_CHANNEL, headers={"Authorization": "Bearer " + SLACK_TOKEN})
+    assert status == 200 and json.loads(body)["duration_days"] == 180, body
+    rec = reverse.one_request(mark, "slack")
+    assert rec.method == "GET" and rec.query == "channel_id=" + SLACK_CHANNEL
+    ev = reverse.event_for_record(rec)
+    scenarios.check_slack_event(reverse, ev, rec, "admin.conversations.getCustomRetention",
+                                read_only=True, user_agent="Python-urllib/")
