@@ -149,12 +149,14 @@ impl<W: Write> RecordsWriter<W> {
     }
 }
 
-/// CloudTrail log files under a directory, one gzip file per UTC hour, named as CloudTrail
-/// names them (`<account>_CloudTrail_<region>_<YYYYMMDDTHHmmZ>_<id>.json.gz` under `YYYY/MM/DD/`).
+/// CloudTrail log files under a directory: one gzip file per UTC hour, account and region,
+/// named as CloudTrail names them
+/// (`YYYY/MM/DD/<account>_CloudTrail_<region>_<YYYYMMDDTHHmmZ>_<id>.json.gz`).
 pub struct HourlyFiles {
     dir: PathBuf,
-    open: HashMap<String, RecordsWriter<GzEncoder<BufWriter<File>>>>,
-    current: Option<String>,
+    /// Open files of the current hour, by (account, region).
+    open: HashMap<(String, String), RecordsWriter<GzEncoder<BufWriter<File>>>>,
+    hour: Option<String>,
     /// Files written.
     pub files: Vec<PathBuf>,
 }
@@ -166,26 +168,43 @@ impl HourlyFiles {
         Ok(HourlyFiles {
             dir: dir.to_path_buf(),
             open: HashMap::new(),
-            current: None,
+            hour: None,
             files: Vec::new(),
         })
     }
 
-    /// Adds one record to its hour's file. Events arrive in time order, so at most one file
-    /// is open; a late event for an earlier hour gets a file of its own.
+    fn close_all(&mut self) -> std::io::Result<()> {
+        for (_, w) in self.open.drain() {
+            w.finish()?.finish()?.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Adds one record to its file. Events arrive in time order, so only the current hour's
+    /// files are open; a late event for an earlier hour gets a file of its own.
     pub fn push(&mut self, rec: &Value) -> std::io::Result<()> {
         let t = rec
             .get("eventTime")
             .and_then(Value::as_str)
             .unwrap_or("1970-01-01T00:00:00Z");
         let hour: String = t.chars().take(13).collect(); // YYYY-MM-DDTHH
-        if self.current.as_deref() != Some(hour.as_str()) {
-            if let Some(prev) = self.current.take()
-                && let Some(w) = self.open.remove(&prev)
-            {
-                w.finish()?.finish()?.flush()?;
-            }
-            let (date, hh) = hour.split_at(10);
+        if self.hour.as_deref() != Some(hour.as_str()) {
+            self.close_all()?;
+            self.hour = Some(hour.clone());
+        }
+        let account = rec
+            .get("recipientAccountId")
+            .and_then(Value::as_str)
+            .unwrap_or("000000000000")
+            .to_string();
+        let region = rec
+            .get("awsRegion")
+            .and_then(Value::as_str)
+            .unwrap_or("global")
+            .to_string();
+        let key = (account, region);
+        if !self.open.contains_key(&key) {
+            let (date, hh) = hour.split_at(10.min(hour.len()));
             let parts: Vec<&str> = date.split('-').collect();
             let sub = self
                 .dir
@@ -193,16 +212,12 @@ impl HourlyFiles {
                 .join(parts.get(1).unwrap_or(&"00"))
                 .join(parts.get(2).unwrap_or(&"00"));
             std::fs::create_dir_all(&sub)?;
-            let account = rec
-                .get("recipientAccountId")
-                .and_then(Value::as_str)
-                .unwrap_or("000000000000");
-            let region = rec.get("awsRegion").and_then(Value::as_str).unwrap_or("global");
             let stamp = format!("{}T{}00Z", date.replace('-', ""), hh.trim_start_matches('T'));
             let mut n = 0;
             let path = loop {
                 let p = sub.join(format!(
-                    "{account}_CloudTrail_{region}_{stamp}_retention-proxy-{n}.json.gz"
+                    "{}_CloudTrail_{}_{stamp}_retention-proxy-{n}.json.gz",
+                    key.0, key.1
                 ));
                 if !p.exists() {
                     break p;
@@ -212,12 +227,11 @@ impl HourlyFiles {
             let f = BufWriter::new(File::create(&path)?);
             self.files.push(path);
             self.open.insert(
-                hour.clone(),
+                key.clone(),
                 RecordsWriter::new(GzEncoder::new(f, Compression::default()))?,
             );
-            self.current = Some(hour.clone());
         }
-        match self.open.get_mut(&hour) {
+        match self.open.get_mut(&key) {
             Some(w) => w.push(rec),
             None => Err(std::io::Error::other("no open export file")),
         }
@@ -225,9 +239,7 @@ impl HourlyFiles {
 
     /// Closes every file.
     pub fn finish(mut self) -> std::io::Result<Vec<PathBuf>> {
-        for (_, w) in self.open.drain() {
-            w.finish()?.finish()?.flush()?;
-        }
+        self.close_all()?;
         Ok(self.files)
     }
 }
@@ -372,8 +384,9 @@ mod tests {
             h.push(&json!({"eventTime": t, "recipientAccountId": "111122223333", "awsRegion": "us-east-1"}))
                 .unwrap();
         }
+        h.push(&json!({"eventTime": "2026-11-22T07:10:00Z", "eventSource": "slack.com"})).unwrap();
         let files = h.finish().unwrap();
-        assert_eq!(files.len(), 2);
+        assert_eq!(files.len(), 3, "one file per hour, account and region: {files:?}");
         let mut total = 0;
         for f in &files {
             let mut s = String::new();
@@ -381,7 +394,7 @@ mod tests {
             let v: Value = serde_json::from_str(&s).unwrap();
             total += v["Records"].as_array().unwrap().len();
         }
-        assert_eq!(total, 3);
+        assert_eq!(total, 4);
         assert!(
             files[0]
                 .to_string_lossy()

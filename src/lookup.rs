@@ -31,9 +31,15 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
     r
 }
 
-fn epoch_to_time(v: &Value) -> Option<String> {
-    let secs = v.as_f64()?;
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos((secs * 1e9) as i128).ok()?;
+/// Epoch seconds (as AWS clients send them) to whole milliseconds, rounded: the audit log
+/// keeps millisecond times, and a float such as 1795330225.735 must mean .735 exactly.
+fn epoch_ms(v: &Value) -> Option<i64> {
+    let secs = v.as_f64().filter(|s| s.is_finite())?;
+    Some((secs * 1000.0).round() as i64)
+}
+
+fn ms_to_time(ms: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok()?;
     Some(query::format_time(t))
 }
 
@@ -154,7 +160,8 @@ fn to_filter(input: &Value) -> Result<Filter, (&'static str, String)> {
             match key {
                 "EventName" => f.event_name = Some(value),
                 "EventSource" => f.source = Some(value),
-                "Username" | "AccessKeyId" => f.actor = Some(value),
+                "Username" => f.user_name = Some(value),
+                "AccessKeyId" => f.access_key_id = Some(value),
                 "ResourceName" => f.resource = Some(value),
                 "EventId" => f.event_id = Some(value),
                 "ReadOnly" => match value.as_str() {
@@ -171,15 +178,17 @@ fn to_filter(input: &Value) -> Result<Filter, (&'static str, String)> {
             }
         }
     }
+    let bad_time = |k: &str| ("InvalidTimeRangeException", format!("{k} is not a time"));
     if let Some(t) = input.get("StartTime") {
-        f.since = Some(epoch_to_time(t).ok_or(("InvalidTimeRangeException", "StartTime is not a time".to_string()))?);
+        f.since = Some(epoch_ms(t).and_then(ms_to_time).ok_or_else(|| bad_time("StartTime"))?);
     }
     if let Some(t) = input.get("EndTime") {
-        let end = t
-            .as_f64()
-            .ok_or(("InvalidTimeRangeException", "EndTime is not a time".to_string()))?;
-        // EndTime is inclusive; the filter's `until` is exclusive.
-        f.until = epoch_to_time(&json!(end + 0.001));
+        // EndTime is inclusive; the filter's `until` is exclusive: one millisecond later.
+        f.until = Some(
+            epoch_ms(t)
+                .and_then(|ms| ms_to_time(ms + 1))
+                .ok_or_else(|| bad_time("EndTime"))?,
+        );
     }
     if let (Some(a), Some(b)) = (&f.since, &f.until)
         && a > b

@@ -44,7 +44,20 @@ pub struct Metrics {
     pub call_seconds: Family<RouteLabels, Histogram>,
     /// Refused connections or requests (host not allowed, no route).
     pub refused: Family<RouteLabels, Counter>,
+    /// Pass-through counters of the known routes, made once so the hot path allocates nothing.
+    pass_routes: Vec<(&'static str, Counter)>,
 }
+
+/// Route labels of pass-through traffic.
+const PASS_ROUTES: [&str; 7] = [
+    "chime",
+    "chime_messaging",
+    "chime_identity",
+    "slack",
+    "forward",
+    "intercept",
+    "tunnel",
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -69,17 +82,47 @@ impl Default for Metrics {
             "Latency of intercepted calls",
             call_seconds.clone(),
         );
+        let pass_routes = PASS_ROUTES
+            .iter()
+            .map(|r| {
+                (
+                    *r,
+                    passthrough
+                        .get_or_create(&RouteLabels {
+                            route: (*r).to_string(),
+                        })
+                        .clone(),
+                )
+            })
+            .collect();
         Metrics {
             registry,
             calls,
             passthrough,
             call_seconds,
             refused,
+            pass_routes,
         }
     }
 }
 
 impl Metrics {
+    /// Counts one pass-through request on `route`.
+    pub fn passthrough(&self, route: &str) {
+        match self.pass_routes.iter().find(|(r, _)| *r == route) {
+            Some((_, c)) => {
+                c.inc();
+            }
+            None => {
+                self.passthrough
+                    .get_or_create(&RouteLabels {
+                        route: route.to_string(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
     /// Renders the Prometheus text exposition.
     pub fn render(&self, writer: &WriterStats) -> String {
         let mut out = String::new();

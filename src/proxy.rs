@@ -362,19 +362,20 @@ fn append_forwarded_for(h: &mut HeaderMap, peer: SocketAddr) {
     }
 }
 
-/// Builds the upstream request's head: URI, version, Host, hop-by-hop removed, XFF appended.
+/// Builds the upstream request's head from the client's (consumed, not copied): URI, version,
+/// Host, hop-by-hop headers removed, X-Forwarded-For appended.
 fn upstream_head(
     route: &Route,
     peer: SocketAddr,
-    parts: &http::request::Parts,
+    parts: http::request::Parts,
 ) -> Result<http::request::Builder, http::Error> {
     let uri = upstream_uri(route, &parts.uri)?;
-    let mut headers = parts.headers.clone();
+    let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     append_forwarded_for(&mut headers, peer);
     headers.insert(HOST, HeaderValue::from_str(&route.host)?);
     let mut b = Request::builder()
-        .method(parts.method.clone())
+        .method(parts.method)
         .uri(uri)
         .version(Version::HTTP_11);
     if let Some(h) = b.headers_mut() {
@@ -417,26 +418,21 @@ fn client_response(resp: Response<Incoming>) -> Response<ProxyBody> {
 /// Streams a request we do not audit: no buffering (except an AWS body that must be
 /// re-signed in reverse mode and fits the limit), no event.
 async fn pass_through(app: &App, peer: SocketAddr, route: Route, req: Request<Incoming>) -> Response<ProxyBody> {
-    app.metrics
-        .passthrough
-        .get_or_create(&RouteLabels {
-            route: route.label.into(),
-        })
-        .inc();
+    app.metrics.passthrough(route.label);
     let family = route.family.unwrap_or(Family::Slack);
     let (parts, body) = req.into_parts();
-    let head = match upstream_head(&route, peer, &parts) {
+    let resign_needed = route.way == Way::Reverse && family.is_aws();
+    let claimed = aws::claimed_identity(parts.headers.get("authorization").and_then(|v| v.to_str().ok()));
+    let len: Option<usize> = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let head = match upstream_head(&route, peer, parts) {
         Ok(h) => h,
         Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("retention-proxy: bad request: {e}")),
     };
-    let resign_needed = route.way == Way::Reverse && family.is_aws();
     let out = if resign_needed {
-        let claimed = aws::claimed_identity(parts.headers.get("authorization").and_then(|v| v.to_str().ok()));
-        let len: Option<usize> = parts
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
         // The signature covers the body, so it must be read whole; a call too large to
         // re-sign is refused rather than sent with a signature the vendor would reject.
         let limit = app.config.server.max_body_bytes;
@@ -616,7 +612,7 @@ async fn intercept(
 
     // 5. Forward.
     let body = body.unwrap_or_default();
-    let answer = forward(&app, peer, &route, &parts, &claimed, body).await;
+    let answer = forward(&app, peer, &route, parts, &claimed, body).await;
 
     // 6. Record the outcome, then answer.
     let (resp, answer) = match answer {
@@ -699,7 +695,7 @@ async fn forward(
     app: &App,
     peer: SocketAddr,
     route: &Route,
-    parts: &http::request::Parts,
+    parts: http::request::Parts,
     claimed: &aws::ClaimedIdentity,
     body: Bytes,
 ) -> Result<(Response<()>, Bytes), VendorError> {

@@ -104,16 +104,15 @@ pub struct Linked {
 /// `prevHash` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Links `record` after `(seq, hash)`.
-pub fn link(prev_seq: u64, prev_hash: &str, record: NewRecord) -> Linked {
+/// Links `record` after `(seq, hash)`: its body gains `seq`, `prevHash` and `recordType`.
+pub fn link(prev_seq: u64, prev_hash: &str, mut record: NewRecord) -> Linked {
     let seq = prev_seq + 1;
-    let mut body = record.body.clone();
-    if let Value::Object(o) = &mut body {
+    if let Value::Object(o) = &mut record.body {
         o.insert("seq".into(), Value::from(seq));
         o.insert("prevHash".into(), Value::from(prev_hash));
         o.insert("recordType".into(), Value::from(record.kind.as_str()));
     }
-    let text = canonical::to_string(&body);
+    let text = canonical::to_string(&record.body);
     let hash = canonical::sha256_hex(text.as_bytes());
     Linked {
         seq,

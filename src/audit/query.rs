@@ -26,6 +26,11 @@ pub struct Filter {
     pub resource: Option<String>,
     /// `guardrail.decision`.
     pub decision: Option<String>,
+    /// `userIdentity.accessKeyId` exactly (LookupEvents `AccessKeyId`).
+    pub access_key_id: Option<String>,
+    /// The user name CloudTrail records show: the bearer ARN, else the token fingerprint, else
+    /// the access key id (LookupEvents `Username`).
+    pub user_name: Option<String>,
     /// `readOnly`.
     pub read_only: Option<bool>,
     /// `eventID`.
@@ -171,6 +176,27 @@ pub fn for_each(
     }
     if let Some(b) = f.read_only {
         cond(" AND json_extract(r.body, '$.readOnly') = ?", Sql::Integer(b as i64));
+    }
+    // The principal index narrows first; the JSON test then keeps only the exact field.
+    if let Some(s) = &f.access_key_id {
+        cond(
+            " AND r.seq IN (SELECT seq FROM record_actors WHERE actor = ?)",
+            Sql::Text(s.clone()),
+        );
+        cond(
+            " AND json_extract(r.body, '$.userIdentity.accessKeyId') = ?",
+            Sql::Text(s.clone()),
+        );
+    }
+    if let Some(s) = &f.user_name {
+        cond(
+            " AND r.seq IN (SELECT seq FROM record_actors WHERE actor = ?)",
+            Sql::Text(s.clone()),
+        );
+        cond(
+            " AND coalesce(json_extract(r.body, '$.userIdentity.chimeBearer'), json_extract(r.body, '$.userIdentity.tokenFingerprint'), json_extract(r.body, '$.userIdentity.accessKeyId')) = ?",
+            Sql::Text(s.clone()),
+        );
     }
     if let Some(s) = &f.actor {
         cond(
