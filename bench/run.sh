@@ -78,26 +78,34 @@ for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null 2
 t1=$(date +%s%N)
 ready_ms=$(( (t1 - t0) / 1000000 ))
 nginx_pid=$(cat "$run/px.pid" 2>/dev/null || echo "")
+nginx_worker=$(pgrep -P "$nginx_pid" | head -1); nginx_worker=${nginx_worker:-$nginx_pid}
 commits_before=$(curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^retention_proxy_audit_commit_seconds_count/ {print $2}')
 
 rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# CPU time (user+system, clock ticks) of a process and its threads.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+hz=$(getconf CLK_TCK)
 one() { # name url method body ctype
   (METHOD="$3" BODY="$4" CTYPE="$5" pin "$LOAD_CPU" timeout $((DURATION + 10)) \
     wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 5s -s "$run/load.lua" "$2") | awk '/^RESULT/'
 }
-declare -A rps p50 p99 errs
+declare -A rps p50 p99 errs cpu
 targets=(nginx pass audited)
-for t in "${targets[@]}"; do rps[$t]=""; done
+for t in "${targets[@]}"; do rps[$t]=""; cpu[$t]=""; done
 for rep in $(seq 1 "$REPS"); do
   for t in "${targets[@]}"; do
+    case $t in nginx) tpid=$nginx_worker;; *) tpid=$rp_pid;; esac
+    c0=$(cpu_ticks "$tpid")
     case $t in
       nginx)   line=$(one nginx "http://127.0.0.1:$NGX/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
       pass)    line=$(one pass "http://127.0.0.1:$RP/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
       audited) line=$(one audited "http://127.0.0.1:$RP/api/admin.conversations.setCustomRetention" POST 'channel_id=C0123456789&duration_days=400' application/x-www-form-urlencoded) ;;
     esac
+    c1=$(cpu_ticks "$tpid")
     r=$(sed -E 's/.*rps=([0-9.]+).*/\1/' <<<"$line"); a=$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<<"$line")
     b=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$line"); e=$(sed -E 's/.*errors=([0-9]+) http_err=([0-9]+).*/\1+\2/' <<<"$line")
     rps[$t]+="$r "; p50[$t]+="$a "; p99[$t]+="$b "; errs[$t]+="$e "
+    cpu[$t]+="$(awk -v c="$((c1 - c0))" -v hz="$hz" -v r="$r" -v d="$DURATION" 'BEGIN{ if (r > 0) printf "%.1f", c / hz * 1e6 / (r * d); else print 0 }') "
     echo "rep $rep $t: $line" >&2
   done
 done
@@ -106,12 +114,12 @@ n_rps=$(median "${rps[nginx]}"); p_rps=$(median "${rps[pass]}")
 events=$("$bin" audit query --db "$run/audit.db" --format jsonl --event-name admin.conversations.setCustomRetention | wc -l)
 printf '\nmachine: %s cores; wrk -t%s -c%s -d%ss x %s reps; proxy pinned to CPU %s, load+upstream to CPU %s (PIN=%s)\n' \
   "$(nproc)" "$WRK_THREADS" "$CONNS" "$DURATION" "$REPS" "$PROXY_CPU" "$LOAD_CPU" "$PIN"
-printf '%-8s %10s %8s %8s %9s %10s %12s %s\n' target req/s p50_us p99_us x_nginx x_pass peak_rss_MiB errors
+printf '%-8s %10s %8s %8s %9s %10s %10s %12s %s\n' target req/s p50_us p99_us x_nginx x_pass cpu_us/rq peak_rss_MiB errors
 for t in "${targets[@]}"; do
   m=$(median "${rps[$t]}")
   case $t in nginx) rss=$(rss_kib "$nginx_pid");; *) rss=$(rss_kib "$rp_pid");; esac
-  printf '%-8s %10.0f %8s %8s %9.2f %10.2f %12.1f %s\n' "$t" "$m" "$(median "${p50[$t]}")" "$(median "${p99[$t]}")" \
-    "$(awk -v a="$m" -v b="$n_rps" 'BEGIN{print a/b}')" "$(awk -v a="$m" -v b="$p_rps" 'BEGIN{print a/b}')" \
+  printf '%-8s %10.0f %8s %8s %9.2f %10.2f %10s %12.1f %s\n' "$t" "$m" "$(median "${p50[$t]}")" "$(median "${p99[$t]}")" \
+    "$(awk -v a="$m" -v b="$n_rps" 'BEGIN{print a/b}')" "$(awk -v a="$m" -v b="$p_rps" 'BEGIN{print a/b}')" "$(median "${cpu[$t]}")" \
     "$(awk -v k="$rss" 'BEGIN{print k/1024}')" "${errs[$t]}"
 done
 groups=$(curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^retention_proxy_audit_commit_seconds_count/ {print $2}')

@@ -4,6 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --release --locked
-cargo build --release --locked --bin retention-proxy
 python3 -m pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
 RETENTION_PROXY_BIN="$PWD/target/release/retention-proxy" python3 -m pytest -q tests/clients
