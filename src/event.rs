@@ -270,7 +270,13 @@ pub fn outcome_record(
             .collect();
         body["changes"] = Value::Array(changes);
     }
-    let mut resources: Vec<String> = observed.iter().map(|o| o.resource.clone()).collect();
+    // Only resources the request link could not name (a created channel's ARN) need indexing
+    // here; the rest are indexed with the request.
+    let mut resources: Vec<String> = observed
+        .iter()
+        .map(|o| o.resource.clone())
+        .filter(|r| !call.resources.iter().any(|(_, id)| id == r) && !call.changes.iter().any(|c| &c.resource == r))
+        .collect();
     resources.dedup();
     NewRecord {
         kind: RecordKind::Outcome,

@@ -384,7 +384,8 @@ mod tests {
             h.push(&json!({"eventTime": t, "recipientAccountId": "111122223333", "awsRegion": "us-east-1"}))
                 .unwrap();
         }
-        h.push(&json!({"eventTime": "2026-11-22T07:10:00Z", "eventSource": "slack.com"})).unwrap();
+        h.push(&json!({"eventTime": "2026-11-22T07:10:00Z", "eventSource": "slack.com"}))
+            .unwrap();
         let files = h.finish().unwrap();
         assert_eq!(files.len(), 3, "one file per hour, account and region: {files:?}");
         let mut total = 0;

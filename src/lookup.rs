@@ -31,11 +31,16 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
     r
 }
 
-/// Epoch seconds (as AWS clients send them) to whole milliseconds, rounded: the audit log
-/// keeps millisecond times, and a float such as 1795330225.735 must mean .735 exactly.
-fn epoch_ms(v: &Value) -> Option<i64> {
-    let secs = v.as_f64().filter(|s| s.is_finite())?;
-    Some((secs * 1000.0).round() as i64)
+/// Epoch seconds (as AWS clients send them, with microseconds) to the audit log's whole
+/// milliseconds: `floor` for an inclusive end, `ceil` for a start, each with half a
+/// microsecond of allowance so that a float such as 1795330225.735 still means .735.
+fn epoch_ms(v: &Value, end: bool) -> Option<i64> {
+    let ms = v.as_f64().filter(|s| s.is_finite())? * 1000.0;
+    Some(if end {
+        (ms + 0.0005).floor()
+    } else {
+        (ms - 0.0005).ceil()
+    } as i64)
 }
 
 fn ms_to_time(ms: i64) -> Option<String> {
@@ -92,6 +97,15 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ProxyBody
         Ok(f) => f,
         Err((code, msg)) => return error(StatusCode::BAD_REQUEST, code, &msg),
     };
+    // Only management events are recorded; asking for Insights events finds none.
+    if input.get("EventCategory").and_then(Value::as_str) == Some("insight") {
+        let mut r = Response::new(full(json!({"Events": []}).to_string()));
+        r.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/x-amz-json-1.1"),
+        );
+        return r;
+    }
     let limit = filter.limit.unwrap_or(50);
     let path = app.config.audit.path.clone();
     let res = tokio::task::spawn_blocking(move || {
@@ -180,12 +194,16 @@ fn to_filter(input: &Value) -> Result<Filter, (&'static str, String)> {
     }
     let bad_time = |k: &str| ("InvalidTimeRangeException", format!("{k} is not a time"));
     if let Some(t) = input.get("StartTime") {
-        f.since = Some(epoch_ms(t).and_then(ms_to_time).ok_or_else(|| bad_time("StartTime"))?);
+        f.since = Some(
+            epoch_ms(t, false)
+                .and_then(ms_to_time)
+                .ok_or_else(|| bad_time("StartTime"))?,
+        );
     }
     if let Some(t) = input.get("EndTime") {
         // EndTime is inclusive; the filter's `until` is exclusive: one millisecond later.
         f.until = Some(
-            epoch_ms(t)
+            epoch_ms(t, true)
                 .and_then(|ms| ms_to_time(ms + 1))
                 .ok_or_else(|| bad_time("EndTime"))?,
         );

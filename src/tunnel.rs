@@ -164,7 +164,7 @@ async fn intercept(
         },
         cipher_suite: session
             .negotiated_cipher_suite()
-            .map(|c| format!("{:?}", c.suite()))
+            .map(|c| cipher_suite_name(c.suite()))
             .unwrap_or_else(|| "unknown".into()),
         proxy_user,
     });
@@ -219,4 +219,40 @@ where
         }
     }
     Ok((up, down))
+}
+
+/// The cipher suite as CloudTrail's `tlsDetails` spells it: the IANA name for TLS 1.3
+/// (`TLS_AES_128_GCM_SHA256`), the OpenSSL name for TLS 1.2 (`ECDHE-RSA-AES128-GCM-SHA256`).
+fn cipher_suite_name(s: rustls::CipherSuite) -> String {
+    use rustls::CipherSuite as C;
+    let name = match s {
+        C::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+        C::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+        C::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-ECDSA-CHACHA20-POLY1305",
+        C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-RSA-CHACHA20-POLY1305",
+        other => return format!("{other:?}"),
+    };
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cipher_suites_are_spelled_as_cloudtrail_does() {
+        assert_eq!(
+            cipher_suite_name(rustls::CipherSuite::TLS13_AES_256_GCM_SHA384),
+            "TLS_AES_256_GCM_SHA384"
+        );
+        assert_eq!(
+            cipher_suite_name(rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
+            "ECDHE-RSA-AES128-GCM-SHA256"
+        );
+    }
 }

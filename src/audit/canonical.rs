@@ -2,7 +2,6 @@
 //! number and string spelling) and the hashes of the chain.
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// Serialises `v` canonically.
 pub fn to_string(v: &Value) -> String {
@@ -45,15 +44,23 @@ fn write(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
-/// Lower-case hex SHA-256.
+/// Lower-case hex SHA-256 (ring's assembly implementation: the writer hashes every record).
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn sha256_known_answer() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 
     #[test]
     fn keys_sorted_at_every_depth() {
