@@ -118,3 +118,43 @@ def test_exempt_access_key(proxy_factory, fake_vendor, way):
             "ConversationRetentionSettings": {"RetentionDays": 400}})
     assert ev["outcome"] == "forwarded"
     assert ev["guardrail"]["decision"] == "exempt", ev["guardrail"]
+
+
+SCOPED = """
+[[guardrails]]
+id = "scoped-hold"
+min_days = 365
+[guardrails.scope]
+accounts = ["{account}"]
+slack_channels = ["{channel_prefix}*"]
+"""
+
+
+def test_scope_limits_where_a_rule_applies(proxy_factory, fake_vendor, way):
+    proxy = proxy_factory(extra_config=SCOPED.format(account=ACCOUNT, channel_prefix=SLACK_CHANNEL[:3]))
+    ctx = Ctx(proxy, fake_vendor, way)
+    # In scope: refused.
+    mark = ctx.vendor.mark()
+    with pytest.raises(SlackApiError) as ei:
+        ctx.slack().admin_conversations_setCustomRetention(channel_id=SLACK_CHANNEL, duration_days=30)
+    assert ei.value.response["error"] == "restricted_action"
+    assert "scoped-hold" in ei.value.response.get("detail", "")
+    assert ctx.vendor.since(mark) == []
+    client, _ = ctx.aws("chime")
+    with pytest.raises(client.exceptions.ForbiddenException):
+        client.put_retention_settings(AccountId=ACCOUNT, RetentionSettings={
+            "RoomRetentionSettings": {"RetentionDays": 30},
+            "ConversationRetentionSettings": {"RetentionDays": 400}})
+    assert ctx.vendor.since(mark) == []
+    # Out of scope (another channel, another account): forwarded and recorded as allowed.
+    other_channel = "Z" + SLACK_CHANNEL[1:]
+    resp = ctx.slack().admin_conversations_setCustomRetention(channel_id=other_channel, duration_days=30)
+    assert resp["ok"] is True
+    client.put_retention_settings(AccountId="other-account-1", RetentionSettings={
+        "RoomRetentionSettings": {"RetentionDays": 30},
+        "ConversationRetentionSettings": {"RetentionDays": 400}})
+    assert len(ctx.vendor.since(mark)) == 2
+    allowed = ctx.proxy.query("--decision", "allow")
+    assert {r["id"] for e in allowed for r in e["resources"]} >= {other_channel, "other-account-1"}
+    denied = ctx.proxy.query("--decision", "deny")
+    assert len(denied) == 2 and all(e["guardrail"]["ruleIds"] == ["scoped-hold"] for e in denied)
