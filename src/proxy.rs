@@ -137,7 +137,7 @@ async fn handle_request(app: Arc<App>, mut conn: Conn, req: Request<Incoming>) -
                 "retention-proxy: CONNECT inside a tunnel is not allowed",
             );
         }
-        return crate::tunnel::connect(app, peer, conn.proxy_user, req).await;
+        return Box::pin(crate::tunnel::connect(app, peer, conn.proxy_user, req)).await;
     }
     let route = match choose_route(&app.config, conn.tunnel.as_deref(), &req) {
         Ok(r) => r,
@@ -161,7 +161,9 @@ async fn handle_request(app: Arc<App>, mut conn: Conn, req: Request<Incoming>) -
         None => pass_through(&app, peer, route, req).await,
         Some((m, odd_path)) => {
             let span = info_span!("call", operation = m.op.name(), way = ?route.way, peer = %peer);
-            intercept(app, &conn, route, m, odd_path, req).instrument(span).await
+            // Boxed: the intercepted path's state is large, and every pass-through request
+            // would otherwise carry (and move) room for it.
+            Box::pin(intercept(app, &conn, route, m, odd_path, req).instrument(span)).await
         }
     }
 }
