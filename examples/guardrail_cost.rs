@@ -27,7 +27,11 @@ fn main() {
         }
         let config = Config::from_toml_str(&toml, "bench").expect("config");
         let m = recognise::classify(Family::Chime, &Method::PUT, path).expect("recognised");
-        let parts = RequestParts { method: &Method::PUT, query: None, headers: &headers };
+        let parts = RequestParts {
+            method: &Method::PUT,
+            query: None,
+            headers: &headers,
+        };
         let iters = 200_000u32;
         let t0 = Instant::now();
         let mut calls = Vec::with_capacity(1);
