@@ -99,6 +99,9 @@ pub async fn run(
 
     let graceful = GracefulShutdown::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(a) = listeners.admin.as_ref().and_then(|l| l.local_addr().ok()) {
+        info!(listen = %a, "admin listening");
+    }
     let admin_task = listeners.admin.map(|l| {
         let app = app.clone();
         let mut stop = stop_rx.clone();
