@@ -504,17 +504,7 @@ const HIDDEN: &str = "HIDDEN_DUE_TO_SECURITY_REASONS";
 /// Parses an intercepted call's body and validates it against the vendor's limits.
 pub fn parse(m: &Matched, parts: &RequestParts<'_>, body: &[u8]) -> Result<Call, Rejection> {
     let op = m.op;
-    let mut call = Call {
-        op,
-        request_parameters: Value::Object(Map::new()),
-        resources: Vec::new(),
-        changes: Vec::new(),
-        account: None,
-        arns: Vec::new(),
-        slack_channel: None,
-        slack_token: None,
-        chime_bearer: None,
-    };
+    let mut call = empty_call(op);
     if op.family() == Family::Slack {
         return parse_slack(call, parts, body);
     }
