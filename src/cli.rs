@@ -384,11 +384,7 @@ fn policy_test(config: &Config, path: &PathBuf) -> Result<ExitCode, String> {
         Some(h) => recognise::family_for_host(h),
         None => recognise::route_family(uri.path()),
     };
-    let matched = family.and_then(|f| {
-        recognise::classify(f, &req.method, uri.path())
-            .map(|m| (m, false))
-            .or_else(|| recognise::classify_lenient(f, &req.method, uri.path()).map(|m| (m, true)))
-    });
+    let matched = family.and_then(|f| recognise::classify_any(f, &req.method, uri.path()));
     let Some((m, odd_path)) = matched else {
         println!("request:  {} {}", req.method, req.target);
         println!("not a retention call: it would be streamed through without audit or guardrails");

@@ -24,20 +24,37 @@ use crate::guardrail::Verdict;
 use crate::metrics::{CallLabels, Metrics, RouteLabels};
 use crate::policy::{self, Judgement};
 use crate::recognise::{self, Call, Family, Matched, RequestParts};
-use crate::upstream::{BoxError, ProxyBody, UpstreamClient};
+use crate::upstream::{Affinity, BoxError, Dialer, ProxyBody};
 
 /// Largest intercepted response the proxy reads to record it.
 const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
 /// The connection a request arrived on.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Conn {
     /// The client's address.
     pub peer: SocketAddr,
+    /// The peer's IP as an `X-Forwarded-For` value, formatted once per connection.
+    peer_ip: HeaderValue,
+    /// The upstream connection this connection's streamed requests reuse.
+    upstream: Arc<Affinity>,
     /// Set when the connection is an intercepted `CONNECT` tunnel.
     pub tunnel: Option<Arc<Tunnel>>,
     /// The authenticated proxy user (forward proxy and CONNECT, when users are configured).
     pub proxy_user: Option<String>,
+}
+
+impl Conn {
+    /// A connection accepted from `peer` (not yet authenticated, not a tunnel).
+    pub fn new(app: &App, peer: SocketAddr) -> Conn {
+        Conn {
+            peer,
+            peer_ip: HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown")),
+            upstream: Arc::new(Affinity::new(app.dialer.clone())),
+            tunnel: None,
+            proxy_user: None,
+        }
+    }
 }
 
 /// An intercepted `CONNECT` tunnel: where it goes and how the client's TLS was negotiated.
@@ -61,8 +78,8 @@ pub struct App {
     pub config: Config,
     /// The audit writer.
     pub audit: AuditHandle,
-    /// Pooled upstream client.
-    pub client: UpstreamClient,
+    /// Upstream connections for streamed requests, reused per downstream connection.
+    pub dialer: Arc<Dialer>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// The proxy's own AWS credentials for reverse mode.
@@ -75,6 +92,69 @@ pub struct App {
     pub tunnels: Arc<tokio::sync::Semaphore>,
     /// Proxy users for the forward proxy.
     pub users: crate::auth::ProxyUsers,
+    /// The reverse-proxy upstreams, prepared.
+    pub reverse: ReverseTargets,
+}
+
+/// An upstream with its URI scheme and authority worked out once (at start-up for the
+/// reverse-proxy upstreams, per request in forward mode).
+#[derive(Debug)]
+pub struct Target {
+    /// The upstream.
+    pub upstream: Upstream,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// The authority as a `Host` value.
+    host: HeaderValue,
+}
+
+impl Target {
+    /// Prepares `upstream`; fails only for a host that cannot appear in a URI.
+    pub fn new(upstream: Upstream) -> Result<Arc<Target>, http::Error> {
+        let a = authority(&upstream);
+        let host = HeaderValue::from_str(&a)?;
+        let authority = http::uri::Authority::try_from(a)?;
+        let scheme = match upstream.scheme {
+            Scheme::Http => http::uri::Scheme::HTTP,
+            Scheme::Https => http::uri::Scheme::HTTPS,
+        };
+        Ok(Arc::new(Target {
+            upstream,
+            scheme,
+            authority,
+            host,
+        }))
+    }
+}
+
+/// The four reverse-proxy upstreams, prepared.
+#[derive(Debug)]
+pub struct ReverseTargets {
+    chime: Arc<Target>,
+    chime_messaging: Arc<Target>,
+    chime_identity: Arc<Target>,
+    slack: Arc<Target>,
+}
+
+impl ReverseTargets {
+    /// Prepares `[upstreams]`.
+    pub fn new(up: &crate::config::UpstreamsConfig) -> Result<ReverseTargets, http::Error> {
+        Ok(ReverseTargets {
+            chime: Target::new(up.chime.clone())?,
+            chime_messaging: Target::new(up.chime_messaging.clone())?,
+            chime_identity: Target::new(up.chime_identity.clone())?,
+            slack: Target::new(up.slack.clone())?,
+        })
+    }
+
+    fn get(&self, f: Family) -> &Arc<Target> {
+        match f {
+            Family::Chime => &self.chime,
+            Family::ChimeMessaging => &self.chime_messaging,
+            Family::ChimeIdentity => &self.chime_identity,
+            Family::Slack => &self.slack,
+        }
+    }
 }
 
 /// Where a request goes.
@@ -82,9 +162,9 @@ struct Route {
     way: Way,
     /// The vendor family, when the destination is a vendor we audit.
     family: Option<Family>,
-    upstream: Upstream,
+    target: Arc<Target>,
     /// `Host` to send: the client's in forward mode, the upstream's in reverse mode.
-    host: String,
+    host: HeaderValue,
     /// Label for metrics.
     label: &'static str,
 }
@@ -139,7 +219,7 @@ async fn handle_request(app: Arc<App>, mut conn: Conn, req: Request<Incoming>) -
         }
         return Box::pin(crate::tunnel::connect(app, peer, conn.proxy_user, req)).await;
     }
-    let route = match choose_route(&app.config, conn.tunnel.as_deref(), &req) {
+    let route = match choose_route(&app, conn.tunnel.as_deref(), &req) {
         Ok(r) => r,
         Err(resp) => {
             app.metrics
@@ -153,12 +233,10 @@ async fn handle_request(app: Arc<App>, mut conn: Conn, req: Request<Incoming>) -
     // intercepted (and refused), never streamed through unaudited.
     let matched = route.family.and_then(|f| {
         let (method, path) = (req.method(), req.uri().path());
-        recognise::classify(f, method, path)
-            .map(|m| (m, false))
-            .or_else(|| recognise::classify_lenient(f, method, path).map(|m| (m, true)))
+        recognise::classify_any(f, method, path)
     });
     match matched {
-        None => pass_through(&app, peer, route, req).await,
+        None => pass_through(&app, &conn, route, req).await,
         Some((m, odd_path)) => {
             let span = info_span!("call", operation = m.op.name(), way = ?route.way, peer = %peer);
             // Boxed: the intercepted path's state is large, and every pass-through request
@@ -168,12 +246,15 @@ async fn handle_request(app: Arc<App>, mut conn: Conn, req: Request<Incoming>) -
     }
 }
 
-fn choose_route<B>(
-    config: &Config,
-    tunnel: Option<&Tunnel>,
-    req: &Request<B>,
-) -> Result<Route, Box<Response<ProxyBody>>> {
+fn choose_route<B>(app: &App, tunnel: Option<&Tunnel>, req: &Request<B>) -> Result<Route, Box<Response<ProxyBody>>> {
+    let config = &app.config;
     let uri = req.uri();
+    let bad_target = |e: http::Error| {
+        Box::new(plain(
+            StatusCode::BAD_REQUEST,
+            &format!("retention-proxy: bad request target: {e}"),
+        ))
+    };
     if let Some(t) = tunnel {
         // Inside an intercepted tunnel the destination is the one CONNECT named (already
         // checked against allow_hosts), whatever the inner request line says.
@@ -187,16 +268,14 @@ fn choose_route<B>(
                 host: t.host.clone(),
                 port: t.port,
             });
-        let host = req
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .unwrap_or_else(|| t.host.clone());
+        let host = match req.headers().get(HOST) {
+            Some(h) => h.clone(),
+            None => HeaderValue::from_str(&t.host).map_err(|e| bad_target(e.into()))?,
+        };
         return Ok(Route {
             way: Way::Forward,
             family: vendor_family(config, &t.host, uri.path()),
-            upstream,
+            target: Target::new(upstream).map_err(bad_target)?,
             host,
             label: "intercept",
         });
@@ -228,8 +307,8 @@ fn choose_route<B>(
         return Ok(Route {
             way: Way::Forward,
             family: vendor_family(config, &host, uri.path()),
-            upstream,
-            host: host_header,
+            target: Target::new(upstream).map_err(bad_target)?,
+            host: HeaderValue::from_str(&host_header).map_err(|e| bad_target(e.into()))?,
             label: "forward",
         });
     }
@@ -243,19 +322,12 @@ fn choose_route<B>(
             ),
         )));
     };
-    let up = &config.upstreams;
-    let upstream = match family {
-        Family::Chime => up.chime.clone(),
-        Family::ChimeMessaging => up.chime_messaging.clone(),
-        Family::ChimeIdentity => up.chime_identity.clone(),
-        Family::Slack => up.slack.clone(),
-    };
-    let host = authority(&upstream);
+    let target = app.reverse.get(family).clone();
     Ok(Route {
         way: Way::Reverse,
         family: Some(family),
-        upstream,
-        host,
+        host: target.host.clone(),
+        target,
         label: family.label(),
     })
 }
@@ -285,18 +357,15 @@ fn authority(u: &Upstream) -> String {
     if default { host } else { format!("{host}:{}", u.port) }
 }
 
-fn upstream_uri(route: &Route, original: &Uri) -> Result<Uri, http::Error> {
-    let scheme = match route.upstream.scheme {
-        Scheme::Http => "http",
-        Scheme::Https => "https",
-    };
-    let pq = original.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let uri = Uri::builder()
-        .scheme(scheme)
-        .authority(authority(&route.upstream))
-        .path_and_query(pq)
-        .build()?;
-    Ok(uri)
+/// The client's path and query (moved, not re-parsed) on the upstream's scheme and authority.
+fn upstream_uri(target: &Target, original: Uri) -> Result<Uri, http::Error> {
+    let mut p = original.into_parts();
+    p.scheme = Some(target.scheme.clone());
+    p.authority = Some(target.authority.clone());
+    if p.path_and_query.is_none() {
+        p.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    Ok(Uri::from_parts(p)?)
 }
 
 const HOP_BY_HOP: [&str; 9] = [
@@ -311,19 +380,22 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
-/// Removes hop-by-hop headers, including those the `Connection` header names.
+/// Removes hop-by-hop headers, including those the `Connection` header names. One pass over
+/// the headers finds them; nothing is allocated when there are none.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for (name, value) in h.iter() {
+        if name == http::header::CONNECTION {
+            // `close` names no header and `keep-alive` is removed below anyway.
+            let named = value.to_str().unwrap_or("").split(',').map(str::trim);
+            let named = named.filter(|n| !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close"));
+            doomed.extend(named.filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()));
+        }
+        if HOP_BY_HOP.contains(&name.as_str()) {
+            doomed.push(name.clone());
+        }
     }
-    for n in HOP_BY_HOP {
+    for n in doomed {
         h.remove(n);
     }
 }
@@ -349,7 +421,12 @@ fn source_ip(config: &Config, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
         .unwrap_or(peer.ip())
 }
 
-fn append_forwarded_for(h: &mut HeaderMap, peer: SocketAddr) {
+fn append_forwarded_for(h: &mut HeaderMap, peer_ip: &HeaderValue) {
+    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    if !h.contains_key(XFF) {
+        h.insert(XFF, peer_ip.clone());
+        return;
+    }
     // Every X-Forwarded-For line the client sent is kept, in order, then our peer is added.
     let mut chain: Vec<String> = h
         .get_all("x-forwarded-for")
@@ -358,7 +435,7 @@ fn append_forwarded_for(h: &mut HeaderMap, peer: SocketAddr) {
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
         .collect();
-    chain.push(peer.ip().to_string());
+    chain.push(peer_ip.to_str().unwrap_or("unknown").to_string());
     if let Ok(v) = HeaderValue::from_str(&chain.join(", ")) {
         h.insert("x-forwarded-for", v);
     }
@@ -368,14 +445,14 @@ fn append_forwarded_for(h: &mut HeaderMap, peer: SocketAddr) {
 /// Host, hop-by-hop headers removed, X-Forwarded-For appended.
 fn upstream_head(
     route: &Route,
-    peer: SocketAddr,
+    peer_ip: &HeaderValue,
     parts: http::request::Parts,
 ) -> Result<http::request::Builder, http::Error> {
-    let uri = upstream_uri(route, &parts.uri)?;
+    let uri = upstream_uri(&route.target, parts.uri)?;
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
-    append_forwarded_for(&mut headers, peer);
-    headers.insert(HOST, HeaderValue::from_str(&route.host)?);
+    append_forwarded_for(&mut headers, peer_ip);
+    headers.insert(HOST, route.host.clone());
     let mut b = Request::builder()
         .method(parts.method)
         .uri(uri)
@@ -402,7 +479,7 @@ fn resign<B>(
     }
     let region = region_hint
         .map(str::to_string)
-        .or_else(|| recognise::region_of_host(&route.upstream.host))
+        .or_else(|| recognise::region_of_host(&route.target.upstream.host))
         .unwrap_or_else(|| "us-east-1".into());
     aws::resign(req, creds, &region, body).map_err(|e| VendorError::internal(e.to_string()))
 }
@@ -419,7 +496,7 @@ fn client_response(resp: Response<Incoming>) -> Response<ProxyBody> {
 
 /// Streams a request we do not audit: no buffering (except an AWS body that must be
 /// re-signed in reverse mode and fits the limit), no event.
-async fn pass_through(app: &App, peer: SocketAddr, route: Route, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn pass_through(app: &App, conn: &Conn, route: Route, req: Request<Incoming>) -> Response<ProxyBody> {
     app.metrics.passthrough(route.label);
     let family = route.family.unwrap_or(Family::Slack);
     let (parts, body) = req.into_parts();
@@ -430,7 +507,7 @@ async fn pass_through(app: &App, peer: SocketAddr, route: Route, req: Request<In
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    let head = match upstream_head(&route, peer, parts) {
+    let head = match upstream_head(&route, &conn.peer_ip, parts) {
         Ok(h) => h,
         Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("retention-proxy: bad request: {e}")),
     };
@@ -461,13 +538,14 @@ async fn pass_through(app: &App, peer: SocketAddr, route: Route, req: Request<In
             Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("retention-proxy: bad request: {e}")),
         }
     };
-    match tokio::time::timeout(app.config.upstreams.request_timeout, app.client.request(out)).await {
+    match tokio::time::timeout(app.config.upstreams.request_timeout, conn.upstream.send(out)).await {
         Ok(Ok(resp)) => client_response(resp),
         Ok(Err(e)) => {
-            warn!(error = %e, upstream = %route.upstream, "pass-through upstream failed");
-            VendorError::bad_gateway(format!("upstream {} failed: {e}", route.upstream)).response(family, &new_id())
+            warn!(error = %e, upstream = %route.target.upstream, "pass-through upstream failed");
+            VendorError::bad_gateway(format!("upstream {} failed: {e}", route.target.upstream))
+                .response(family, &new_id())
         }
-        Err(_) => VendorError::gateway_timeout(format!("upstream {} did not answer in time", route.upstream))
+        Err(_) => VendorError::gateway_timeout(format!("upstream {} did not answer in time", route.target.upstream))
             .response(family, &new_id()),
     }
 }
@@ -519,8 +597,9 @@ async fn intercept(
         way: route.way,
         region: if family.is_aws() {
             claimed.region.clone().or_else(|| {
-                let vendor_host = route.host.split(':').next().unwrap_or("");
-                recognise::region_of_host(vendor_host).or_else(|| recognise::region_of_host(&route.upstream.host))
+                let vendor_host = route.host.to_str().unwrap_or("").split(':').next().unwrap_or("");
+                recognise::region_of_host(vendor_host)
+                    .or_else(|| recognise::region_of_host(&route.target.upstream.host))
             })
         } else {
             None
@@ -614,7 +693,7 @@ async fn intercept(
 
     // 5. Forward.
     let body = body.unwrap_or_default();
-    let answer = forward(&app, peer, &route, parts, &claimed, body).await;
+    let answer = forward(&app, conn, &route, parts, &claimed, body).await;
 
     // 6. Record the outcome, then answer.
     let (resp, answer) = match answer {
@@ -695,14 +774,14 @@ async fn refuse(
 
 async fn forward(
     app: &App,
-    peer: SocketAddr,
+    conn: &Conn,
     route: &Route,
     parts: http::request::Parts,
     claimed: &aws::ClaimedIdentity,
     body: Bytes,
 ) -> Result<(Response<()>, Bytes), VendorError> {
     let family = route.family.unwrap_or(Family::Slack);
-    let head = upstream_head(route, peer, parts).map_err(|e| VendorError::bad_request(e.to_string()))?;
+    let head = upstream_head(route, &conn.peer_ip, parts).map_err(|e| VendorError::bad_request(e.to_string()))?;
     let mut out = head
         .body(full(body.clone()))
         .map_err(|e| VendorError::bad_request(e.to_string()))?;
@@ -711,11 +790,11 @@ async fn forward(
         resign(app, route, claimed.region.as_deref(), &mut out, &body)?;
     }
     let timeout = app.config.upstreams.request_timeout;
-    let upstream = route.upstream.clone();
+    let upstream = &route.target.upstream;
     let fut = async {
-        let resp = app
-            .client
-            .request(out)
+        let resp = conn
+            .upstream
+            .send(out)
             .await
             .map_err(|e| VendorError::bad_gateway(format!("upstream {upstream} failed: {e}")))?;
         let (rp, rb) = resp.into_parts();
@@ -730,7 +809,7 @@ async fn forward(
         Ok(r) => r,
         Err(_) => Err(VendorError::gateway_timeout(format!(
             "upstream {} did not answer within {timeout:?}",
-            route.upstream
+            route.target.upstream
         ))),
     }
 }

@@ -199,7 +199,20 @@ fn decode_segment(seg: &str) -> String {
 /// decode to the same ARN, so neither spelling slips past the audit.
 pub fn classify(family: Family, method: &Method, path: &str) -> Option<Matched> {
     let path = path.split('?').next().unwrap_or("");
-    let segs: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+    let rest = path.strip_prefix('/')?;
+    // Every route starts with a fixed word; most traffic is rejected here, before anything
+    // is split or decoded.
+    let first = rest.split('/').next().unwrap_or("");
+    let plausible = match family {
+        Family::Slack => rest.starts_with("api/admin.conversations."),
+        Family::Chime => first == "accounts",
+        Family::ChimeMessaging => first == "channels",
+        Family::ChimeIdentity => first == "app-instances" || first == "app-instance-users",
+    };
+    if !plausible {
+        return None;
+    }
+    let segs: Vec<&str> = rest.split('/').collect();
     let m = |op, p: Option<String>| Some(Matched { op, path_param: p });
     let middle = |from: usize, to: usize| -> Option<String> {
         let odd = |s: &&str| {
@@ -300,6 +313,75 @@ pub fn classify(family: Family, method: &Method, path: &str) -> Option<Matched> 
     }
 }
 
+/// `classify`, then, when that finds nothing, `classify_lenient`; the flag says the lenient
+/// reading matched. A request already in canonical form reads the same both ways, so the
+/// lenient reading is skipped for it (most pass-through traffic).
+pub fn classify_any(family: Family, method: &Method, path: &str) -> Option<(Matched, bool)> {
+    if let Some(m) = classify(family, method, path) {
+        return Some((m, false));
+    }
+    if is_canonical(method, path) {
+        return None;
+    }
+    classify_lenient(family, method, path).map(|m| (m, true))
+}
+
+/// Route words the lenient reading compares without case.
+const ROUTE_WORDS: [&str; 7] = [
+    "accounts",
+    "retention-settings",
+    "channels",
+    "expiration-settings",
+    "app-instances",
+    "app-instance-users",
+    "api",
+];
+/// Slack method names the lenient reading compares without case.
+const SLACK_METHODS: [&str; 3] = [
+    "admin.conversations.setCustomRetention",
+    "admin.conversations.getCustomRetention",
+    "admin.conversations.removeCustomRetention",
+];
+
+/// True when `classify_lenient` would rebuild exactly this method and path: an upper-case
+/// method, no percent-escape, no empty, `.` or `..` segment, and first and last segments that
+/// are either a route word spelled exactly or no route word at all.
+fn is_canonical(method: &Method, path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or("");
+    if method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+        return false;
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    // One pass over the bytes: no escape, no empty, `.` or `..` segment.
+    let (mut first, mut last, mut start) = ("", "", 0);
+    for (i, &b) in rest.as_bytes().iter().chain(std::iter::once(&b'/')).enumerate() {
+        match b {
+            b'%' => return false,
+            b'/' => {
+                let seg = &rest[start..i];
+                if seg.is_empty() || seg == "." || seg == ".." {
+                    return false;
+                }
+                if start == 0 {
+                    first = seg;
+                }
+                last = seg;
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let odd_case = |s: &str| {
+        ROUTE_WORDS
+            .iter()
+            .chain(SLACK_METHODS.iter())
+            .any(|w| w.eq_ignore_ascii_case(s) && *w != s)
+    };
+    !odd_case(first) && !odd_case(last)
+}
+
 /// What a lenient server might make of a path that is not in canonical form: every
 /// percent-escape decoded, empty and `.` segments dropped, `..` applied, route words compared
 /// without case, the method upper-cased. A request that matches only this way "could mean two
@@ -317,25 +399,11 @@ pub fn classify_lenient(family: Family, method: &Method, path: &str) -> Option<M
             _ => segs.push(seg),
         }
     }
-    const WORDS: [&str; 7] = [
-        "accounts",
-        "retention-settings",
-        "channels",
-        "expiration-settings",
-        "app-instances",
-        "app-instance-users",
-        "api",
-    ];
-    const SLACK: [&str; 3] = [
-        "admin.conversations.setCustomRetention",
-        "admin.conversations.getCustomRetention",
-        "admin.conversations.removeCustomRetention",
-    ];
     let canon = |s: &str| -> String {
-        if let Some(w) = WORDS.iter().find(|w| w.eq_ignore_ascii_case(s)) {
+        if let Some(w) = ROUTE_WORDS.iter().find(|w| w.eq_ignore_ascii_case(s)) {
             return w.to_string();
         }
-        if let Some(w) = SLACK.iter().find(|w| w.eq_ignore_ascii_case(s)) {
+        if let Some(w) = SLACK_METHODS.iter().find(|w| w.eq_ignore_ascii_case(s)) {
             return w.to_string();
         }
         // Keep ARN slashes inside one segment so the exact matcher sees one parameter.
@@ -1425,6 +1493,74 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn classify_any_equals_strict_then_lenient() {
+        // Every path built from these pieces, with every method spelling: the fast path that
+        // skips the lenient reading for canonical requests must never change the answer.
+        let pieces = [
+            "",
+            ".",
+            "..",
+            "api",
+            "API",
+            "accounts",
+            "Accounts",
+            "a1",
+            "%61ccounts",
+            "retention-settings",
+            "retention%2Dsettings",
+            "RETENTION-SETTINGS",
+            "channels",
+            "expiration-settings",
+            "app-instances",
+            "app-instance-users",
+            "admin.conversations.setCustomRetention",
+            "admin.conversations.SETCUSTOMRETENTION",
+            "arn:aws:chime:us-east-1:1:app-instance/i",
+            "arn%3Aaws%3Achime%3Aus-east-1%3A1%3Aapp-instance%2Fi",
+            "channel",
+            "x",
+        ];
+        let methods = [
+            Method::GET,
+            Method::PUT,
+            Method::POST,
+            Method::from_bytes(b"put").unwrap(),
+            Method::from_bytes(b"Post").unwrap(),
+        ];
+        let families = [
+            Family::Slack,
+            Family::Chime,
+            Family::ChimeMessaging,
+            Family::ChimeIdentity,
+        ];
+        let mut paths = vec![String::new(), "/".to_string(), "*".to_string()];
+        for a in pieces {
+            paths.push(format!("/{a}"));
+            paths.push(format!("/{a}/"));
+            for b in pieces {
+                paths.push(format!("/{a}/{b}"));
+                for c in pieces {
+                    paths.push(format!("/{a}/{b}/{c}"));
+                    paths.push(format!("/{a}/{b}/{c}?q=1"));
+                }
+            }
+        }
+        let mut checked = 0;
+        for p in &paths {
+            for m in &methods {
+                for f in families {
+                    let slow = classify(f, m, p)
+                        .map(|x| (x, false))
+                        .or_else(|| classify_lenient(f, m, p).map(|x| (x, true)));
+                    assert_eq!(classify_any(f, m, p), slow, "{m} {p} ({f:?})");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 100_000, "{checked}");
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub enum RunError {
     /// The listener's TLS certificate or key could not be loaded.
     #[error("cannot load the listener's TLS certificate: {0}")]
     Tls(String),
+    /// An upstream URL cannot be addressed.
+    #[error("cannot address an upstream: {0}")]
+    Upstream(String),
     /// The interception CA could not be loaded.
     #[error("cannot load the interception CA: {0}")]
     Intercept(#[from] crate::intercept::InterceptError),
@@ -79,7 +82,7 @@ pub async fn run(
     let store = SqliteStore::open(&config.audit.path)?;
     let hmac_key = sqlite::load_or_create_key(&config.audit.hmac_key_file)?;
     let writer = Writer::start(store, config.audit.queue_capacity)?;
-    let client = upstream::build(config.upstreams.ca_file.as_deref(), config.upstreams.connect_timeout)?;
+    let dialer = upstream::Dialer::new(config.upstreams.ca_file.as_deref(), config.upstreams.connect_timeout)?;
     let tls = tls_acceptor(&config)?;
     let interceptor = match &config.forward.ca {
         Some((cert, key)) => Some(crate::intercept::Interceptor::load(cert, key)?),
@@ -87,13 +90,14 @@ pub async fn run(
     };
     let app = Arc::new(App {
         audit: writer.handle(),
-        client,
+        dialer,
         metrics: Arc::new(Metrics::default()),
         credentials,
         hmac_key,
         interceptor,
         tunnels: Arc::new(Semaphore::new(config.forward.max_tunnels)),
         users: crate::auth::ProxyUsers::new(config.forward.users.clone()),
+        reverse: proxy::ReverseTargets::new(&config.upstreams).map_err(|e| RunError::Upstream(e.to_string()))?,
         config,
     });
 
@@ -160,16 +164,11 @@ pub async fn run(
         tokio::spawn(
             async move {
                 let _permit = permit;
+                let conn = proxy::Conn::new(&app, peer);
                 let svc = service_fn(move |req| {
                     let app = app.clone();
-                    async move {
-                        let conn = proxy::Conn {
-                            peer,
-                            tunnel: None,
-                            proxy_user: None,
-                        };
-                        Ok::<_, std::convert::Infallible>(proxy::handle(app, conn, req).await)
-                    }
+                    let conn = conn.clone();
+                    async move { Ok::<_, std::convert::Infallible>(proxy::handle(app, conn, req).await) }
                 });
                 let result = match tls {
                     Some(acceptor) => {

@@ -170,13 +170,11 @@ async fn intercept(
     });
     info!(host = %host, peer = %peer, tls = %tunnel.tls_version, "intercepting CONNECT tunnel");
     let app_idle = app.config.forward.tunnel_idle_timeout;
+    let mut conn = Conn::new(&app, peer);
+    conn.tunnel = Some(tunnel);
     let svc = service_fn(move |req| {
         let app = app.clone();
-        let conn = Conn {
-            peer,
-            tunnel: Some(tunnel.clone()),
-            proxy_user: None,
-        };
+        let conn = conn.clone();
         async move { Ok::<_, std::convert::Infallible>(proxy::handle(app, conn, req).await) }
     });
     let result = hyper::server::conn::http1::Builder::new()

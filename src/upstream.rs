@@ -1,14 +1,15 @@
-//! The upstream HTTP client: one pooled hyper client over rustls (system and webpki roots plus
-//! `upstreams.ca_file`), HTTP/1.1 out, with a connect timeout.
+//! Upstream connections: HTTP/1.1 over TCP or rustls (webpki roots plus `upstreams.ca_file`),
+//! with a connect timeout. Each downstream connection keeps the upstream connection it last
+//! used; idle ones are shared through one list.
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{Request, Response};
 use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -17,8 +18,6 @@ use rustls_pki_types::pem::PemObject;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The one body type of the proxy, in both directions.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
-/// The pooled upstream client.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
 /// Why the client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +45,11 @@ pub fn root_store(ca_file: Option<&std::path::Path>) -> Result<RootCertStore, Cl
     Ok(roots)
 }
 
-/// Builds the client.
-pub fn build(ca_file: Option<&std::path::Path>, connect_timeout: Duration) -> Result<UpstreamClient, ClientError> {
+/// TCP (no Nagle, connect timeout) with rustls on top for `https` upstreams, HTTP/1.1 only.
+fn connector(
+    ca_file: Option<&std::path::Path>,
+    connect_timeout: Duration,
+) -> Result<HttpsConnector<HttpConnector>, ClientError> {
     let roots = root_store(ca_file)?;
     let tls =
         rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
@@ -59,13 +61,178 @@ pub fn build(ca_file: Option<&std::path::Path>, connect_timeout: Duration) -> Re
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .build(https))
+        .wrap_connector(http))
+}
+
+/// Upstream connections for streamed (pass-through) requests.
+///
+/// A downstream connection keeps the upstream connection it last used (its [`Affinity`]), so a
+/// keep-alive client costs no pool lookup, hashing or lock per request. When the downstream
+/// connection closes, its upstream connection goes back to a shared idle list that the next
+/// downstream connection to the same upstream takes from.
+pub struct Dialer {
+    connector: HttpsConnector<HttpConnector>,
+    idle: std::sync::Mutex<std::collections::HashMap<Key, Vec<Sender>>>,
+    max_idle_per_upstream: usize,
+}
+
+type Key = (http::uri::Scheme, http::uri::Authority);
+type Sender = hyper::client::conn::http1::SendRequest<ProxyBody>;
+
+/// Why a streamed request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The request's URI has no scheme or authority.
+    #[error("the upstream URI has no scheme or authority")]
+    NoAuthority,
+    /// No connection to the upstream.
+    #[error("cannot connect: {0}")]
+    Connect(BoxError),
+    /// The connection failed during the exchange.
+    #[error(transparent)]
+    Exchange(#[from] hyper::Error),
+}
+
+impl Dialer {
+    /// A dialer over the same TLS setup as [`build`].
+    pub fn new(
+        ca_file: Option<&std::path::Path>,
+        connect_timeout: Duration,
+    ) -> Result<std::sync::Arc<Dialer>, ClientError> {
+        Ok(std::sync::Arc::new(Dialer {
+            connector: connector(ca_file, connect_timeout)?,
+            idle: Default::default(),
+            max_idle_per_upstream: 256,
+        }))
+    }
+
+    fn take_idle(&self, key: &Key) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.get_mut(key)?;
+        while let Some(s) = list.pop() {
+            if !s.is_closed() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, key: Key, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.entry(key).or_default();
+        list.retain(|s| !s.is_closed());
+        if list.len() < self.max_idle_per_upstream {
+            list.push(sender);
+        }
+    }
+
+    async fn connect(&self, uri: &http::Uri) -> Result<Sender, SendError> {
+        use tower_service::Service;
+        let io = self
+            .connector
+            .clone()
+            .call(uri.clone())
+            .await
+            .map_err(SendError::Connect)?;
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| SendError::Connect(Box::new(e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// The upstream connection one downstream connection holds between its requests.
+pub struct Affinity {
+    dialer: std::sync::Arc<Dialer>,
+    held: std::sync::Mutex<Option<(Key, Sender)>>,
+}
+
+impl Affinity {
+    /// Nothing held yet.
+    pub fn new(dialer: std::sync::Arc<Dialer>) -> Affinity {
+        Affinity {
+            dialer,
+            held: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn take(&self, key: &Key) -> Option<Sender> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        match held.take() {
+            Some((k, s)) if k == *key => Some(s),
+            Some((k, s)) => {
+                // Another upstream this time: the old connection is free for others.
+                self.dialer.put_idle(k, s);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Sends `req` (absolute URI) over the held connection, else an idle one, else a new one.
+    /// A request that could not be written because the connection had just closed is sent
+    /// again on another; one that was written is never sent twice.
+    pub async fn send(&self, mut req: Request<ProxyBody>) -> Result<Response<Incoming>, SendError> {
+        let uri = req.uri().clone();
+        let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
+            return Err(SendError::NoAuthority);
+        };
+        let key = (scheme, authority);
+        // HTTP/1.1 to an origin server: the request line carries the origin form.
+        let origin = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = http::Uri::from(origin);
+        let mut reused = self.take(&key).or_else(|| self.dialer.take_idle(&key));
+        loop {
+            let fresh = reused.is_none();
+            let mut sender = match reused.take() {
+                Some(s) => s,
+                None => self.dialer.connect(&uri).await?,
+            };
+            if let Err(e) = sender.ready().await {
+                if fresh {
+                    return Err(e.into());
+                }
+                reused = self.dialer.take_idle(&key);
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some((key, sender));
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(r) if !fresh => {
+                        req = r;
+                        reused = self.dialer.take_idle(&key);
+                    }
+                    _ => return Err(e.into_error().into()),
+                },
+            }
+        }
+    }
+}
+
+impl Drop for Affinity {
+    fn drop(&mut self) {
+        let held = self.held.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((k, s)) = held {
+            self.dialer.put_idle(k, s);
+        }
+    }
 }
