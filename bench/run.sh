@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Load benchmark: the same wrk load, in one run, against
 #   nginx      — nginx as a reverse proxy (the peer a platform team would otherwise deploy)
+#   haproxy    — HAProxy, one thread, http-reuse always (when installed)
 #   pass       — retention-proxy, a non-retention path (streamed through, no audit)
 #   audited    — retention-proxy, Slack admin.conversations.setCustomRetention (parsed,
 #                committed with synchronous=FULL before forwarding, outcome committed after)
@@ -23,7 +24,7 @@ trap cleanup EXIT INT TERM
 # Runs "$2..." pinned to CPU "$1" (taskset execs the command, so $! is the process itself).
 pin() { if [ "$PIN" = 1 ] && command -v taskset >/dev/null; then exec taskset -c "$1" "${@:2}"; else exec "${@:2}"; fi; }
 
-UP=18480 NGX=18481 RP=18482 ADMIN=18483
+UP=18480 NGX=18481 RP=18482 ADMIN=18483 HAP=18484
 cat > "$run/upstream.conf" <<NGINX
 worker_processes 1; daemon off; pid $run/up.pid; error_log $run/up.err warn;
 events { worker_connections 4096; }
@@ -42,6 +43,25 @@ http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
     location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
                  proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
 NGINX
+cat > "$run/haproxy.cfg" <<HAPROXY
+global
+    nbthread 1
+    maxconn 8192
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 300s
+    option http-keep-alive
+    option forwardfor
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:$HAP
+    default_backend be
+backend be
+    server up1 127.0.0.1:$UP maxconn 1024
+HAPROXY
 cat > "$run/rp.toml" <<TOML
 [server]
 listen = "127.0.0.1:$RP"
@@ -72,6 +92,10 @@ LUA
 bin="$root/target/release/retention-proxy"
 (pin "$LOAD_CPU" nginx -p "$run" -c "$run/upstream.conf" -e "$run/up.err") & pids+=($!)
 (pin "$PROXY_CPU" nginx -p "$run" -c "$run/proxy.conf" -e "$run/px.err") & pids+=($!)
+haproxy_pid=""
+if command -v haproxy >/dev/null; then
+  (pin "$PROXY_CPU" haproxy -db -f "$run/haproxy.cfg" 2>"$run/haproxy.log") & haproxy_pid=$!; pids+=($haproxy_pid)
+fi
 t0=$(date +%s%N)
 (pin "$PROXY_CPU" "$bin" serve --config "$run/rp.toml" 2>"$run/rp.log") & rp_pid=$!; pids+=($rp_pid)
 for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null 2>&1 && break; sleep 0.01; done
@@ -91,13 +115,15 @@ one() { # name url method body ctype
 }
 declare -A rps p50 p99 errs cpu
 targets=(nginx pass audited)
+[ -n "$haproxy_pid" ] && targets=(nginx haproxy pass audited)
 for t in "${targets[@]}"; do rps[$t]=""; cpu[$t]=""; done
 for rep in $(seq 1 "$REPS"); do
   for t in "${targets[@]}"; do
-    case $t in nginx) tpid=$nginx_worker;; *) tpid=$rp_pid;; esac
+    case $t in nginx) tpid=$nginx_worker;; haproxy) tpid=$haproxy_pid;; *) tpid=$rp_pid;; esac
     c0=$(cpu_ticks "$tpid")
     case $t in
       nginx)   line=$(one nginx "http://127.0.0.1:$NGX/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
+      haproxy) line=$(one haproxy "http://127.0.0.1:$HAP/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
       pass)    line=$(one pass "http://127.0.0.1:$RP/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
       audited) line=$(one audited "http://127.0.0.1:$RP/api/admin.conversations.setCustomRetention" POST 'channel_id=C0123456789&duration_days=400' application/x-www-form-urlencoded) ;;
     esac
@@ -117,7 +143,7 @@ printf '\nmachine: %s cores; wrk -t%s -c%s -d%ss x %s reps; proxy pinned to CPU 
 printf '%-8s %10s %8s %8s %9s %10s %10s %12s %s\n' target req/s p50_us p99_us x_nginx x_pass cpu_us/rq peak_rss_MiB errors
 for t in "${targets[@]}"; do
   m=$(median "${rps[$t]}")
-  case $t in nginx) rss=$(rss_kib "$nginx_pid");; *) rss=$(rss_kib "$rp_pid");; esac
+  case $t in nginx) rss=$(rss_kib "$nginx_pid");; haproxy) rss=$(rss_kib "$haproxy_pid");; *) rss=$(rss_kib "$rp_pid");; esac
   printf '%-8s %10.0f %8s %8s %9.2f %10.2f %10s %12.1f %s\n' "$t" "$m" "$(median "${p50[$t]}")" "$(median "${p99[$t]}")" \
     "$(awk -v a="$m" -v b="$n_rps" 'BEGIN{print a/b}')" "$(awk -v a="$m" -v b="$p_rps" 'BEGIN{print a/b}')" "$(median "${cpu[$t]}")" \
     "$(awk -v k="$rss" 'BEGIN{print k/1024}')" "${errs[$t]}"
