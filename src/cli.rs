@@ -626,10 +626,10 @@ fn export_events(
         }
     };
     let werr = |e: std::io::Error| crate::audit::AuditError::Read(format!("cannot write the export: {e}"));
-    let to_dir = format == ExportFormat::Cloudtrail
-        && out.is_some_and(|p| p.is_dir() || p.as_os_str().to_string_lossy().ends_with('/'));
-    let result = if to_dir {
-        let dir = out.expect("checked");
+    let to_dir = out.filter(|p| {
+        format == ExportFormat::Cloudtrail && (p.is_dir() || p.as_os_str().to_string_lossy().ends_with('/'))
+    });
+    let result = if let Some(dir) = to_dir {
         let mut files = export::HourlyFiles::new(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         query::for_each(conn, f, |_, e| {
             n += 1;

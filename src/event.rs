@@ -2,9 +2,7 @@
 //! may be stored: parameters come from the recogniser (secrets already removed), identities
 //! are reduced to key ids, bearer ARNs and HMAC fingerprints; no header map is ever stored.
 
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 use crate::audit::{IndexFields, NewRecord, RecordKind};
 use crate::guardrail::Verdict;
@@ -64,9 +62,8 @@ impl Caller {
 
 /// Fingerprints a Slack token: recognisable across events, not recoverable.
 pub fn token_fingerprint(key: &[u8], token: &str) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(token.as_bytes());
-    format!("hmac-sha256:{}", hex::encode(mac.finalize().into_bytes()))
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    format!("hmac-sha256:{}", hex::encode(ring::hmac::sign(&key, token.as_bytes())))
 }
 
 /// The Slack token family (`xoxp`, `xoxb`, …), never the token.
@@ -305,6 +302,11 @@ mod tests {
         assert_ne!(a, token_fingerprint(b"key-two-key-two!", "xoxp-123"));
         assert!(a.starts_with("hmac-sha256:") && a.len() == "hmac-sha256:".len() + 64);
         assert!(!a.contains("xoxp"));
+        // RFC 4231 test case 2: the fingerprint is plain HMAC-SHA256, so earlier logs still match.
+        assert_eq!(
+            token_fingerprint(b"Jefe", "what do ya want for nothing?"),
+            "hmac-sha256:5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
         assert_eq!(token_type("xoxb-1-2"), "xoxb");
         assert_eq!(token_type("garbage"), "unknown");
     }

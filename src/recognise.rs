@@ -491,7 +491,7 @@ pub struct Call {
     /// The operation.
     pub op: Operation,
     /// `requestParameters`: path parameters and body, secrets removed.
-    pub request_parameters: Value,
+    pub request_parameters: Map<String, Value>,
     /// `resources`: `(type, id)`.
     pub resources: Vec<(String, String)>,
     /// Settings the call changes.
@@ -546,7 +546,7 @@ impl Problem {
 pub fn empty_call(op: Operation) -> Call {
     Call {
         op,
-        request_parameters: Value::Object(Map::new()),
+        request_parameters: Map::new(),
         resources: Vec::new(),
         changes: Vec::new(),
         account: None,
@@ -609,7 +609,7 @@ pub fn parse(m: &Matched, parts: &RequestParts<'_>, body: &[u8]) -> Result<Call,
         _ => return unsure(&call, "x-amz-chime-bearer was given more than once".into()),
     };
     call.chime_bearer = bearer.clone();
-    let params = call.request_parameters.as_object_mut().expect("object");
+    let params = &mut call.request_parameters;
     let param = m.path_param.clone().unwrap_or_default();
     match op {
         Operation::PutRetentionSettings | Operation::GetRetentionSettings => {
@@ -818,7 +818,7 @@ pub fn parse(m: &Matched, parts: &RequestParts<'_>, body: &[u8]) -> Result<Call,
         }
         _ => {}
     }
-    let params = call.request_parameters.as_object_mut().expect("object");
+    let params = &mut call.request_parameters;
     for (k, v) in body_obj {
         let v = match k.as_str() {
             "Name" | "Metadata" | "ClientRequestToken" | "Tags" => json!(HIDDEN),
@@ -967,7 +967,7 @@ fn parse_slack(mut call: Call, parts: &RequestParts<'_>, body: &[u8]) -> Result<
         Some(Value::String(_)) | None => None,
         Some(v) => return unsure(&call, format!("channel_id must be a string, got {v}")),
     };
-    let params = call.request_parameters.as_object_mut().expect("object");
+    let params = &mut call.request_parameters;
     for (k, v) in &fields {
         params.insert(k.clone(), v.clone());
     }
