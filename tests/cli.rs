@@ -20,8 +20,8 @@ use support::binary::{
     self, PROXY_ACCESS_KEY_ID, PROXY_SECRET_ACCESS_KEY, Proxy, ProxyOpts, assert_one_line_error, query_json, run,
     stderr, stdout,
 };
-use support::fake_vendor::{self, EXAMPLE_ACCESS_KEY_ID, EXAMPLE_SECRET_ACCESS_KEY, FakeVendor, FakeVendorOpts};
-use support::sigv4::{self, SigningParams};
+use support::fake_vendor::{self, EXAMPLE_ACCESS_KEY_ID, FakeVendor, FakeVendorOpts};
+use support::sigv4;
 
 const ACCOUNT: &str = "12a3456b-7c89-012d-3456-78901e23fg45";
 const TOKEN_A: &str = "xoxp-1111111111-1111111111-1111111111-cliTokenAcliTokenAcliTokenA01";
@@ -76,14 +76,7 @@ fn slack(path: &str, form: &str, bearer: Option<&str>) -> Request<Bytes> {
 
 fn chime(proxy: &Proxy, method: &str, body: &str) -> Request<Bytes> {
     let date = sigv4::amz_date_now();
-    let params = SigningParams {
-        access_key_id: EXAMPLE_ACCESS_KEY_ID,
-        secret_access_key: EXAMPLE_SECRET_ACCESS_KEY,
-        session_token: None,
-        region: "us-east-1",
-        service: "chime",
-        amz_date: &date,
-    };
+    let params = fake_vendor::example_params(&date);
     let headers: &[(&str, &str)] = if body.is_empty() {
         &[]
     } else {

@@ -507,14 +507,7 @@ async fn kill_9_under_load_leaves_an_event_for_every_change_the_vendor_got() {
                     slack_form(SET_RETENTION, &form, Some("xoxp-42-load"), &[])
                 } else {
                     let date = sigv4::amz_date_now();
-                    let params = SigningParams {
-                        access_key_id: EXAMPLE_ACCESS_KEY_ID,
-                        secret_access_key: EXAMPLE_SECRET_ACCESS_KEY,
-                        session_token: None,
-                        region: "us-east-1",
-                        service: "chime",
-                        amz_date: &date,
-                    };
+                    let params = fake_vendor::example_params(&date);
                     sigv4::signed_request(
                         "PUT",
                         &host,

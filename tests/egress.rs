@@ -29,10 +29,8 @@ use retention_proxy::audit::sqlite;
 use retention_proxy::config::Config;
 use retention_proxy::server::{self, Listeners};
 use serde_json::{Value, json};
-use support::fake_vendor::{
-    EXAMPLE_ACCESS_KEY_ID, EXAMPLE_SECRET_ACCESS_KEY, FakeVendor, FakeVendorOpts, Received, SimpleResponse,
-};
-use support::sigv4::{self, SigningParams};
+use support::fake_vendor::{EXAMPLE_ACCESS_KEY_ID, FakeVendor, FakeVendorOpts, Received, SimpleResponse};
+use support::sigv4;
 use support::tls::{
     self, EchoServer, Head, Http1, TestCa, TlsFront, basic_auth, basic_auth_value, connect_tunnel, read_to_close,
     tls_handshake,
@@ -313,14 +311,7 @@ fn retention_body(room: u32, conversation: u32) -> String {
 /// unless `absolute` is set.
 fn signed(method: &str, host: &str, path: &str, body: &str, absolute: bool) -> Request<Bytes> {
     let date = sigv4::amz_date_now();
-    let params = SigningParams {
-        access_key_id: EXAMPLE_ACCESS_KEY_ID,
-        secret_access_key: EXAMPLE_SECRET_ACCESS_KEY,
-        session_token: None,
-        region: "us-east-1",
-        service: "chime",
-        amz_date: &date,
-    };
+    let params = support::fake_vendor::example_params(&date);
     let headers: &[(&str, &str)] = if body.is_empty() {
         &[]
     } else {

@@ -9,9 +9,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use support::fake_vendor::{
-    self, EXAMPLE_ACCESS_KEY_ID, EXAMPLE_SECRET_ACCESS_KEY, FakeVendor, FakeVendorOpts, Family, Resource,
-};
+use support::fake_vendor::{self, EXAMPLE_ACCESS_KEY_ID, FakeVendor, FakeVendorOpts, Family, Resource};
 use support::sigv4::{self, SigningParams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -28,14 +26,7 @@ fn encode_arn(arn: &str) -> String {
 }
 
 fn params(amz_date: &str) -> SigningParams<'_> {
-    SigningParams {
-        access_key_id: EXAMPLE_ACCESS_KEY_ID,
-        secret_access_key: EXAMPLE_SECRET_ACCESS_KEY,
-        session_token: None,
-        region: "us-east-1",
-        service: "chime",
-        amz_date,
-    }
+    fake_vendor::example_params(amz_date)
 }
 
 async fn aws(

@@ -44,6 +44,18 @@ pub const EXAMPLE_ACCESS_KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
 /// The AWS documentation's example secret key, used by the wire captures.
 pub const EXAMPLE_SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 
+/// Client signing parameters for a Chime call in us-east-1 with the AWS example key.
+pub fn example_params(amz_date: &str) -> crate::support::sigv4::SigningParams<'_> {
+    crate::support::sigv4::SigningParams {
+        access_key_id: EXAMPLE_ACCESS_KEY_ID,
+        secret_access_key: EXAMPLE_SECRET_ACCESS_KEY,
+        session_token: None,
+        region: "us-east-1",
+        service: "chime",
+        amz_date,
+    }
+}
+
 /// The `InitiateDeletionTimestamp` the Chime SDK identity captures carry (epoch seconds).
 const SDK_DELETION_TIMESTAMP: i64 = 1_795_300_000;
 

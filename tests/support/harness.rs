@@ -249,7 +249,7 @@ pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// Client signing parameters for the AWS example key.
 pub fn client_params(amz_date: &str) -> SigningParams<'_> {
-    client_params_with_token(amz_date, None)
+    crate::support::fake_vendor::example_params(amz_date)
 }
 
 /// Client signing parameters for the AWS example key with a session token.
