@@ -80,6 +80,9 @@ pub struct Dialer {
     max_idle_per_upstream: usize,
 }
 
+/// Idle upstream connections kept per upstream (scheme and authority) for the next client.
+pub const MAX_IDLE_PER_UPSTREAM: usize = 256;
+
 type Key = (http::uri::Scheme, http::uri::Authority);
 type Sender = hyper::client::conn::http1::SendRequest<ProxyBody>;
 
@@ -98,15 +101,25 @@ pub enum SendError {
 }
 
 impl Dialer {
-    /// A dialer over the same TLS setup as [`build`].
+    /// A dialer keeping up to [`MAX_IDLE_PER_UPSTREAM`] idle connections per upstream.
     pub fn new(
         ca_file: Option<&std::path::Path>,
         connect_timeout: Duration,
     ) -> Result<std::sync::Arc<Dialer>, ClientError> {
+        Dialer::with_idle_cap(ca_file, connect_timeout, MAX_IDLE_PER_UPSTREAM)
+    }
+
+    /// A dialer keeping up to `max_idle_per_upstream` idle connections per upstream; a
+    /// connection handed back beyond that is closed.
+    pub fn with_idle_cap(
+        ca_file: Option<&std::path::Path>,
+        connect_timeout: Duration,
+        max_idle_per_upstream: usize,
+    ) -> Result<std::sync::Arc<Dialer>, ClientError> {
         Ok(std::sync::Arc::new(Dialer {
             connector: connector(ca_file, connect_timeout)?,
             idle: Default::default(),
-            max_idle_per_upstream: 256,
+            max_idle_per_upstream,
         }))
     }
 

@@ -1,7 +1,8 @@
 //! Upstream connection reuse for pass-through requests (`src/upstream.rs` `Affinity`/`Dialer`),
 //! driven over raw keep-alive sockets against a hand-written HTTP/1.1 upstream that counts
 //! connections and requests: one upstream connection per keep-alive client, hand-over to the
-//! next client, upstreams that close (announced or silently), and no cross-talk under load.
+//! next client, upstreams that close (announced or silently), no cross-talk under load, and
+//! the cap on idle connections kept per upstream.
 
 #[allow(dead_code)]
 mod support {
@@ -376,4 +377,44 @@ async fn concurrent_clients_each_get_their_answers() {
         (1..=CLIENTS).contains(&accepted),
         "{accepted} upstream connections for {CLIENTS} clients"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_list_keeps_at_most_its_cap_per_upstream() {
+    use http_body_util::BodyExt;
+    use retention_proxy::upstream::{Affinity, Dialer};
+    let up = Upstream::start(Behaviour::KeepAlive).await;
+    let dialer = Dialer::with_idle_cap(None, Duration::from_secs(5), 2).expect("dialer");
+    let uri = format!("http://{}{PATH}", up.addr);
+    // Each affinity sends one request and keeps its connection until it is dropped.
+    let round = |n: usize| {
+        let (dialer, uri) = (dialer.clone(), uri.clone());
+        async move {
+            let mut held = Vec::new();
+            for i in 0..n {
+                let a = Affinity::new(dialer.clone());
+                let req = http::Request::post(uri.as_str())
+                    .header("host", "upstream")
+                    .body(retention_proxy::errors::full(format!("{{\"i\":{i}}}")))
+                    .expect("request");
+                let resp = a.send(req).await.expect("an answer");
+                assert_eq!(resp.status(), 200);
+                resp.into_body().collect().await.expect("the whole body");
+                held.push(a);
+            }
+            held
+        }
+    };
+    let first = round(3).await;
+    assert_eq!(up.accepted(), 3, "three clients held three connections at once");
+    // Two go to the idle list (its cap); the third is closed.
+    drop(first);
+    let second = round(3).await;
+    assert_eq!(
+        up.accepted(),
+        4,
+        "two idle connections reused and one new: the cap kept no third idle connection"
+    );
+    assert_eq!(up.requests(), 6);
+    drop(second);
 }
