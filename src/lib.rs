@@ -11,7 +11,7 @@
 //! - [`event`]: what of a call is stored (the redaction boundary).
 //! - [`audit`]: hash-chained records, the writer thread, the SQLite store, queries, verify;
 //!   [`export`]: CloudTrail, JSON lines and CSV exports.
-//! - [`aws`]: SigV4 identity, proxy credentials, re-signing. [`upstream`]: the pooled client.
+//! - [`aws`]: SigV4 identity, proxy credentials, re-signing. [`upstream`]: upstream connections, one kept per client connection.
 //! - [`lookup`]: CloudTrail LookupEvents on the admin listener.
 //! - [`auth`]: proxy authentication (Basic, Argon2 hashes).
 //! - [`tunnel`]: CONNECT (blind tunnels and TLS interception); [`intercept`]: the CA and leaf certificates. [`admin`]: health, readiness, metrics, events. [`errors`]: vendor-shaped answers.
