@@ -2,7 +2,7 @@
 //! with a connect timeout. Each downstream connection keeps the upstream connection it last
 //! used; idle ones are shared through one list.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -73,15 +73,19 @@ fn connector(
 /// A downstream connection keeps the upstream connection it last used (its [`Affinity`]), so a
 /// keep-alive client costs no pool lookup, hashing or lock per request. When the downstream
 /// connection closes, its upstream connection goes back to a shared idle list that the next
-/// downstream connection to the same upstream takes from.
+/// downstream connection to the same upstream takes from. A connection unused for longer
+/// than the idle timeout is closed rather than reused: a middlebox may have dropped it.
 pub struct Dialer {
     connector: HttpsConnector<HttpConnector>,
-    idle: std::sync::Mutex<std::collections::HashMap<Key, Vec<Sender>>>,
+    idle: std::sync::Mutex<std::collections::HashMap<Key, Vec<(Instant, Sender)>>>,
     max_idle_per_upstream: usize,
+    idle_timeout: Duration,
 }
 
 /// Idle upstream connections kept per upstream (scheme and authority) for the next client.
 pub const MAX_IDLE_PER_UPSTREAM: usize = 256;
+/// How long an upstream connection may sit unused and still be reused.
+pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 type Key = (http::uri::Scheme, http::uri::Authority);
 type Sender = hyper::client::conn::http1::SendRequest<ProxyBody>;
@@ -101,48 +105,54 @@ pub enum SendError {
 }
 
 impl Dialer {
-    /// A dialer keeping up to [`MAX_IDLE_PER_UPSTREAM`] idle connections per upstream.
+    /// A dialer with [`MAX_IDLE_PER_UPSTREAM`] and [`UPSTREAM_IDLE_TIMEOUT`].
     pub fn new(
         ca_file: Option<&std::path::Path>,
         connect_timeout: Duration,
     ) -> Result<std::sync::Arc<Dialer>, ClientError> {
-        Dialer::with_idle_cap(ca_file, connect_timeout, MAX_IDLE_PER_UPSTREAM)
+        Dialer::with_limits(ca_file, connect_timeout, MAX_IDLE_PER_UPSTREAM, UPSTREAM_IDLE_TIMEOUT)
     }
 
-    /// A dialer keeping up to `max_idle_per_upstream` idle connections per upstream; a
-    /// connection handed back beyond that is closed.
-    pub fn with_idle_cap(
+    /// A dialer keeping up to `max_idle_per_upstream` idle connections per upstream (one
+    /// handed back beyond that is closed) and reusing none unused for over `idle_timeout`.
+    pub fn with_limits(
         ca_file: Option<&std::path::Path>,
         connect_timeout: Duration,
         max_idle_per_upstream: usize,
+        idle_timeout: Duration,
     ) -> Result<std::sync::Arc<Dialer>, ClientError> {
         Ok(std::sync::Arc::new(Dialer {
             connector: connector(ca_file, connect_timeout)?,
             idle: Default::default(),
             max_idle_per_upstream,
+            idle_timeout,
         }))
+    }
+
+    fn usable(&self, since: Instant, s: &Sender) -> bool {
+        !s.is_closed() && since.elapsed() <= self.idle_timeout
     }
 
     fn take_idle(&self, key: &Key) -> Option<Sender> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.get_mut(key)?;
-        while let Some(s) = list.pop() {
-            if !s.is_closed() {
+        while let Some((since, s)) = list.pop() {
+            if self.usable(since, &s) {
                 return Some(s);
             }
         }
         None
     }
 
-    fn put_idle(&self, key: Key, sender: Sender) {
-        if sender.is_closed() {
+    fn put_idle(&self, key: Key, since: Instant, sender: Sender) {
+        if !self.usable(since, &sender) {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.entry(key).or_default();
-        list.retain(|s| !s.is_closed());
+        list.retain(|(t, s)| self.usable(*t, s));
         if list.len() < self.max_idle_per_upstream {
-            list.push(sender);
+            list.push((since, sender));
         }
     }
 
@@ -170,7 +180,8 @@ impl Dialer {
 /// The upstream connection one downstream connection holds between its requests.
 pub struct Affinity {
     dialer: std::sync::Arc<Dialer>,
-    held: std::sync::Mutex<Option<(Key, Sender)>>,
+    /// The connection, its upstream and when it last carried a request.
+    held: std::sync::Mutex<Option<(Key, Instant, Sender)>>,
 }
 
 impl Affinity {
@@ -185,10 +196,10 @@ impl Affinity {
     fn take(&self, key: &Key) -> Option<Sender> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         match held.take() {
-            Some((k, s)) if k == *key => Some(s),
-            Some((k, s)) => {
+            Some((k, since, s)) if k == *key => self.dialer.usable(since, &s).then_some(s),
+            Some((k, since, s)) => {
                 // Another upstream this time: the old connection is free for others.
-                self.dialer.put_idle(k, s);
+                self.dialer.put_idle(k, since, s);
                 None
             }
             None => None,
@@ -226,7 +237,7 @@ impl Affinity {
             }
             match sender.try_send_request(req).await {
                 Ok(resp) => {
-                    *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some((key, sender));
+                    *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some((key, Instant::now(), sender));
                     return Ok(resp);
                 }
                 Err(mut e) => match e.take_message() {
@@ -244,8 +255,8 @@ impl Affinity {
 impl Drop for Affinity {
     fn drop(&mut self) {
         let held = self.held.get_mut().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some((k, s)) = held {
-            self.dialer.put_idle(k, s);
+        if let Some((k, since, s)) = held {
+            self.dialer.put_idle(k, since, s);
         }
     }
 }

@@ -384,7 +384,7 @@ async fn idle_list_keeps_at_most_its_cap_per_upstream() {
     use http_body_util::BodyExt;
     use retention_proxy::upstream::{Affinity, Dialer};
     let up = Upstream::start(Behaviour::KeepAlive).await;
-    let dialer = Dialer::with_idle_cap(None, Duration::from_secs(5), 2).expect("dialer");
+    let dialer = Dialer::with_limits(None, Duration::from_secs(5), 2, Duration::from_secs(300)).expect("dialer");
     let uri = format!("http://{}{PATH}", up.addr);
     // Each affinity sends one request and keeps its connection until it is dropped.
     let round = |n: usize| {
@@ -417,4 +417,54 @@ async fn idle_list_keeps_at_most_its_cap_per_upstream() {
     );
     assert_eq!(up.requests(), 6);
     drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_unused_past_the_idle_timeout_are_not_reused() {
+    use retention_proxy::upstream::{Affinity, Dialer};
+    let up = Upstream::start(Behaviour::KeepAlive).await;
+    let idle_timeout = Duration::from_secs(1);
+    let dialer = Dialer::with_limits(None, Duration::from_secs(5), 8, idle_timeout).expect("dialer");
+    let uri = format!("http://{}{PATH}", up.addr);
+    // Past the timeout the waiting is the behaviour under test, not a race being papered over.
+    let past_timeout = idle_timeout + Duration::from_millis(300);
+
+    let a = Affinity::new(dialer.clone());
+    send_via(&a, &uri).await;
+    send_via(&a, &uri).await;
+    assert_eq!(up.accepted(), 1, "a fresh held connection is reused");
+    tokio::time::sleep(past_timeout).await;
+    send_via(&a, &uri).await;
+    assert_eq!(
+        up.accepted(),
+        2,
+        "a held connection unused past the timeout is replaced"
+    );
+
+    drop(a);
+    let b = Affinity::new(dialer.clone());
+    send_via(&b, &uri).await;
+    assert_eq!(up.accepted(), 2, "a fresh idle connection is handed on");
+    drop(b);
+    tokio::time::sleep(past_timeout).await;
+    let c = Affinity::new(dialer.clone());
+    send_via(&c, &uri).await;
+    assert_eq!(
+        up.accepted(),
+        3,
+        "an idle connection unused past the timeout is not handed on"
+    );
+    assert_eq!(up.requests(), 5);
+}
+
+/// One POST through `a` straight to the upstream, its answer read to the end.
+async fn send_via(a: &retention_proxy::upstream::Affinity, uri: &str) {
+    use http_body_util::BodyExt;
+    let req = http::Request::post(uri)
+        .header("host", "upstream")
+        .body(retention_proxy::errors::full("{}"))
+        .expect("request");
+    let resp = a.send(req).await.expect("an answer");
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.expect("the whole body");
 }
