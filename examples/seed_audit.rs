@@ -5,7 +5,7 @@
 
 use retention_proxy::audit::query::format_time;
 use retention_proxy::audit::sqlite::SqliteStore;
-use retention_proxy::audit::{Backend, IndexFields, NewRecord, RecordKind, link};
+use retention_proxy::audit::{Backend, IndexFields, NewRecord, ObjectText, RecordKind, link};
 use serde_json::json;
 
 fn main() {
@@ -84,7 +84,7 @@ fn main() {
             kind: RecordKind::Request,
             event_id: id.clone(),
             event_time: t.clone(),
-            body,
+            body: ObjectText::from_value(&body),
             index: index(RecordKind::Request),
             observed: vec![],
         };
@@ -92,8 +92,10 @@ fn main() {
             kind: RecordKind::Outcome,
             event_id: id.clone(),
             event_time: t.clone(),
-            body: json!({"eventID": id, "eventTime": t, "outcome": "forwarded", "httpStatus": 200,
+            body: ObjectText::from_value(
+                &json!({"eventID": id, "eventTime": t, "outcome": "forwarded", "httpStatus": 200,
                 "requestID": format!("req-{i}"), "responseElements": {"RetentionSettings": {}}, "durationMs": 3}),
+            ),
             index: index(RecordKind::Outcome),
             observed: vec![],
         };

@@ -85,7 +85,7 @@ pub struct App {
     /// The proxy's own AWS credentials for reverse mode.
     pub credentials: Option<AwsCredentials>,
     /// HMAC key for Slack token fingerprints.
-    pub hmac_key: Vec<u8>,
+    pub token_key: event::TokenKey,
     /// Leaf issuer for CONNECT interception, when `forward.ca_cert` is configured.
     pub interceptor: Option<crate::intercept::Interceptor>,
     /// Open-tunnel budget (`forward.max_tunnels`).
@@ -646,7 +646,7 @@ async fn intercept(
     };
     let (call, problem) = policy::read(&m, odd_path, &rparts, body.as_deref(), limit);
     if let Some(tok) = &call.slack_token {
-        caller.token_fingerprint = Some(event::token_fingerprint(&app.hmac_key, tok));
+        caller.token_fingerprint = Some(app.token_key.fingerprint(tok));
         caller.token_type = Some(event::token_type(tok));
         caller.kind = if tok.starts_with("xoxb") {
             "SlackBot".into()

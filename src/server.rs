@@ -93,7 +93,7 @@ pub async fn run(
         dialer,
         metrics: Arc::new(Metrics::default()),
         credentials,
-        hmac_key,
+        token_key: crate::event::TokenKey::new(&hmac_key),
         interceptor,
         tunnels: Arc::new(Semaphore::new(config.forward.max_tunnels)),
         users: crate::auth::ProxyUsers::new(config.forward.users.clone()),

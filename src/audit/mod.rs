@@ -7,9 +7,9 @@ pub mod query;
 pub mod sqlite;
 pub mod writer;
 
-use serde_json::Value;
-
 use crate::retention::Observed;
+
+pub use canonical::ObjectText;
 
 pub use writer::{AuditHandle, WriterStats};
 
@@ -78,8 +78,8 @@ pub struct NewRecord {
     pub event_id: String,
     /// RFC 3339 UTC with milliseconds.
     pub event_time: String,
-    /// The record's fields (no chain fields yet).
-    pub body: Value,
+    /// The record's fields (no chain fields yet). Emptied by [`link`], which writes its text.
+    pub body: ObjectText,
     /// Filter columns.
     pub index: IndexFields,
     /// Retention values this record reports, for the `previous` memory.
@@ -107,12 +107,15 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// Links `record` after `(seq, hash)`: its body gains `seq`, `prevHash` and `recordType`.
 pub fn link(prev_seq: u64, prev_hash: &str, mut record: NewRecord) -> Linked {
     let seq = prev_seq + 1;
-    if let Value::Object(o) = &mut record.body {
-        o.insert("seq".into(), Value::from(seq));
-        o.insert("prevHash".into(), Value::from(prev_hash));
-        o.insert("recordType".into(), Value::from(record.kind.as_str()));
-    }
-    let text = canonical::to_string(&record.body);
+    let (mut seq_text, mut prev_text, mut kind_text) = (Vec::new(), Vec::new(), Vec::new());
+    canonical::write_u64(seq, &mut seq_text);
+    canonical::write_str(prev_hash, &mut prev_text);
+    canonical::write_str(record.kind.as_str(), &mut kind_text);
+    let text = std::mem::take(&mut record.body).finish(&[
+        ("seq", &seq_text),
+        ("prevHash", &prev_text),
+        ("recordType", &kind_text),
+    ]);
     let hash = canonical::sha256_hex(text.as_bytes());
     Linked {
         seq,

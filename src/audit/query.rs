@@ -45,19 +45,30 @@ pub struct Filter {
     pub limit: Option<u64>,
 }
 
-/// Formats a time as the audit log spells it.
+/// Formats a time as the audit log spells it: `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
 pub fn format_time(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    let mut out = String::with_capacity(24);
+    let mut digits = |n: u32, width: usize, after: char| {
+        let mut buf = [b'0'; 10];
+        let mut n = n;
+        for i in (0..width).rev() {
+            buf[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        out.extend(buf[..width].iter().map(|&b| char::from(b)));
+        out.push(after);
+    };
+    // Years outside 0..=9999 cannot be written in this form; they are clamped (the clock
+    // would have to be wildly wrong).
+    digits(t.year().clamp(0, 9999) as u32, 4, '-');
+    digits(u32::from(u8::from(t.month())), 2, '-');
+    digits(u32::from(t.day()), 2, 'T');
+    digits(u32::from(t.hour()), 2, ':');
+    digits(u32::from(t.minute()), 2, ':');
+    digits(u32::from(t.second()), 2, '.');
+    digits(u32::from(t.millisecond()), 3, 'Z');
+    out
 }
 
 /// Parses `T`: RFC 3339, or an age such as `15m`, `24h`, `7d` counted back from `now`.
@@ -373,6 +384,14 @@ mod tests {
 
     #[test]
     fn times() {
+        for (t, want) in [
+            ("2026-11-22T10:00:00Z", "2026-11-22T10:00:00.000Z"),
+            ("0999-01-02T03:04:05.006+00:00", "0999-01-02T03:04:05.006Z"),
+            ("2026-12-31T23:59:59.999999+00:00", "2026-12-31T23:59:59.999Z"),
+            ("2027-01-01T01:30:00.5+02:00", "2026-12-31T23:30:00.500Z"),
+        ] {
+            assert_eq!(format_time(OffsetDateTime::parse(t, &Rfc3339).unwrap()), want);
+        }
         let now = OffsetDateTime::parse("2026-11-22T10:00:00Z", &Rfc3339).unwrap();
         assert_eq!(parse_time("15m", now).unwrap(), "2026-11-22T09:45:00.000Z");
         assert_eq!(parse_time("7d", now).unwrap(), "2026-11-15T10:00:00.000Z");
