@@ -51,8 +51,16 @@ pub fn write_map(m: &Map<String, Value>, out: &mut Vec<u8>) {
 
 /// Writes a JSON string (serde_json's escaping) at the end of `out`.
 pub fn write_str(s: &str, out: &mut Vec<u8>) {
-    // Writing a string to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+    // serde_json escapes only control characters, `"` and `\`; most strings have none.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a string to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 }
 
 /// A JSON object built one field at a time, written canonically without an intermediate
@@ -220,6 +228,17 @@ mod tests {
         assert_eq!(ObjectText::default().finish(&[]), "{}");
         let v = json!({"k": {"b": 1, "a": 2}, "j": "é\n"});
         assert_eq!(ObjectText::from_value(&v).finish(&[]), to_string(&v));
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut samples: Vec<String> = (0u32..0x800).filter_map(char::from_u32).map(String::from).collect();
+        samples.extend(["", "plain", "a\"b", "a\\b", "line\nnext", "\u{7f}\u{2028}\u{1F600}é/"].map(String::from));
+        for s in samples {
+            let mut out = Vec::new();
+            write_str(&s, &mut out);
+            assert_eq!(out, serde_json::to_vec(&s).unwrap(), "{s:?}");
+        }
     }
 
     #[test]

@@ -12,6 +12,11 @@ use rusqlite::{Connection, OpenFlags, params};
 use super::{AuditError, Backend, GENESIS, Linked};
 use crate::retention::{Observed, RetentionValue, Target};
 
+/// Each record costs one B-tree insert per table and index it lands in, so the schema keeps
+/// that number low: outcome links are left out of the time and name indexes (queries select
+/// request links; `kind` stays their first column so the planner sees an equality), and the filter tables and `last_seen` are clustered on their keys
+/// (`WITHOUT ROWID`). A database created by an earlier version keeps its own tables and
+/// indexes; the statements below work against both.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records (
     seq         INTEGER PRIMARY KEY,
@@ -26,19 +31,25 @@ CREATE TABLE IF NOT EXISTS records (
     hash        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_event_id ON records(event_id, kind);
-CREATE INDEX IF NOT EXISTS records_time ON records(kind, event_time);
-CREATE INDEX IF NOT EXISTS records_name_time ON records(kind, event_name, event_time);
-CREATE TABLE IF NOT EXISTS record_actors (seq INTEGER NOT NULL, actor TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS record_actors_actor ON record_actors(actor, seq);
-CREATE TABLE IF NOT EXISTS record_resources (seq INTEGER NOT NULL, resource TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS record_resources_resource ON record_resources(resource, seq);
+CREATE INDEX IF NOT EXISTS records_time ON records(kind, event_time) WHERE kind = 'request';
+CREATE INDEX IF NOT EXISTS records_name_time ON records(kind, event_name, event_time) WHERE kind = 'request';
+CREATE TABLE IF NOT EXISTS record_actors (
+    actor TEXT NOT NULL,
+    seq   INTEGER NOT NULL,
+    PRIMARY KEY (actor, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS record_resources (
+    resource TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    PRIMARY KEY (resource, seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS last_seen (
     target   TEXT NOT NULL,
     resource TEXT NOT NULL,
     value    TEXT NOT NULL,
     seq      INTEGER NOT NULL,
     PRIMARY KEY (target, resource)
-);
+) WITHOUT ROWID;
 ";
 
 /// The SQLite backend (write side).
@@ -119,10 +130,10 @@ impl Backend for SqliteStore {
                 )
                 .map_err(write_err)?;
             let mut actor = tx
-                .prepare_cached("INSERT INTO record_actors (seq, actor) VALUES (?1, ?2)")
+                .prepare_cached("INSERT OR IGNORE INTO record_actors (seq, actor) VALUES (?1, ?2)")
                 .map_err(write_err)?;
             let mut res = tx
-                .prepare_cached("INSERT INTO record_resources (seq, resource) VALUES (?1, ?2)")
+                .prepare_cached("INSERT OR IGNORE INTO record_resources (seq, resource) VALUES (?1, ?2)")
                 .map_err(write_err)?;
             let mut seen = tx
                 .prepare_cached(
@@ -256,5 +267,128 @@ pub fn load_or_create_key(path: &PathBuf) -> Result<Vec<u8>, AuditError> {
             Ok(key)
         }
         Err(e) => Err(err(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::query::{self, Filter, Verification};
+    use crate::audit::{IndexFields, NewRecord, ObjectText, RecordKind, link};
+    use serde_json::json;
+
+    /// The schema of the first release: rowid filter tables with separate indexes, and time
+    /// and name indexes over every record.
+    const FIRST_SCHEMA: &str = "
+        CREATE TABLE records (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, event_id TEXT NOT NULL,
+            event_time TEXT NOT NULL, event_name TEXT NOT NULL, event_source TEXT NOT NULL,
+            decision TEXT NOT NULL, body TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+        CREATE INDEX records_event_id ON records(event_id, kind);
+        CREATE INDEX records_time ON records(kind, event_time);
+        CREATE INDEX records_name_time ON records(kind, event_name, event_time);
+        CREATE TABLE record_actors (seq INTEGER NOT NULL, actor TEXT NOT NULL);
+        CREATE INDEX record_actors_actor ON record_actors(actor, seq);
+        CREATE TABLE record_resources (seq INTEGER NOT NULL, resource TEXT NOT NULL);
+        CREATE INDEX record_resources_resource ON record_resources(resource, seq);
+        CREATE TABLE last_seen (target TEXT NOT NULL, resource TEXT NOT NULL, value TEXT NOT NULL,
+            seq INTEGER NOT NULL, PRIMARY KEY (target, resource));";
+
+    fn call(store: &mut SqliteStore, i: u32, days: u32) {
+        let (seq, hash) = store.head().unwrap();
+        let id = format!("id-{i}");
+        let time = format!("2026-11-22T10:00:{i:02}.000Z");
+        let request = NewRecord {
+            kind: RecordKind::Request,
+            event_id: id.clone(),
+            event_time: time.clone(),
+            body: ObjectText::from_value(&json!({"eventID": id, "eventTime": time,
+                "eventName": "admin.conversations.setCustomRetention", "eventSource": "slack.com"})),
+            index: IndexFields {
+                event_name: "admin.conversations.setCustomRetention".into(),
+                event_source: "slack.com".into(),
+                // The same principal twice (an access key id equal to a proxy user name).
+                actors: vec!["alice".into(), "alice".into(), format!("key-{i}")],
+                decision: "allow".into(),
+                resources: vec!["C0123".into()],
+            },
+            observed: vec![],
+        };
+        let outcome = NewRecord {
+            kind: RecordKind::Outcome,
+            event_id: id.clone(),
+            event_time: time.clone(),
+            body: ObjectText::from_value(&json!({"eventID": id, "outcome": "forwarded"})),
+            index: IndexFields::default(),
+            observed: vec![Observed {
+                target: Target::SlackChannel,
+                resource: "C0123".into(),
+                value: RetentionValue::Days(days),
+            }],
+        };
+        let r = link(seq, &hash, request);
+        let o = link(r.seq, &r.hash, outcome);
+        store.append(&[r, o]).unwrap();
+    }
+
+    fn ids(conn: &Connection, f: Filter) -> Vec<String> {
+        query::query(conn, &f)
+            .unwrap()
+            .iter()
+            .map(|e| e["eventID"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// A database made by the first release and one made now take the same writes and answer
+    /// the same queries.
+    #[test]
+    fn first_release_and_current_schemas_store_and_find_the_same_events() {
+        for first_release in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.db");
+            if first_release {
+                Connection::open(&path).unwrap().execute_batch(FIRST_SCHEMA).unwrap();
+            }
+            let mut store = SqliteStore::open(&path).unwrap();
+            for i in 1..=3 {
+                call(&mut store, i, 100 + i);
+            }
+            let conn = open_read_only(&path).unwrap();
+            let all = |f: Filter| ids(&conn, f);
+            assert_eq!(all(Filter::default()), ["id-1", "id-2", "id-3"], "{first_release}");
+            let actor = |a: &str| Filter {
+                actor: Some(a.into()),
+                ..Filter::default()
+            };
+            assert_eq!(all(actor("alice")), ["id-1", "id-2", "id-3"]);
+            assert_eq!(all(actor("key-2")), ["id-2"]);
+            assert_eq!(
+                all(Filter {
+                    resource: Some("C0123".into()),
+                    since: Some("2026-11-22T10:00:02.000Z".into()),
+                    ..Filter::default()
+                }),
+                ["id-2", "id-3"]
+            );
+            assert_eq!(
+                all(Filter {
+                    event_name: Some("admin.conversations.setCustomRetention".into()),
+                    until: Some("2026-11-22T10:00:02.000Z".into()),
+                    ..Filter::default()
+                }),
+                ["id-1"]
+            );
+            let merged = query::query(&conn, &Filter::default()).unwrap();
+            assert!(merged.iter().all(|e| e["outcome"] == "forwarded"));
+            assert!(matches!(
+                query::verify(&conn).unwrap(),
+                Verification::Intact { records: 6 }
+            ));
+            let seen = store.last_seen().unwrap();
+            assert_eq!(seen.len(), 1);
+            assert_eq!(seen[0].value, RetentionValue::Days(103));
+            let state = query::state(&conn).unwrap();
+            assert_eq!(state.len(), 1);
+            assert_eq!(state[0].seen_at, "2026-11-22T10:00:03.000Z");
+        }
     }
 }
