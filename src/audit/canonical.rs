@@ -52,7 +52,11 @@ pub fn write_map(m: &Map<String, Value>, out: &mut Vec<u8>) {
 /// Writes a JSON string (serde_json's escaping) at the end of `out`.
 pub fn write_str(s: &str, out: &mut Vec<u8>) {
     // serde_json escapes only control characters, `"` and `\`; most strings have none.
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    // No early exit: the compiler turns this fold into a vector loop.
+    let escapes = s
+        .bytes()
+        .fold(false, |e, b| e | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if !escapes {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
@@ -197,7 +201,11 @@ impl<'a> Nested<'a> {
 
 /// Lower-case hex SHA-256 (ring's assembly implementation: the writer hashes every record).
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 64];
+    // 32 bytes always fit 64 hex digits, which are ASCII.
+    let _ = hex::encode_to_slice(digest.as_ref(), &mut out);
+    String::from_utf8(out.to_vec()).unwrap_or_default()
 }
 
 #[cfg(test)]
