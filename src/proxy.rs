@@ -501,7 +501,11 @@ async fn pass_through(app: &App, conn: &Conn, route: Route, req: Request<Incomin
     let family = route.family.unwrap_or(Family::Slack);
     let (parts, body) = req.into_parts();
     let resign_needed = route.way == Way::Reverse && family.is_aws();
-    let claimed = aws::claimed_identity(parts.headers.get("authorization").and_then(|v| v.to_str().ok()));
+    let region_hint = if resign_needed {
+        aws::claimed_identity(header_str(&parts.headers, "authorization")).region
+    } else {
+        None
+    };
     let len: Option<usize> = parts
         .headers
         .get(CONTENT_LENGTH)
@@ -528,7 +532,7 @@ async fn pass_through(app: &App, conn: &Conn, route: Route, req: Request<Incomin
         };
         r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         r.headers_mut().remove(http::header::TRANSFER_ENCODING);
-        if let Err(e) = resign(app, &route, claimed.region.as_deref(), &mut r, &bytes) {
+        if let Err(e) = resign(app, &route, region_hint.as_deref(), &mut r, &bytes) {
             return e.response(family, &new_id());
         }
         r
