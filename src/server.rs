@@ -80,6 +80,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let store = SqliteStore::open(&config.audit.path)?;
+    let checkpointer = sqlite::Checkpointer::start(&config.audit.path, sqlite::Checkpointer::INTERVAL)?;
     let hmac_key = sqlite::load_or_create_key(&config.audit.hmac_key_file)?;
     let writer = Writer::start(store, config.audit.queue_capacity)?;
     let dialer = upstream::Dialer::new(config.upstreams.ca_file.as_deref(), config.upstreams.connect_timeout)?;
@@ -225,6 +226,7 @@ pub async fn run(
     }
     drop(app);
     writer.shutdown().await;
+    let _ = tokio::task::spawn_blocking(move || checkpointer.stop()).await;
     info!("audit records committed; stopped");
     Ok(())
 }
