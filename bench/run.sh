@@ -103,7 +103,9 @@ t1=$(date +%s%N)
 ready_ms=$(( (t1 - t0) / 1000000 ))
 nginx_pid=$(cat "$run/px.pid" 2>/dev/null || echo "")
 nginx_worker=$(pgrep -P "$nginx_pid" | head -1); nginx_worker=${nginx_worker:-$nginx_pid}
-commits_before=$(curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^retention_proxy_audit_commit_seconds_count/ {print $2}')
+metric() { curl -s "http://127.0.0.1:$ADMIN/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+commits_before=$(metric retention_proxy_audit_commit_seconds_count)
+commit_s_before=$(metric retention_proxy_audit_commit_seconds_sum)
 
 rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 # CPU time (user+system, clock ticks) of a process and its threads.
@@ -148,7 +150,14 @@ for t in "${targets[@]}"; do
     "$(awk -v a="$m" -v b="$n_rps" 'BEGIN{print a/b}')" "$(awk -v a="$m" -v b="$p_rps" 'BEGIN{print a/b}')" "$(median "${cpu[$t]}")" \
     "$(awk -v k="$rss" 'BEGIN{print k/1024}')" "${errs[$t]}"
 done
-groups=$(curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^retention_proxy_audit_commit_seconds_count/ {print $2}')
+groups=$(metric retention_proxy_audit_commit_seconds_count)
+commit_s=$(metric retention_proxy_audit_commit_seconds_sum)
 printf 'retention-proxy start-up to ready: %s ms; audited events committed: %s in %s group commits (%.1f records per fsync)\n' \
   "$ready_ms" "$events" "$((groups - commits_before))" "$(awk -v e="$events" -v g="$((groups - commits_before))" 'BEGIN{ if (g > 0) print 2*e/g; else print 0 }')"
+# The latency target: audited p99 minus pass-through p99 below one group commit (fsync
+# included) plus 1 ms.
+commit_us=$(awk -v s="$commit_s" -v s0="$commit_s_before" -v g="$((groups - commits_before))" 'BEGIN{ if (g > 0) printf "%.0f", (s - s0) / g * 1e6; else print 0 }')
+printf 'mean group commit (fsync included): %s us; audited latency added to pass-through: p50 %s us, p99 %s us (target p99: below %s us)\n' \
+  "$commit_us" "$(( $(median "${p50[audited]}") - $(median "${p50[pass]}") ))" \
+  "$(( $(median "${p99[audited]}") - $(median "${p99[pass]}") ))" "$((commit_us + 1000))"
 "$bin" audit verify --db "$run/audit.db" >&2
