@@ -399,8 +399,7 @@ mod tests {
             v.map(RetentionValue::to_json).unwrap_or(Value::Null)
         }
 
-        /// The request link: everything known before forwarding. `final_outcome` is set for calls
-        /// that end here (denied, rejected), so they need no outcome link.
+        /// [`super::super::request_record`] as a `Value` tree (the first implementation).
         pub fn request_record(
             f: &CallFacts,
             call: &Call,
@@ -470,7 +469,7 @@ mod tests {
             body
         }
 
-        /// The outcome link.
+        /// [`super::super::outcome_record`] as a `Value` tree (the first implementation).
         pub fn outcome_record(
             f: &CallFacts,
             call: &Call,

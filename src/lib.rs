@@ -9,7 +9,8 @@
 //! - [`guardrail`]: compiled rules and their pure evaluation; [`policy`]: the whole decision
 //!   for one call (read strictly → refuse or forward with a verdict), shared with `policy test`.
 //! - [`event`]: what of a call is stored (the redaction boundary).
-//! - [`audit`]: hash-chained records, the writer thread, the SQLite store, queries, verify;
+//! - [`audit`]: hash-chained records written as canonical text, the writer thread, the SQLite
+//!   store and its checkpoint thread, queries, verify;
 //!   [`export`]: CloudTrail, JSON lines and CSV exports.
 //! - [`aws`]: SigV4 identity, proxy credentials, re-signing. [`upstream`]: upstream connections, one kept per client connection.
 //! - [`lookup`]: CloudTrail LookupEvents on the admin listener.

@@ -1,6 +1,7 @@
 //! The embedded SQLite store: one file in WAL mode with `synchronous=FULL`, created 0600.
 //! `records` holds the chain; `record_actors` and `record_resources` are filter indexes
-//! derived from it; `last_seen` is the `previous` memory.
+//! derived from it; `last_seen` is the `previous` memory. A [`Checkpointer`] copies committed
+//! WAL frames into the file beside the writer.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
@@ -52,6 +53,10 @@ CREATE TABLE IF NOT EXISTS last_seen (
 ) WITHOUT ROWID;
 ";
 
+/// WAL pages after which the writer checkpoints by itself (SQLite's automatic checkpoint):
+/// 64 MiB. Normally the [`Checkpointer`] keeps the WAL far below this.
+pub const WRITER_CHECKPOINT_PAGES: u32 = 16_384;
+
 /// The SQLite backend (write side).
 pub struct SqliteStore {
     conn: Connection,
@@ -91,11 +96,13 @@ impl SqliteStore {
             return Err(open_err(path, format!("cannot switch to WAL (journal_mode is {mode})")));
         }
         // The proxy checkpoints on its own thread ([`Checkpointer`]); the writer's own
-        // checkpoint at 16,384 pages (64 MiB of WAL) is only the backstop, and the whole
-        // checkpointing for a store opened without a `Checkpointer` (tools, tests).
-        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA wal_autocheckpoint=16384;")
-            .and_then(|_| conn.execute_batch(SCHEMA))
-            .map_err(|e| open_err(path, e))?;
+        // checkpoint is only the backstop, and the whole checkpointing for a store opened
+        // without a `Checkpointer` (tools, tests).
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous=FULL; PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES};"
+        ))
+        .and_then(|_| conn.execute_batch(SCHEMA))
+        .map_err(|e| open_err(path, e))?;
         Ok(SqliteStore { conn })
     }
 }
@@ -491,5 +498,51 @@ mod tests {
                 Verification::Intact { records: 80 }
             ));
         }
+    }
+
+    /// Without a checkpointer the writer still checkpoints, once the WAL passes
+    /// `WRITER_CHECKPOINT_PAGES`, and not before.
+    #[test]
+    fn the_writer_checkpoints_by_itself_past_its_backstop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let wal = dir.path().join("audit.db-wal");
+        let mut store = SqliteStore::open(&path).unwrap();
+        let base = std::fs::metadata(&path).unwrap().len();
+        let wal_pages = || {
+            std::fs::metadata(&wal)
+                .map(|m| m.len().saturating_sub(32) / (4096 + 24))
+                .unwrap_or(0)
+        };
+        // Records of about one page each, 1,000 per commit.
+        let pad = "x".repeat(3500);
+        let mut batches = 0;
+        while std::fs::metadata(&path).unwrap().len() == base {
+            assert!(
+                wal_pages() < u64::from(WRITER_CHECKPOINT_PAGES),
+                "no checkpoint at {} pages",
+                wal_pages()
+            );
+            assert!(batches < 40, "the WAL never reached the backstop");
+            let (mut seq, mut hash) = store.head().unwrap();
+            let mut batch = Vec::new();
+            for _ in 0..1000 {
+                let record = NewRecord {
+                    kind: RecordKind::Request,
+                    event_id: format!("id-{seq}"),
+                    event_time: "2026-11-22T10:00:00.000Z".into(),
+                    body: ObjectText::from_value(&json!({"pad": pad})),
+                    index: IndexFields::default(),
+                    observed: vec![],
+                };
+                let l = link(seq, &hash, record);
+                (seq, hash) = (l.seq, l.hash.clone());
+                batch.push(l);
+            }
+            store.append(&batch).unwrap();
+            batches += 1;
+        }
+        assert!(wal_pages() >= u64::from(WRITER_CHECKPOINT_PAGES));
+        assert!(batches > 10, "checkpointed after only {batches} batches");
     }
 }
