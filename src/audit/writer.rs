@@ -196,8 +196,13 @@ fn run<B: Backend>(
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, records = n, "audit commit failed");
+                // The store's own words, without a second "write failed" prefix.
+                let message = match &e {
+                    AuditError::Write(m) => m.clone(),
+                    other => other.to_string(),
+                };
                 for ack in acks {
-                    let _ = ack.send(Err(AuditError::Write(e.to_string())));
+                    let _ = ack.send(Err(AuditError::Write(message.clone())));
                 }
             }
         }
@@ -216,4 +221,107 @@ pub fn observed_rows(linked: &[Linked]) -> impl Iterator<Item = (&Observed, u64)
     linked
         .iter()
         .flat_map(|l| l.record.observed.iter().map(move |o| (o, l.seq)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::audit::{GENESIS, IndexFields, RecordKind, canonical::ObjectText};
+
+    /// An in-memory store that can be told to fail its commits.
+    struct Memory {
+        seqs: Arc<Mutex<Vec<u64>>>,
+        fail: bool,
+    }
+
+    impl Backend for Memory {
+        fn head(&mut self) -> Result<(u64, String), AuditError> {
+            Ok((0, GENESIS.to_string()))
+        }
+        fn append(&mut self, batch: &[Linked]) -> Result<(), AuditError> {
+            if self.fail {
+                return Err(AuditError::Write("disk full".into()));
+            }
+            let mut seqs = self.seqs.lock().unwrap();
+            seqs.extend(batch.iter().map(|l| l.seq));
+            Ok(())
+        }
+        fn probe(&mut self) -> Result<(), AuditError> {
+            Ok(())
+        }
+        fn last_seen(&mut self) -> Result<Vec<Observed>, AuditError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn record(i: usize) -> NewRecord {
+        NewRecord {
+            kind: RecordKind::Request,
+            event_id: format!("id-{i}"),
+            event_time: "2026-11-22T10:00:00.000Z".into(),
+            body: ObjectText::default(),
+            index: IndexFields::default(),
+            observed: Vec::new(),
+        }
+    }
+
+    fn memory(fail: bool) -> (Memory, Arc<Mutex<Vec<u64>>>) {
+        let seqs = Arc::new(Mutex::new(Vec::new()));
+        (
+            Memory {
+                seqs: seqs.clone(),
+                fail,
+            },
+            seqs,
+        )
+    }
+
+    /// Appends `n` records at once; every caller's result, in call order.
+    async fn append_all(handle: &AuditHandle, n: usize) -> Vec<Result<u64, AuditError>> {
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let h = handle.clone();
+            calls.spawn(async move { (i, h.append(record(i)).await) });
+        }
+        let wait = async {
+            let mut out: Vec<Option<Result<u64, AuditError>>> = (0..n).map(|_| None).collect();
+            while let Some(done) = calls.join_next().await {
+                let (i, r) = done.expect("append task");
+                out[i] = Some(r);
+            }
+            out.into_iter().map(|r| r.expect("every call answered")).collect()
+        };
+        tokio::time::timeout(Duration::from_secs(20), wait)
+            .await
+            .expect("every caller is answered")
+    }
+
+    #[tokio::test]
+    async fn every_caller_gets_its_own_seq_through_the_runtime() {
+        let (store, seqs) = memory(false);
+        let writer = Writer::start(store, 16).unwrap();
+        let results = append_all(&writer.handle(), 200).await;
+        let mut got: Vec<u64> = results.into_iter().map(|r| r.unwrap()).collect();
+        got.sort_unstable();
+        assert_eq!(got, (1..=200).collect::<Vec<u64>>());
+        assert_eq!(*seqs.lock().unwrap(), (1..=200).collect::<Vec<u64>>());
+        assert_eq!(writer.handle().stats.committed.load(Ordering::Relaxed), 200);
+        writer.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_is_reported_to_every_caller_in_the_group() {
+        let (store, seqs) = memory(true);
+        let writer = Writer::start(store, 16).unwrap();
+        for r in append_all(&writer.handle(), 40).await {
+            match r {
+                Err(AuditError::Write(m)) => assert_eq!(m, "disk full"),
+                other => panic!("expected the write error, got {other:?}"),
+            }
+        }
+        assert!(seqs.lock().unwrap().is_empty());
+        writer.shutdown().await;
+    }
 }
