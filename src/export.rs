@@ -149,13 +149,18 @@ impl<W: Write> RecordsWriter<W> {
     }
 }
 
+/// A gzip file, buffered on both sides: the JSON serialiser writes a token at a time, and the
+/// encoder prepares its whole output buffer on every write it gets, so small writes are
+/// gathered before they reach it.
+type Gzip = BufWriter<GzEncoder<BufWriter<File>>>;
+
 /// CloudTrail log files under a directory: one gzip file per UTC hour, account and region,
 /// named as CloudTrail names them
 /// (`YYYY/MM/DD/<account>_CloudTrail_<region>_<YYYYMMDDTHHmmZ>_<id>.json.gz`).
 pub struct HourlyFiles {
     dir: PathBuf,
     /// Open files of the current hour, by (account, region).
-    open: HashMap<(String, String), RecordsWriter<GzEncoder<BufWriter<File>>>>,
+    open: HashMap<(String, String), RecordsWriter<Gzip>>,
     hour: Option<String>,
     /// Files written.
     pub files: Vec<PathBuf>,
@@ -175,7 +180,8 @@ impl HourlyFiles {
 
     fn close_all(&mut self) -> std::io::Result<()> {
         for (_, w) in self.open.drain() {
-            w.finish()?.finish()?.flush()?;
+            let gz = w.finish()?.into_inner().map_err(|e| e.into_error())?;
+            gz.finish()?.flush()?;
         }
         Ok(())
     }
@@ -228,7 +234,10 @@ impl HourlyFiles {
             self.files.push(path);
             self.open.insert(
                 key.clone(),
-                RecordsWriter::new(GzEncoder::new(f, Compression::default()))?,
+                RecordsWriter::new(BufWriter::with_capacity(
+                    64 * 1024,
+                    GzEncoder::new(f, Compression::default()),
+                ))?,
             );
         }
         match self.open.get_mut(&key) {
