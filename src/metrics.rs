@@ -17,20 +17,20 @@ use crate::audit::writer::COMMIT_BUCKETS_US;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
     /// `[upstreams]` key.
-    pub family: String,
+    pub family: &'static str,
     /// `eventName`.
-    pub operation: String,
+    pub operation: &'static str,
     /// Guardrail decision.
-    pub decision: String,
+    pub decision: &'static str,
     /// Outcome.
-    pub outcome: String,
+    pub outcome: &'static str,
 }
 
 /// Labels of a pass-through request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     /// Route (`[upstreams]` key, `forward` or `tunnel`).
-    pub route: String,
+    pub route: &'static str,
 }
 
 /// All metrics.
@@ -84,16 +84,7 @@ impl Default for Metrics {
         );
         let pass_routes = PASS_ROUTES
             .iter()
-            .map(|r| {
-                (
-                    *r,
-                    passthrough
-                        .get_or_create(&RouteLabels {
-                            route: (*r).to_string(),
-                        })
-                        .clone(),
-                )
-            })
+            .map(|r| (*r, passthrough.get_or_create(&RouteLabels { route: r }).clone()))
             .collect();
         Metrics {
             registry,
@@ -108,17 +99,13 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Counts one pass-through request on `route`.
-    pub fn passthrough(&self, route: &str) {
+    pub fn passthrough(&self, route: &'static str) {
         match self.pass_routes.iter().find(|(r, _)| *r == route) {
             Some((_, c)) => {
                 c.inc();
             }
             None => {
-                self.passthrough
-                    .get_or_create(&RouteLabels {
-                        route: route.to_string(),
-                    })
-                    .inc();
+                self.passthrough.get_or_create(&RouteLabels { route }).inc();
             }
         }
     }

@@ -194,9 +194,7 @@ async fn handle_request(app: Arc<App>, mut conn: Conn, req: Request<Incoming>) -
                 warn!(peer = %peer, error = %e, "proxy authentication failed");
                 app.metrics
                     .refused
-                    .get_or_create(&RouteLabels {
-                        route: "proxy_auth".into(),
-                    })
+                    .get_or_create(&RouteLabels { route: "proxy_auth" })
                     .inc();
                 let mut r = plain(
                     StatusCode::PROXY_AUTHENTICATION_REQUIRED,
@@ -222,10 +220,7 @@ async fn handle_request(app: Arc<App>, mut conn: Conn, req: Request<Incoming>) -
     let route = match choose_route(&app, conn.tunnel.as_deref(), &req) {
         Ok(r) => r,
         Err(resp) => {
-            app.metrics
-                .refused
-                .get_or_create(&RouteLabels { route: "none".into() })
-                .inc();
+            app.metrics.refused.get_or_create(&RouteLabels { route: "none" }).inc();
             return *resp;
         }
     };
@@ -734,15 +729,15 @@ async fn intercept(
     resp
 }
 
-fn count(app: &App, f: &CallFacts, v: &Verdict, outcome: &str, started: Instant) {
-    let family = f.op.family().label().to_string();
+fn count(app: &App, f: &CallFacts, v: &Verdict, outcome: &'static str, started: Instant) {
+    let family = f.op.family().label();
     app.metrics
         .calls
         .get_or_create(&CallLabels {
-            family: family.clone(),
-            operation: f.op.name().into(),
-            decision: v.decision.as_str().into(),
-            outcome: outcome.into(),
+            family,
+            operation: f.op.name(),
+            decision: v.decision.as_str(),
+            outcome,
         })
         .inc();
     app.metrics
@@ -759,7 +754,7 @@ async fn refuse(
     call: &Call,
     previous: &[Option<crate::retention::RetentionValue>],
     verdict: &Verdict,
-    outcome: &str,
+    outcome: &'static str,
     err: VendorError,
     started: Instant,
 ) -> Response<ProxyBody> {

@@ -38,7 +38,7 @@ pub async fn connect(
     let refused = |why: &str| {
         app.metrics
             .refused
-            .get_or_create(&RouteLabels { route: "tunnel".into() })
+            .get_or_create(&RouteLabels { route: "tunnel" })
             .inc();
         warn!(host = %host, port, peer = %peer, reason = why, "CONNECT refused");
     };
@@ -70,11 +70,7 @@ pub async fn connect(
     app.metrics
         .passthrough
         .get_or_create(&RouteLabels {
-            route: if intercepted {
-                "intercept".into()
-            } else {
-                "tunnel".into()
-            },
+            route: if intercepted { "intercept" } else { "tunnel" },
         })
         .inc();
     if intercepted {
