@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
+use crate::audit::AuditError;
 use crate::audit::query::{self, Filter, Verification};
 use crate::audit::sqlite;
 use crate::config::Config;
@@ -476,23 +477,100 @@ fn io_result(r: std::io::Result<()>) -> Result<ExitCode, String> {
     }
 }
 
-fn print_events(events: &[Value], format: Format, columns: &[&str]) -> Result<ExitCode, String> {
+/// Writes events as they are read: memory stays flat however many a query returns (a table
+/// keeps only its cells, to size its columns).
+struct EventPrinter<'c, W: Write> {
+    out: W,
+    format: Format,
+    columns: &'c [&'c str],
+    /// What an empty table prints instead of its header; `None`: the header and "(no events)".
+    empty: Option<String>,
+    rows: Vec<Vec<String>>,
+    count: u64,
+}
+
+impl<'c, W: Write> EventPrinter<'c, W> {
+    fn new(out: W, format: Format, columns: &'c [&'c str], empty: Option<String>) -> Self {
+        EventPrinter {
+            out,
+            format,
+            columns,
+            empty,
+            rows: Vec::new(),
+            count: 0,
+        }
+    }
+
+    fn push(&mut self, e: &Value) -> std::io::Result<()> {
+        let first = self.count == 0;
+        self.count += 1;
+        match self.format {
+            Format::Json => {
+                // The bytes `to_writer_pretty` gives for the whole array: each element on
+                // its own lines, indented one level (JSON strings hold no raw newline).
+                let text = serde_json::to_string_pretty(e).map_err(std::io::Error::other)?;
+                self.out.write_all(if first { b"[\n  " } else { b",\n  " })?;
+                self.out.write_all(text.replace('\n', "\n  ").as_bytes())
+            }
+            Format::Jsonl => writeln!(self.out, "{e}"),
+            Format::Csv => {
+                if first {
+                    writeln!(self.out, "{}", self.columns.join(","))?;
+                }
+                let row: Vec<String> = self
+                    .columns
+                    .iter()
+                    .map(|c| export::csv_field(&export::cell(e, c)))
+                    .collect();
+                writeln!(self.out, "{}", row.join(","))
+            }
+            Format::Table => {
+                self.rows
+                    .push(self.columns.iter().map(|c| export::cell(e, c)).collect());
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        match self.format {
+            Format::Json if self.count == 0 => writeln!(self.out, "[]")?,
+            Format::Json => writeln!(self.out, "\n]")?,
+            Format::Jsonl => {}
+            Format::Csv if self.count == 0 => writeln!(self.out, "{}", self.columns.join(","))?,
+            Format::Csv => {}
+            Format::Table => match self.empty.take().filter(|_| self.rows.is_empty()) {
+                Some(message) => writeln!(self.out, "{message}")?,
+                None => write_table(&mut self.out, &self.rows, self.columns)?,
+            },
+        }
+        self.out.flush()
+    }
+}
+
+/// Prints what `read` visits, as it visits it. A failed write ends the reading; a closed pipe
+/// (`| head`) is not an error.
+fn print_events(
+    format: Format,
+    columns: &[&str],
+    empty: Option<String>,
+    read: impl FnOnce(&mut dyn FnMut(Value) -> Result<(), AuditError>) -> Result<(), AuditError>,
+) -> Result<ExitCode, String> {
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let res = match format {
-        Format::Json => serde_json::to_writer_pretty(&mut out, &events)
-            .map_err(std::io::Error::other)
-            .and_then(|_| writeln!(out)),
-        Format::Jsonl => events.iter().try_for_each(|e| writeln!(out, "{e}")),
-        Format::Csv => writeln!(out, "{}", columns.join(",")).and_then(|_| {
-            events.iter().try_for_each(|e| {
-                let row: Vec<String> = columns.iter().map(|c| export::csv_field(&export::cell(e, c))).collect();
-                writeln!(out, "{}", row.join(","))
-            })
-        }),
-        Format::Table => write_table(&mut out, events, columns),
-    };
-    io_result(res.and_then(|_| out.flush()))
+    let mut printer = EventPrinter::new(std::io::BufWriter::new(stdout.lock()), format, columns, empty);
+    let mut failed: Option<std::io::Error> = None;
+    let read = read(&mut |e| {
+        printer.push(&e).map_err(|err| {
+            let message = err.to_string();
+            failed = Some(err);
+            AuditError::Read(message)
+        })
+    });
+    match (read, failed) {
+        (_, Some(err)) => io_result(Err(err)),
+        (Err(e), None) => Err(e.to_string()),
+        (Ok(()), None) => io_result(printer.finish()),
+    }
 }
 
 fn audit(cmd: AuditCommand) -> Result<ExitCode, String> {
@@ -542,8 +620,9 @@ fn audit(cmd: AuditCommand) -> Result<ExitCode, String> {
                 ..Filter::default()
             };
             let conn = sqlite::open_read_only(&db).map_err(|e| e.to_string())?;
-            let events = query::query(&conn, &f).map_err(|e| e.to_string())?;
-            print_events(&events, format, &export::CSV_COLUMNS)
+            print_events(format, &export::CSV_COLUMNS, None, |visit| {
+                query::for_each(&conn, &f, |_, e| visit(e))
+            })
         }
         AuditCommand::History { db, resource, format } => {
             let f = Filter {
@@ -551,34 +630,31 @@ fn audit(cmd: AuditCommand) -> Result<ExitCode, String> {
                 ..Filter::default()
             };
             let conn = sqlite::open_read_only(&db).map_err(|e| e.to_string())?;
-            let mut events = query::query(&conn, &f).map_err(|e| e.to_string())?;
-            // Keep only this resource's changes, so "previous -> new" reads as its own history.
-            for e in &mut events {
-                if let Some(Value::Array(cs)) = e.get_mut("changes") {
-                    cs.retain(|c| c.get("resource").and_then(Value::as_str) == Some(resource.as_str()));
-                }
-            }
-            if events.is_empty() && format == Format::Table {
-                println!("no events for resource {resource:?}");
-                return Ok(ExitCode::SUCCESS);
-            }
-            print_events(&events, format, &HISTORY_COLUMNS)
+            let empty = format!("no events for resource {resource:?}");
+            print_events(format, &HISTORY_COLUMNS, Some(empty), |visit| {
+                query::for_each(&conn, &f, |_, mut e| {
+                    // Keep only this resource's changes, so "previous -> new" reads as its
+                    // own history.
+                    if let Some(Value::Array(cs)) = e.get_mut("changes") {
+                        cs.retain(|c| c.get("resource").and_then(Value::as_str) == Some(resource.as_str()));
+                    }
+                    visit(e)
+                })
+            })
         }
         AuditCommand::State { db, format } => {
             let conn = sqlite::open_read_only(&db).map_err(|e| e.to_string())?;
             let rows = query::state(&conn).map_err(|e| e.to_string())?;
-            let events: Vec<Value> = rows
-                .into_iter()
-                .map(|r| {
-                    serde_json::json!({"resource": r.resource, "target": r.target, "value": r.value,
-                        "seenAt": r.seen_at, "eventID": r.event_id})
+            let columns = ["resource", "target", "value", "seenAt", "eventID"];
+            let empty = "no retention values seen yet".to_string();
+            print_events(format, &columns, Some(empty), |visit| {
+                rows.into_iter().try_for_each(|r| {
+                    visit(
+                        serde_json::json!({"resource": r.resource, "target": r.target, "value": r.value,
+                        "seenAt": r.seen_at, "eventID": r.event_id}),
+                    )
                 })
-                .collect();
-            if events.is_empty() && format == Format::Table {
-                println!("no retention values seen yet");
-                return Ok(ExitCode::SUCCESS);
-            }
-            print_events(&events, format, &["resource", "target", "value", "seenAt", "eventID"])
+            })
         }
         AuditCommand::Export {
             db,
@@ -689,13 +765,9 @@ fn export_events(
     }
 }
 
-fn write_table(out: &mut impl Write, events: &[Value], columns: &[&str]) -> std::io::Result<()> {
-    let rows: Vec<Vec<String>> = events
-        .iter()
-        .map(|e| columns.iter().map(|c| export::cell(e, c)).collect())
-        .collect();
+fn write_table(out: &mut impl Write, rows: &[Vec<String>], columns: &[&str]) -> std::io::Result<()> {
     let mut widths: Vec<usize> = columns.iter().map(|c| c.len()).collect();
-    for r in &rows {
+    for r in rows {
         for (i, v) in r.iter().enumerate() {
             widths[i] = widths[i].max(v.chars().count());
         }
@@ -708,11 +780,77 @@ fn write_table(out: &mut impl Write, events: &[Value], columns: &[&str]) -> std:
             .join("  ")
     };
     writeln!(out, "{}", line(columns.to_vec()).trim_end())?;
-    for r in &rows {
+    for r in rows {
         writeln!(out, "{}", line(r.iter().map(String::as_str).collect()).trim_end())?;
     }
     if rows.is_empty() {
         writeln!(out, "(no events)")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn printed(format: Format, events: &[Value], empty: Option<&str>) -> String {
+        let columns = ["eventName", "outcome"];
+        let mut out = Vec::new();
+        let mut p = EventPrinter::new(&mut out, format, &columns, empty.map(str::to_string));
+        for e in events {
+            p.push(e).unwrap();
+        }
+        p.finish().unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn events() -> Vec<Value> {
+        vec![
+            json!({"eventName": "PutRetentionSettings", "outcome": "forwarded",
+                   "changes": [{"new": 30, "previous": null}], "empty": {}, "none": [],
+                   "text": "two\nlines \"quoted\""}),
+            json!({"eventName": "admin.conversations.setCustomRetention", "outcome": "denied",
+                   "nested": {"a": [1, {"b": []}]}}),
+            json!({}),
+        ]
+    }
+
+    #[test]
+    fn streamed_json_is_the_pretty_array_byte_for_byte() {
+        let all = events();
+        for n in 0..=all.len() {
+            let some = &all[..n];
+            let want = format!("{}\n", serde_json::to_string_pretty(some).unwrap());
+            assert_eq!(printed(Format::Json, some, None), want, "{n} events");
+        }
+    }
+
+    #[test]
+    fn lines_and_csv_stream_one_event_per_line() {
+        let all = events();
+        let jsonl = printed(Format::Jsonl, &all, None);
+        let lines: Vec<Value> = jsonl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines, all);
+        assert_eq!(
+            printed(Format::Csv, &all[..2], None),
+            "eventName,outcome\nPutRetentionSettings,forwarded\nadmin.conversations.setCustomRetention,denied\n"
+        );
+        assert_eq!(printed(Format::Csv, &[], None), "eventName,outcome\n");
+        assert_eq!(printed(Format::Jsonl, &[], None), "");
+    }
+
+    #[test]
+    fn tables_are_aligned_and_say_when_they_are_empty() {
+        assert_eq!(
+            printed(Format::Table, &events()[..2], None),
+            "eventName                               outcome\n\
+             PutRetentionSettings                    forwarded\n\
+             admin.conversations.setCustomRetention  denied\n"
+        );
+        assert_eq!(printed(Format::Table, &[], None), "eventName  outcome\n(no events)\n");
+        assert_eq!(printed(Format::Table, &[], Some("nothing here")), "nothing here\n");
+        assert!(printed(Format::Table, &events()[..1], Some("nothing here")).starts_with("eventName"));
+    }
 }
