@@ -327,6 +327,26 @@ pub enum Verification {
     },
 }
 
+/// The fields of a record that `verify` compares with its columns. Every other field is
+/// skipped without being built, which is most of the work of reading a record; one of these
+/// keys given twice makes the record unreadable rather than letting one of its values win.
+#[derive(serde::Deserialize)]
+struct Checked {
+    seq: Option<Value>,
+    #[serde(rename = "prevHash")]
+    prev_hash: Option<Value>,
+    #[serde(rename = "recordType")]
+    record_type: Option<Value>,
+    #[serde(rename = "eventID")]
+    event_id: Option<Value>,
+    #[serde(rename = "eventTime")]
+    event_time: Option<Value>,
+    #[serde(rename = "eventName")]
+    event_name: Option<Value>,
+    #[serde(rename = "eventSource")]
+    event_source: Option<Value>,
+}
+
 /// Walks every record in order and checks seq continuity, `prevHash` links, hashes and
 /// that the filter columns agree with the hashed body.
 pub fn verify(conn: &Connection) -> Result<Verification, AuditError> {
@@ -361,19 +381,19 @@ pub fn verify(conn: &Connection) -> Result<Verification, AuditError> {
         if canonical::sha256_hex(body.as_bytes()) != hash {
             return broken("its content does not match its hash".into());
         }
-        let v: Value = match serde_json::from_str(&body) {
-            Ok(v) => v,
-            Err(_) => return broken("its content is not JSON".into()),
+        let v: Checked = match body.starts_with('{').then(|| serde_json::from_str(&body)) {
+            Some(Ok(v)) => v,
+            _ => return broken("its content is not a JSON object (with each key once)".into()),
         };
-        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        if v.get("seq").and_then(Value::as_u64) != Some(seq) || s("prevHash") != prev_hash {
+        let s = |v: &Option<Value>| v.as_ref().and_then(Value::as_str).unwrap_or("").to_string();
+        if v.seq.as_ref().and_then(Value::as_u64) != Some(seq) || s(&v.prev_hash) != prev_hash {
             return broken("its seq or prevHash column differs from its content".into());
         }
-        if s("recordType") != kind || s("eventID") != event_id {
+        if s(&v.record_type) != kind || s(&v.event_id) != event_id {
             return broken("its kind or eventID column differs from its content".into());
         }
         if kind == "request"
-            && (s("eventTime") != event_time || s("eventName") != event_name || s("eventSource") != event_source)
+            && (s(&v.event_time) != event_time || s(&v.event_name) != event_name || s(&v.event_source) != event_source)
         {
             return broken("its eventTime, eventName or eventSource column differs from its content".into());
         }
@@ -454,6 +474,113 @@ mod tests {
                 "{f:?}: {plan:?}"
             );
         }
+    }
+
+    /// A store of three calls (six records), closed; its path.
+    fn three_calls(dir: &std::path::Path) -> std::path::PathBuf {
+        use super::super::canonical::ObjectText;
+        use super::super::{Backend, IndexFields, NewRecord, RecordKind, link, sqlite::SqliteStore};
+        let path = dir.join("audit.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        for i in 0..3 {
+            let (seq, hash) = store.head().unwrap();
+            let id = format!("id-{i}");
+            let time = format!("2026-11-22T10:00:0{i}.000Z");
+            let name = "admin.conversations.setCustomRetention";
+            let request = NewRecord {
+                kind: RecordKind::Request,
+                event_id: id.clone(),
+                event_time: time.clone(),
+                body: ObjectText::from_value(&serde_json::json!({"eventID": id, "eventTime": time,
+                    "eventName": name, "eventSource": "slack.com", "changes": [{"new": 30 + i}]})),
+                index: IndexFields {
+                    event_name: name.into(),
+                    event_source: "slack.com".into(),
+                    ..IndexFields::default()
+                },
+                observed: vec![],
+            };
+            let outcome = NewRecord {
+                kind: RecordKind::Outcome,
+                event_id: id.clone(),
+                event_time: time.clone(),
+                body: ObjectText::from_value(&serde_json::json!({"eventID": id, "outcome": "forwarded"})),
+                index: IndexFields::default(),
+                observed: vec![],
+            };
+            let r = link(seq, &hash, request);
+            let o = link(r.seq, &r.hash, outcome);
+            store.append(&[r, o]).unwrap();
+        }
+        path
+    }
+
+    /// Replaces the body of `seq` and recomputes its own hash, as a forger would.
+    fn forge(path: &std::path::Path, seq: i64, body: &str) {
+        let c = Connection::open(path).unwrap();
+        let hash = canonical::sha256_hex(body.as_bytes());
+        c.execute(
+            "UPDATE records SET body = ?1, hash = ?2 WHERE seq = ?3",
+            rusqlite::params![body, hash, seq],
+        )
+        .unwrap();
+    }
+
+    fn body(path: &std::path::Path, seq: i64) -> String {
+        let c = Connection::open(path).unwrap();
+        c.query_row("SELECT body FROM records WHERE seq = ?1", [seq], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn verified(path: &std::path::Path) -> Verification {
+        verify(&super::super::sqlite::open_read_only(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn verify_compares_the_hashed_content_with_the_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = three_calls(dir.path());
+        assert!(matches!(verified(&path), Verification::Intact { records: 6 }));
+        let original = body(&path, 3);
+        // Each forgery re-hashes the record itself, so only the column comparison (or the
+        // next link) can catch it; the last record has no next link.
+        for (forged, reason) in [
+            (original.replacen("\"seq\":3", "\"seq\":4", 1), "seq or prevHash"),
+            (
+                original.replacen("\"recordType\":\"request\"", "\"recordType\":\"outcome\"", 1),
+                "kind or eventID",
+            ),
+            (
+                original.replacen(
+                    "\"eventName\":\"admin.conversations.setCustomRetention\"",
+                    "\"eventName\":\"x\"",
+                    1,
+                ),
+                "eventTime, eventName or eventSource",
+            ),
+            (original.replacen("{", "{\"eventID\":\"id-9\",", 1), "not a JSON object"),
+            (format!("[{original}]"), "not a JSON object"),
+            (original.replacen("}", "", 1), "not a JSON object"),
+        ] {
+            assert_ne!(forged, original);
+            let scratch = dir.path().join("forged.db");
+            std::fs::copy(&path, &scratch).unwrap();
+            // Make the forged record the last link, so the next link cannot catch it.
+            let c = Connection::open(&scratch).unwrap();
+            c.execute("DELETE FROM records WHERE seq > 3", []).unwrap();
+            drop(c);
+            forge(&scratch, 3, &forged);
+            match verified(&scratch) {
+                Verification::Broken { seq: 3, reason: r } => assert!(r.contains(reason), "{forged}: {r}"),
+                other => panic!("{forged}: expected broken at 3, got {other:?}"),
+            }
+            std::fs::remove_file(&scratch).unwrap();
+        }
+        // Fields the columns do not hold are covered by the hash and the next link.
+        let scratch = dir.path().join("forged.db");
+        std::fs::copy(&path, &scratch).unwrap();
+        forge(&scratch, 3, &original.replacen("\"new\":31", "\"new\":310", 1));
+        assert!(matches!(verified(&scratch), Verification::Broken { seq: 4, .. }));
     }
 
     #[test]
