@@ -138,3 +138,51 @@ pub trait Backend: Send + 'static {
     /// Every remembered retention value, to seed the `previous` memory at start.
     fn last_seen(&mut self) -> Result<Vec<Observed>, AuditError>;
 }
+
+/// Records for the unit tests of the store and its readers.
+#[cfg(test)]
+pub(crate) mod testing {
+    use serde_json::json;
+
+    use super::{Backend, IndexFields, NewRecord, ObjectText, RecordKind, link};
+    use crate::retention::{Observed, RetentionValue, Target};
+
+    /// Stores one Slack retention call as its two links: a request by `alice` (listed twice)
+    /// and `key-{i}` on channel `C0123`, and an outcome that saw `days`.
+    pub fn call(store: &mut impl Backend, i: u32, days: u32) {
+        let (seq, hash) = store.head().unwrap();
+        let id = format!("id-{i}");
+        let time = format!("2026-11-22T10:00:{i:02}.000Z");
+        let request = NewRecord {
+            kind: RecordKind::Request,
+            event_id: id.clone(),
+            event_time: time.clone(),
+            body: ObjectText::from_value(&json!({"eventID": id, "eventTime": time,
+                "eventName": "admin.conversations.setCustomRetention", "eventSource": "slack.com"})),
+            index: IndexFields {
+                event_name: "admin.conversations.setCustomRetention".into(),
+                event_source: "slack.com".into(),
+                // The same principal twice (an access key id equal to a proxy user name).
+                actors: vec!["alice".into(), "alice".into(), format!("key-{i}")],
+                decision: "allow".into(),
+                resources: vec!["C0123".into()],
+            },
+            observed: vec![],
+        };
+        let outcome = NewRecord {
+            kind: RecordKind::Outcome,
+            event_id: id.clone(),
+            event_time: time.clone(),
+            body: ObjectText::from_value(&json!({"eventID": id, "outcome": "forwarded"})),
+            index: IndexFields::default(),
+            observed: vec![Observed {
+                target: Target::SlackChannel,
+                resource: "C0123".into(),
+                value: RetentionValue::Days(days),
+            }],
+        };
+        let r = link(seq, &hash, request);
+        let o = link(r.seq, &r.hash, outcome);
+        store.append(&[r, o]).unwrap();
+    }
+}

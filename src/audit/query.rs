@@ -478,39 +478,10 @@ mod tests {
 
     /// A store of three calls (six records), closed; its path.
     fn three_calls(dir: &std::path::Path) -> std::path::PathBuf {
-        use super::super::canonical::ObjectText;
-        use super::super::{Backend, IndexFields, NewRecord, RecordKind, link, sqlite::SqliteStore};
         let path = dir.join("audit.db");
-        let mut store = SqliteStore::open(&path).unwrap();
+        let mut store = super::super::sqlite::SqliteStore::open(&path).unwrap();
         for i in 0..3 {
-            let (seq, hash) = store.head().unwrap();
-            let id = format!("id-{i}");
-            let time = format!("2026-11-22T10:00:0{i}.000Z");
-            let name = "admin.conversations.setCustomRetention";
-            let request = NewRecord {
-                kind: RecordKind::Request,
-                event_id: id.clone(),
-                event_time: time.clone(),
-                body: ObjectText::from_value(&serde_json::json!({"eventID": id, "eventTime": time,
-                    "eventName": name, "eventSource": "slack.com", "changes": [{"new": 30 + i}]})),
-                index: IndexFields {
-                    event_name: name.into(),
-                    event_source: "slack.com".into(),
-                    ..IndexFields::default()
-                },
-                observed: vec![],
-            };
-            let outcome = NewRecord {
-                kind: RecordKind::Outcome,
-                event_id: id.clone(),
-                event_time: time.clone(),
-                body: ObjectText::from_value(&serde_json::json!({"eventID": id, "outcome": "forwarded"})),
-                index: IndexFields::default(),
-                observed: vec![],
-            };
-            let r = link(seq, &hash, request);
-            let o = link(r.seq, &r.hash, outcome);
-            store.append(&[r, o]).unwrap();
+            super::super::testing::call(&mut store, i, 30 + i);
         }
         path
     }
@@ -579,7 +550,7 @@ mod tests {
         // Fields the columns do not hold are covered by the hash and the next link.
         let scratch = dir.path().join("forged.db");
         std::fs::copy(&path, &scratch).unwrap();
-        forge(&scratch, 3, &original.replacen("\"new\":31", "\"new\":310", 1));
+        forge(&scratch, 3, &original.replacen('{', "{\"added\":1,", 1));
         assert!(matches!(verified(&scratch), Verification::Broken { seq: 4, .. }));
     }
 

@@ -350,6 +350,7 @@ pub fn load_or_create_key(path: &PathBuf) -> Result<Vec<u8>, AuditError> {
 mod tests {
     use super::*;
     use crate::audit::query::{self, Filter, Verification};
+    use crate::audit::testing::call;
     use crate::audit::{IndexFields, NewRecord, ObjectText, RecordKind, link};
     use serde_json::json;
 
@@ -368,43 +369,6 @@ mod tests {
         CREATE INDEX record_resources_resource ON record_resources(resource, seq);
         CREATE TABLE last_seen (target TEXT NOT NULL, resource TEXT NOT NULL, value TEXT NOT NULL,
             seq INTEGER NOT NULL, PRIMARY KEY (target, resource));";
-
-    fn call(store: &mut SqliteStore, i: u32, days: u32) {
-        let (seq, hash) = store.head().unwrap();
-        let id = format!("id-{i}");
-        let time = format!("2026-11-22T10:00:{i:02}.000Z");
-        let request = NewRecord {
-            kind: RecordKind::Request,
-            event_id: id.clone(),
-            event_time: time.clone(),
-            body: ObjectText::from_value(&json!({"eventID": id, "eventTime": time,
-                "eventName": "admin.conversations.setCustomRetention", "eventSource": "slack.com"})),
-            index: IndexFields {
-                event_name: "admin.conversations.setCustomRetention".into(),
-                event_source: "slack.com".into(),
-                // The same principal twice (an access key id equal to a proxy user name).
-                actors: vec!["alice".into(), "alice".into(), format!("key-{i}")],
-                decision: "allow".into(),
-                resources: vec!["C0123".into()],
-            },
-            observed: vec![],
-        };
-        let outcome = NewRecord {
-            kind: RecordKind::Outcome,
-            event_id: id.clone(),
-            event_time: time.clone(),
-            body: ObjectText::from_value(&json!({"eventID": id, "outcome": "forwarded"})),
-            index: IndexFields::default(),
-            observed: vec![Observed {
-                target: Target::SlackChannel,
-                resource: "C0123".into(),
-                value: RetentionValue::Days(days),
-            }],
-        };
-        let r = link(seq, &hash, request);
-        let o = link(r.seq, &r.hash, outcome);
-        store.append(&[r, o]).unwrap();
-    }
 
     fn ids(conn: &Connection, f: Filter) -> Vec<String> {
         query::query(conn, &f)
