@@ -169,9 +169,8 @@ struct Route {
     label: &'static str,
 }
 
-/// Serves one request. Never fails: every error becomes a response.
-///
-/// Boxed because intercepted tunnels call it again for their inner requests.
+/// Serves one request, as [`handle_request`] does, behind a box: intercepted tunnels call it
+/// again for their inner requests, and a future cannot contain itself.
 pub fn handle(
     app: Arc<App>,
     conn: Conn,
@@ -180,7 +179,11 @@ pub fn handle(
     Box::pin(handle_request(app, conn, req))
 }
 
-async fn handle_request(app: Arc<App>, mut conn: Conn, req: Request<Incoming>) -> Response<ProxyBody> {
+/// Serves one request. Never fails: every error becomes a response.
+///
+/// Unboxed, for a connection's service: hyper keeps the request's future in one place per
+/// connection, so a keep-alive client costs no allocation per request for it.
+pub async fn handle_request(app: Arc<App>, mut conn: Conn, req: Request<Incoming>) -> Response<ProxyBody> {
     let peer = conn.peer;
     // The forward proxy (absolute-form and CONNECT) may require proxy authentication; inside
     // an intercepted tunnel the user who opened it is the user.

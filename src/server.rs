@@ -169,7 +169,7 @@ pub async fn run(
                 let svc = service_fn(move |req| {
                     let app = app.clone();
                     let conn = conn.clone();
-                    async move { Ok::<_, std::convert::Infallible>(proxy::handle(app, conn, req).await) }
+                    async move { Ok::<_, std::convert::Infallible>(proxy::handle_request(app, conn, req).await) }
                 });
                 let result = match tls {
                     Some(acceptor) => {

@@ -226,7 +226,7 @@ impl Affinity {
             let fresh = reused.is_none();
             let mut sender = match reused.take() {
                 Some(s) => s,
-                None => self.dialer.connect(&uri).await?,
+                None => Box::pin(self.dialer.connect(&uri)).await?,
             };
             if let Err(e) = sender.ready().await {
                 if fresh {
