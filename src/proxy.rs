@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::Value;
 use time::OffsetDateTime;
-use tracing::{Instrument, debug_span, warn};
+use tracing::{Instrument, info_span, warn};
 
 use crate::audit::AuditHandle;
 use crate::audit::query::format_time;
@@ -220,7 +220,7 @@ pub async fn handle_request(app: Arc<App>, mut conn: Conn, req: Request<Incoming
         }
         return Box::pin(crate::tunnel::connect(app, peer, conn.proxy_user, req)).await;
     }
-    let route = match choose_route(&app, conn.tunnel.as_deref(), &req) {
+    let route = match choose_route(&app, peer, conn.tunnel.as_deref(), &req) {
         Ok(r) => r,
         Err(resp) => {
             app.metrics.refused.get_or_create(&RouteLabels { route: "none" }).inc();
@@ -236,7 +236,8 @@ pub async fn handle_request(app: Arc<App>, mut conn: Conn, req: Request<Incoming
     match matched {
         None => pass_through(&app, &conn, route, req).await,
         Some((m, odd_path)) => {
-            let span = debug_span!("call", operation = m.op.name(), way = ?route.way, peer = %peer);
+            // Every warning about the call names its client and operation.
+            let span = info_span!("call", operation = m.op.name(), way = ?route.way, peer = %peer);
             // Boxed: the intercepted path's state is large, and every pass-through request
             // would otherwise carry (and move) room for it.
             Box::pin(intercept(app, &conn, route, m, odd_path, req).instrument(span)).await
@@ -244,7 +245,12 @@ pub async fn handle_request(app: Arc<App>, mut conn: Conn, req: Request<Incoming
     }
 }
 
-fn choose_route<B>(app: &App, tunnel: Option<&Tunnel>, req: &Request<B>) -> Result<Route, Box<Response<ProxyBody>>> {
+fn choose_route<B>(
+    app: &App,
+    peer: SocketAddr,
+    tunnel: Option<&Tunnel>,
+    req: &Request<B>,
+) -> Result<Route, Box<Response<ProxyBody>>> {
     let config = &app.config;
     let uri = req.uri();
     let bad_target = |e: http::Error| {
@@ -282,7 +288,7 @@ fn choose_route<B>(app: &App, tunnel: Option<&Tunnel>, req: &Request<B>) -> Resu
         let host = uri.host().unwrap_or("").trim_end_matches('.').to_ascii_lowercase();
         let resolved = config.forward.resolve.get(&host).cloned();
         if host.is_empty() || !(config.forward.allows(&host) || resolved.is_some()) {
-            warn!(host = %host, "forward request to a host outside allow_hosts refused");
+            warn!(host = %host, peer = %peer, "forward request to a host outside allow_hosts refused");
             return Err(Box::new(plain(
                 StatusCode::FORBIDDEN,
                 &format!("retention-proxy: host {host:?} is not in forward.allow_hosts"),
@@ -543,7 +549,7 @@ async fn pass_through(app: &App, conn: &Conn, route: Route, req: Request<Incomin
     match tokio::time::timeout(app.config.upstreams.request_timeout, conn.upstream.send(out)).await {
         Ok(Ok(resp)) => client_response(resp),
         Ok(Err(e)) => {
-            warn!(error = %e, upstream = %route.target.upstream, "pass-through upstream failed");
+            warn!(error = %e, upstream = %route.target.upstream, peer = %conn.peer, "pass-through upstream failed");
             VendorError::bad_gateway(format!("upstream {} failed: {e}", route.target.upstream))
                 .response(family, &new_id())
         }

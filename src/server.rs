@@ -13,7 +13,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::audit::AuditError;
 use crate::audit::sqlite::{self, SqliteStore};
@@ -209,7 +209,9 @@ pub async fn run(
                     debug!(error = %e, "connection ended with an error");
                 }
             }
-            .instrument(info_span!("conn", peer = %peer)),
+            // Debug level: a span entered on every poll of every connection is a measurable part
+            // of a pass-through request. Warnings name their peer themselves.
+            .instrument(debug_span!("conn", peer = %peer)),
         );
     }
 
