@@ -710,7 +710,7 @@ fn export_events(
         query::for_each(conn, f, |_, e| {
             n += 1;
             tick(n);
-            files.push(&export::cloudtrail_record(&e)).map_err(werr)
+            files.push(&export::cloudtrail_record(e)).map_err(werr)
         })
         .and_then(|_| files.finish().map_err(werr))
         .map(|files| {
@@ -731,7 +731,7 @@ fn export_events(
                 query::for_each(conn, f, |_, e| {
                     n += 1;
                     tick(n);
-                    doc.push(&export::cloudtrail_record(&e)).map_err(werr)
+                    doc.push(&export::cloudtrail_record(e)).map_err(werr)
                 })
                 .and_then(|_| doc.finish().map(|_| ()).map_err(werr))
             }

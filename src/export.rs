@@ -21,10 +21,20 @@ fn cloudtrail_time(t: &str) -> String {
 /// Turns a merged audit event into a CloudTrail record: CloudTrail's own fields in its
 /// spelling and nesting, and the proxy's facts (guardrail, changes, outcome, chain) under
 /// `additionalEventData`, where CloudTrail keeps service-specific data.
-pub fn cloudtrail_record(e: &Value) -> Value {
-    let g = |k: &str| e.get(k).cloned().unwrap_or(Value::Null);
-    let ui = e.get("userIdentity").cloned().unwrap_or(json!({}));
-    let account = e.get("recipientAccountId").cloned().unwrap_or(Value::Null);
+///
+/// Takes the event: its values move into the record instead of being copied (an export
+/// builds one record per event).
+pub fn cloudtrail_record(e: Value) -> Value {
+    let mut e = match e {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    let mut take = |k: &str| e.remove(k).unwrap_or(Value::Null);
+    let ui = match take("userIdentity") {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    let account = take("recipientAccountId");
     let mut identity = Map::new();
     identity.insert("type".into(), ui.get("type").cloned().unwrap_or(json!("Unknown")));
     for (from, to) in [("accessKeyId", "accessKeyId"), ("chimeBearer", "arn")] {
@@ -41,73 +51,77 @@ pub fn cloudtrail_record(e: &Value) -> Value {
     if let Some(u) = user_name {
         identity.insert("userName".into(), u);
     }
-    let resources: Vec<Value> = e
-        .get("resources")
-        .and_then(Value::as_array)
-        .map(|rs| {
-            rs.iter()
-                .map(|r| {
-                    let id = r.get("id").cloned().unwrap_or(Value::Null);
-                    let mut o = Map::new();
-                    if id.as_str().is_some_and(|s| s.starts_with("arn:")) {
-                        o.insert("ARN".into(), id.clone());
-                        if let Some(a) = id.as_str().and_then(crate::recognise::arn_account) {
-                            o.insert("accountId".into(), json!(a));
-                        }
-                    } else {
-                        o.insert("ARN".into(), id.clone());
-                    }
-                    o.insert("type".into(), r.get("type").cloned().unwrap_or(Value::Null));
-                    Value::Object(o)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let resources: Vec<Value> = match take("resources") {
+        Value::Array(rs) => rs
+            .into_iter()
+            .map(|mut r| {
+                let id = r.get_mut("id").map(Value::take).unwrap_or(Value::Null);
+                let mut o = Map::new();
+                let account: Option<Value> = id
+                    .as_str()
+                    .filter(|s| s.starts_with("arn:"))
+                    .and_then(crate::recognise::arn_account)
+                    .map(|a| json!(a));
+                o.insert("ARN".into(), id);
+                if let Some(a) = account {
+                    o.insert("accountId".into(), a);
+                }
+                o.insert("type".into(), r.get_mut("type").map(Value::take).unwrap_or(Value::Null));
+                Value::Object(o)
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let event_time = take("eventTime");
+    let mut ui = ui;
+    let mut from_ui = |k: &str| ui.remove(k).unwrap_or(Value::Null);
+    let (token_fingerprint, token_type, verified) =
+        (from_ui("tokenFingerprint"), from_ui("tokenType"), from_ui("verified"));
     let mut rec = json!({
-        "eventVersion": g("eventVersion"),
+        "eventVersion": take("eventVersion"),
         "userIdentity": Value::Object(identity),
-        "eventTime": e.get("eventTime").and_then(Value::as_str).map(cloudtrail_time),
-        "eventSource": g("eventSource"),
-        "eventName": g("eventName"),
-        "awsRegion": g("awsRegion"),
-        "sourceIPAddress": g("sourceIPAddress"),
-        "userAgent": g("userAgent"),
-        "requestParameters": g("requestParameters"),
-        "responseElements": g("responseElements"),
-        "requestID": g("requestID"),
-        "eventID": g("eventID"),
-        "readOnly": g("readOnly"),
+        "eventTime": event_time.as_str().map(cloudtrail_time),
+        "eventSource": take("eventSource"),
+        "eventName": take("eventName"),
+        "awsRegion": take("awsRegion"),
+        "sourceIPAddress": take("sourceIPAddress"),
+        "userAgent": take("userAgent"),
+        "requestParameters": take("requestParameters"),
+        "responseElements": take("responseElements"),
+        "requestID": take("requestID"),
+        "eventID": take("eventID"),
+        "readOnly": take("readOnly"),
         "resources": resources,
-        "eventType": g("eventType"),
+        "eventType": take("eventType"),
         "managementEvent": true,
         "recipientAccountId": account,
         "eventCategory": "Management",
         "additionalEventData": {
-            "outcome": g("outcome"),
-            "httpStatus": g("httpStatus"),
-            "guardrail": g("guardrail"),
-            "changes": g("changes"),
-            "tokenFingerprint": ui.get("tokenFingerprint").cloned().unwrap_or(Value::Null),
-            "tokenType": ui.get("tokenType").cloned().unwrap_or(Value::Null),
-            "identityVerified": ui.get("verified").cloned().unwrap_or(Value::Null),
-            "invocationId": g("invocationId"),
-            "attempt": g("attempt"),
-            "durationMs": g("durationMs"),
-            "proxyInstance": g("proxyInstance"),
-            "proxyMode": g("proxyMode"),
-            "seq": g("seq"),
-            "prevHash": g("prevHash"),
-            "hash": g("hash"),
+            "outcome": take("outcome"),
+            "httpStatus": take("httpStatus"),
+            "guardrail": take("guardrail"),
+            "changes": take("changes"),
+            "tokenFingerprint": token_fingerprint,
+            "tokenType": token_type,
+            "identityVerified": verified,
+            "invocationId": take("invocationId"),
+            "attempt": take("attempt"),
+            "durationMs": take("durationMs"),
+            "proxyInstance": take("proxyInstance"),
+            "proxyMode": take("proxyMode"),
+            "seq": take("seq"),
+            "prevHash": take("prevHash"),
+            "hash": take("hash"),
         },
     });
     if let Some(o) = rec.as_object_mut() {
         for k in ["errorCode", "errorMessage"] {
-            if let Some(v) = e.get(k).filter(|v| !v.is_null()) {
-                o.insert(k.into(), v.clone());
+            if let Some(v) = e.remove(k).filter(|v| !v.is_null()) {
+                o.insert(k.into(), v);
             }
         }
-        if let Some(t) = e.get("tlsDetails").filter(|v| !v.is_null()) {
-            o.insert("tlsDetails".into(), t.clone());
+        if let Some(t) = e.remove("tlsDetails").filter(|v| !v.is_null()) {
+            o.insert("tlsDetails".into(), t);
         }
         if o.get("awsRegion").is_some_and(Value::is_null) {
             o.remove("awsRegion");
@@ -362,7 +376,7 @@ mod tests {
 
     #[test]
     fn cloudtrail_shape() {
-        let r = cloudtrail_record(&event());
+        let r = cloudtrail_record(event());
         assert_eq!(r["eventTime"], "2026-11-22T06:06:45Z");
         assert_eq!(r["userIdentity"]["accessKeyId"], "AKIA1");
         assert_eq!(r["userIdentity"]["accountId"], "111122223333");
@@ -418,4 +432,23 @@ mod tests {
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("plain"), "plain");
     }
+
+    /// The record's exact bytes, as the version that copied every field wrote them: moving
+    /// the fields out of the event changes nothing an auditor's tooling reads (field order
+    /// included), for a full event with escapes, big and float numbers, an error, TLS details
+    /// and odd resources, for a non-object, and for a bearer-only identity with null extras.
+    #[test]
+    fn cloudtrail_record_bytes_are_pinned() {
+        let full: Value = serde_json::from_str(EVENT).unwrap();
+        assert_eq!(cloudtrail_record(full).to_string(), FULL);
+        assert_eq!(cloudtrail_record(json!(["not an object"])).to_string(), ODD);
+        let bearer = json!({"userIdentity": {"chimeBearer": "arn:aws:chime:x", "accessKeyId": "AK"},
+            "awsRegion": "us-east-1", "errorCode": null, "tlsDetails": null, "resources": "x"});
+        assert_eq!(cloudtrail_record(bearer).to_string(), BEARER);
+    }
+
+    const EVENT: &str = r##"{"eventVersion":"1.0","eventID":"01a2-e","eventTime":"2026-11-22T06:06:45.123Z","eventSource":"messaging-chime.amazonaws.com","eventName":"PutChannelExpirationSettings","eventType":"AwsApiCall","readOnly":false,"awsRegion":null,"sourceIPAddress":"127.0.0.1","userAgent":"Boto3/1.35 \"quoted\" \\ back\u0001","userIdentity":{"type":"IAMUser","accessKeyId":"AKIA1","chimeBearer":null,"tokenFingerprint":"hmac-sha256:ab","tokenType":"xoxp","verified":true},"requestParameters":{"ChannelArn":"arn:aws:chime:us-east-1:111122223333:app-instance/a/channel/c","ExpirationSettings":{"ExpirationDays":3.5,"ExpirationCriterion":"CREATED_TIMESTAMP"},"big":18446744073709551615,"neg":-1,"e":1e300},"responseElements":null,"errorCode":"ValidationException","errorMessage":"too short","requestID":"r-1","resources":[{"type":"AWS::ChimeSDKMessaging::Channel","id":"arn:aws:chime:us-east-1:111122223333:app-instance/a/channel/c"},{"type":"slack.channel","id":"C0123"},{"id":"arn:nothing"},"odd",{"type":"t"}],"recipientAccountId":"111122223333","httpStatus":400,"outcome":"denied","guardrail":{"decision":"deny","ruleIds":["min"],"reason":"below 30"},"changes":[{"target":"chime_sdk.channel_expiration","resource":"c","previous":null,"new":3}],"invocationId":"inv","attempt":2,"durationMs":5,"proxyInstance":"host-1","proxyMode":"reverse","tlsDetails":{"tlsVersion":"TLSv1.3"},"seq":7,"prevHash":"p","hash":"h","extra":"ignored"}"##;
+    const FULL: &str = r##"{"eventVersion":"1.0","userIdentity":{"type":"IAMUser","accessKeyId":"AKIA1","accountId":"111122223333","userName":"hmac-sha256:ab"},"eventTime":"2026-11-22T06:06:45Z","eventSource":"messaging-chime.amazonaws.com","eventName":"PutChannelExpirationSettings","tlsDetails":{"tlsVersion":"TLSv1.3"},"sourceIPAddress":"127.0.0.1","userAgent":"Boto3/1.35 \"quoted\" \\ back\u0001","requestParameters":{"ChannelArn":"arn:aws:chime:us-east-1:111122223333:app-instance/a/channel/c","ExpirationSettings":{"ExpirationDays":3.5,"ExpirationCriterion":"CREATED_TIMESTAMP"},"big":18446744073709551615,"neg":-1,"e":1e+300},"responseElements":null,"requestID":"r-1","eventID":"01a2-e","readOnly":false,"resources":[{"ARN":"arn:aws:chime:us-east-1:111122223333:app-instance/a/channel/c","accountId":"111122223333","type":"AWS::ChimeSDKMessaging::Channel"},{"ARN":"C0123","type":"slack.channel"},{"ARN":"arn:nothing","type":null},{"ARN":null,"type":null},{"ARN":null,"type":"t"}],"eventType":"AwsApiCall","managementEvent":true,"recipientAccountId":"111122223333","eventCategory":"Management","additionalEventData":{"outcome":"denied","httpStatus":400,"guardrail":{"decision":"deny","ruleIds":["min"],"reason":"below 30"},"changes":[{"target":"chime_sdk.channel_expiration","resource":"c","previous":null,"new":3}],"tokenFingerprint":"hmac-sha256:ab","tokenType":"xoxp","identityVerified":true,"invocationId":"inv","attempt":2,"durationMs":5,"proxyInstance":"host-1","proxyMode":"reverse","seq":7,"prevHash":"p","hash":"h"},"errorCode":"ValidationException","errorMessage":"too short"}"##;
+    const ODD: &str = r##"{"eventVersion":null,"userIdentity":{"type":"Unknown"},"eventTime":null,"eventSource":null,"eventName":null,"additionalEventData":{"outcome":null,"httpStatus":null,"guardrail":null,"changes":null,"tokenFingerprint":null,"tokenType":null,"identityVerified":null,"invocationId":null,"attempt":null,"durationMs":null,"proxyInstance":null,"proxyMode":null,"seq":null,"prevHash":null,"hash":null},"sourceIPAddress":null,"userAgent":null,"requestParameters":null,"responseElements":null,"requestID":null,"eventID":null,"readOnly":null,"resources":[],"eventType":null,"managementEvent":true,"recipientAccountId":null,"eventCategory":"Management"}"##;
+    const BEARER: &str = r##"{"eventVersion":null,"userIdentity":{"type":"Unknown","accessKeyId":"AK","arn":"arn:aws:chime:x","userName":"arn:aws:chime:x"},"eventTime":null,"eventSource":null,"eventName":null,"awsRegion":"us-east-1","sourceIPAddress":null,"userAgent":null,"requestParameters":null,"responseElements":null,"requestID":null,"eventID":null,"readOnly":null,"resources":[],"eventType":null,"managementEvent":true,"recipientAccountId":null,"eventCategory":"Management","additionalEventData":{"outcome":null,"httpStatus":null,"guardrail":null,"changes":null,"tokenFingerprint":null,"tokenType":null,"identityVerified":null,"invocationId":null,"attempt":null,"durationMs":null,"proxyInstance":null,"proxyMode":null,"seq":null,"prevHash":null,"hash":null}}"##;
 }

@@ -138,7 +138,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ProxyBody
     let next = (events.len() as u64 == limit)
         .then(|| events.last().map(|(s, _)| s.to_string()))
         .flatten();
-    let out: Vec<Value> = events.iter().map(|(_, e)| lookup_event(e)).collect();
+    let out: Vec<Value> = events.into_iter().map(|(_, e)| lookup_event(e)).collect();
     let mut body = json!({ "Events": out });
     if let Some(n) = next {
         body["NextToken"] = json!(n);
@@ -235,8 +235,7 @@ fn to_filter(input: &Value) -> Result<Filter, (&'static str, String)> {
     Ok(f)
 }
 
-fn lookup_event(e: &Value) -> Value {
-    let rec = cloudtrail_record(e);
+fn lookup_event(e: Value) -> Value {
     let time = e
         .get("eventTime")
         .and_then(Value::as_str)
@@ -251,13 +250,18 @@ fn lookup_event(e: &Value) -> Value {
                 .collect()
         })
         .unwrap_or_default();
+    let field = |k: &str| e.get(k).cloned();
+    let (id, name, source) = (field("eventID"), field("eventName"), field("eventSource"));
+    let read_only = e.get("readOnly").and_then(Value::as_bool).map(|b| b.to_string());
+    let access_key = e.pointer("/userIdentity/accessKeyId").cloned();
+    let rec = cloudtrail_record(e);
     json!({
-        "EventId": e.get("eventID"),
-        "EventName": e.get("eventName"),
-        "ReadOnly": e.get("readOnly").and_then(Value::as_bool).map(|b| b.to_string()),
-        "AccessKeyId": e.pointer("/userIdentity/accessKeyId"),
+        "EventId": id,
+        "EventName": name,
+        "ReadOnly": read_only,
+        "AccessKeyId": access_key,
         "EventTime": time,
-        "EventSource": e.get("eventSource"),
+        "EventSource": source,
         "Username": rec.pointer("/userIdentity/userName"),
         "Resources": resources,
         "CloudTrailEvent": rec.to_string(),

@@ -247,10 +247,18 @@ pub fn for_each(
     let mut rows = st.query(params_from_iter(args)).map_err(rd)?;
     while let Some(r) = rows.next().map_err(rd)? {
         let seq = r.get::<_, i64>(0).map_err(rd)? as u64;
-        let body: String = r.get(1).map_err(rd)?;
-        let hash: String = r.get(2).map_err(rd)?;
-        let outcome: Option<String> = r.get(3).map_err(rd)?;
-        visit(seq, merge(&body, &hash, outcome.as_deref()))?;
+        // Borrowed from the row: no copy of the texts before they are parsed.
+        let text = |i: usize| -> Result<&str, AuditError> {
+            r.get_ref(i)
+                .map_err(rd)?
+                .as_str()
+                .map_err(|e| AuditError::Read(format!("column {i}: {e}")))
+        };
+        let outcome = match r.get_ref(3).map_err(rd)? {
+            rusqlite::types::ValueRef::Null => None,
+            _ => Some(text(3)?),
+        };
+        visit(seq, merge(text(1)?, text(2)?, outcome))?;
     }
     Ok(())
 }
