@@ -226,6 +226,8 @@ impl Affinity {
             let fresh = reused.is_none();
             let mut sender = match reused.take() {
                 Some(s) => s,
+                // Boxed: dialling is rare, and its state would otherwise sit in every request's
+                // future (and be moved with it).
                 None => Box::pin(self.dialer.connect(&uri)).await?,
             };
             if let Err(e) = sender.ready().await {
