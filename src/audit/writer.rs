@@ -1,6 +1,10 @@
 //! The writer thread: the only owner of the store's write connection. It takes records from
 //! a bounded channel, links each group into the chain, commits the group in one transaction
 //! (one fsync for many concurrent calls) and then acknowledges every sender.
+//!
+//! A group's acknowledgements go back to the runtime in one message, to a small task that
+//! answers each sender there: waking a task from outside the runtime costs a system call per
+//! task, waking it from inside costs none.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,8 +20,14 @@ use crate::retention::{Observed, RetentionValue, Target};
 /// Largest number of records committed in one transaction.
 const MAX_GROUP: usize = 512;
 
+/// Where a caller of [`AuditHandle::append`] waits for its record's `seq`.
+type Ack = oneshot::Sender<Result<u64, AuditError>>;
+
+/// A group's answers, in the order the records were linked.
+type Answers = Vec<(Ack, Result<u64, AuditError>)>;
+
 enum Msg {
-    Append(Box<NewRecord>, oneshot::Sender<Result<u64, AuditError>>),
+    Append(Box<NewRecord>, Ack),
     Probe(oneshot::Sender<Result<(), AuditError>>),
     Shutdown,
 }
@@ -73,12 +83,22 @@ impl Writer {
         let last_seen: LastSeen = Arc::new(Mutex::new(seen));
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let stats = Arc::new(WriterStats::default());
+        // Outside a runtime (no one to hand answers to) the writer answers each sender itself.
+        let answers = tokio::runtime::Handle::try_current().ok().map(|rt| {
+            let (answers, mut groups) = mpsc::unbounded_channel::<Answers>();
+            rt.spawn(async move {
+                while let Some(group) = groups.recv().await {
+                    answer(group);
+                }
+            });
+            answers
+        });
         let thread = {
             let stats = stats.clone();
             let last_seen = last_seen.clone();
             std::thread::Builder::new()
                 .name("audit-writer".into())
-                .spawn(move || run(backend, rx, head, stats, last_seen))
+                .spawn(move || run(backend, rx, head, stats, last_seen, answers))
                 .map_err(|e| AuditError::Write(format!("cannot start the writer thread: {e}")))?
         };
         Ok(Writer {
@@ -127,14 +147,31 @@ impl AuditHandle {
     }
 }
 
+/// Answers every sender of a group.
+fn answer(group: Answers) {
+    for (ack, result) in group {
+        let _ = ack.send(result);
+    }
+}
+
 fn run<B: Backend>(
     mut backend: B,
     mut rx: mpsc::Receiver<Msg>,
     (mut seq, mut hash): (u64, String),
     stats: Arc<WriterStats>,
     last_seen: LastSeen,
+    answers: Option<mpsc::UnboundedSender<Answers>>,
 ) {
-    let mut group: Vec<(NewRecord, oneshot::Sender<Result<u64, AuditError>>)> = Vec::new();
+    // Hands a group's answers to the runtime, or gives them directly if it is gone.
+    let deliver = |group: Answers| match &answers {
+        Some(tx) => {
+            if let Err(mpsc::error::SendError(group)) = tx.send(group) {
+                answer(group);
+            }
+        }
+        None => answer(group),
+    };
+    let mut group: Vec<(NewRecord, Ack)> = Vec::new();
     let mut stop = false;
     while !stop {
         let Some(first) = rx.blocking_recv() else { break };
@@ -189,9 +226,7 @@ fn run<B: Backend>(
                         }
                     }
                 }
-                for (l, ack) in linked.iter().zip(acks) {
-                    let _ = ack.send(Ok(l.seq));
-                }
+                deliver(acks.into_iter().zip(linked.iter().map(|l| Ok(l.seq))).collect());
             }
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -201,9 +236,11 @@ fn run<B: Backend>(
                     AuditError::Write(m) => m.clone(),
                     other => other.to_string(),
                 };
-                for ack in acks {
-                    let _ = ack.send(Err(AuditError::Write(message.clone())));
-                }
+                deliver(
+                    acks.into_iter()
+                        .map(|ack| (ack, Err(AuditError::Write(message.clone()))))
+                        .collect(),
+                );
             }
         }
     }
@@ -309,6 +346,24 @@ mod tests {
         assert_eq!(*seqs.lock().unwrap(), (1..=200).collect::<Vec<u64>>());
         assert_eq!(writer.handle().stats.committed.load(Ordering::Relaxed), 200);
         writer.shutdown().await;
+    }
+
+    /// Started outside a runtime, the writer has no task to hand answers to and gives them
+    /// itself: callers on a runtime built later are still answered.
+    #[test]
+    fn a_writer_started_outside_a_runtime_answers_its_callers_itself() {
+        let (store, seqs) = memory(false);
+        let writer = Writer::start(store, 4).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let results = rt.block_on(append_all(&writer.handle(), 50));
+        let mut got: Vec<u64> = results.into_iter().map(|r| r.unwrap()).collect();
+        got.sort_unstable();
+        assert_eq!(got, (1..=50).collect::<Vec<u64>>());
+        assert_eq!(seqs.lock().unwrap().len(), 50);
+        rt.block_on(writer.shutdown());
     }
 
     #[tokio::test]
