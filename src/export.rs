@@ -30,7 +30,7 @@ pub fn cloudtrail_record(e: Value) -> Value {
         _ => Map::new(),
     };
     let mut take = |k: &str| e.remove(k).unwrap_or(Value::Null);
-    let ui = match take("userIdentity") {
+    let mut ui = match take("userIdentity") {
         Value::Object(m) => m,
         _ => Map::new(),
     };
@@ -51,6 +51,10 @@ pub fn cloudtrail_record(e: Value) -> Value {
     if let Some(u) = user_name {
         identity.insert("userName".into(), u);
     }
+    // The identity facts CloudTrail has no field for go under `additionalEventData`.
+    let mut from_ui = |k: &str| ui.remove(k).unwrap_or(Value::Null);
+    let (token_fingerprint, token_type, verified) =
+        (from_ui("tokenFingerprint"), from_ui("tokenType"), from_ui("verified"));
     let resources: Vec<Value> = match take("resources") {
         Value::Array(rs) => rs
             .into_iter()
@@ -73,10 +77,6 @@ pub fn cloudtrail_record(e: Value) -> Value {
         _ => Vec::new(),
     };
     let event_time = take("eventTime");
-    let mut ui = ui;
-    let mut from_ui = |k: &str| ui.remove(k).unwrap_or(Value::Null);
-    let (token_fingerprint, token_type, verified) =
-        (from_ui("tokenFingerprint"), from_ui("tokenType"), from_ui("verified"));
     let mut rec = json!({
         "eventVersion": take("eventVersion"),
         "userIdentity": Value::Object(identity),

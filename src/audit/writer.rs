@@ -186,6 +186,7 @@ fn run<B: Backend>(
             match m {
                 Msg::Append(r, ack) => group.push((*r, ack)),
                 Msg::Probe(ack) => {
+                    // One caller (`/readyz`), rarely: answered here, not batched with a group.
                     let _ = ack.send(backend.probe());
                 }
                 Msg::Shutdown => stop = true,
