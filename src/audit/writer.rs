@@ -5,6 +5,10 @@
 //! A group's acknowledgements go back to the runtime in one message, to a small task that
 //! answers each sender there: waking a task from outside the runtime costs a system call per
 //! task, waking it from inside costs none.
+//!
+//! On a process with one CPU the writer and the runtime take turns on it ([`Turns::Shared`]):
+//! the first record of a burst wakes the writer, which yields once so that the runtime can
+//! finish its turn and queue the rest of the burst for the same commit.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +59,28 @@ pub const COMMIT_BUCKETS_US: [u64; 8] = [250, 500, 1_000, 2_500, 5_000, 10_000, 
 /// The last value seen per (target, resource): the `previous` of the next change.
 pub type LastSeen = Arc<Mutex<HashMap<(Target, String), RetentionValue>>>;
 
+/// How the writer shares the CPU with the runtime that feeds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turns {
+    /// The writer has a CPU of its own: it commits as soon as a record arrives.
+    Own,
+    /// One CPU for both: woken by the first record of a burst, the writer yields the CPU once
+    /// before taking what is queued, so the records the runtime queues in the rest of its turn
+    /// go into the same commit (one fsync) instead of the next ones.
+    Shared,
+}
+
+impl Turns {
+    /// `Shared` when this process may run on one CPU only (a pinned sidecar, a one-CPU
+    /// container), else `Own`.
+    pub fn of_this_process() -> Turns {
+        match std::thread::available_parallelism() {
+            Ok(n) if n.get() > 1 => Turns::Own,
+            _ => Turns::Shared,
+        }
+    }
+}
+
 /// A cloneable handle to the writer.
 #[derive(Clone)]
 pub struct AuditHandle {
@@ -72,8 +98,13 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer over `backend`.
-    pub fn start<B: Backend>(mut backend: B, capacity: usize) -> Result<Writer, AuditError> {
+    /// Starts the writer over `backend`, taking turns as this process's CPUs require.
+    pub fn start<B: Backend>(backend: B, capacity: usize) -> Result<Writer, AuditError> {
+        Writer::start_with(backend, capacity, Turns::of_this_process())
+    }
+
+    /// Starts the writer over `backend`, sharing the CPU as `turns` says.
+    pub fn start_with<B: Backend>(mut backend: B, capacity: usize, turns: Turns) -> Result<Writer, AuditError> {
         let head = backend.head()?;
         let seen: HashMap<(Target, String), RetentionValue> = backend
             .last_seen()?
@@ -98,7 +129,7 @@ impl Writer {
             let last_seen = last_seen.clone();
             std::thread::Builder::new()
                 .name("audit-writer".into())
-                .spawn(move || run(backend, rx, head, stats, last_seen, answers))
+                .spawn(move || run(backend, rx, head, stats, last_seen, answers, turns))
                 .map_err(|e| AuditError::Write(format!("cannot start the writer thread: {e}")))?
         };
         Ok(Writer {
@@ -161,6 +192,7 @@ fn run<B: Backend>(
     stats: Arc<WriterStats>,
     last_seen: LastSeen,
     answers: Option<mpsc::UnboundedSender<Answers>>,
+    turns: Turns,
 ) {
     // Hands a group's answers to the runtime, or gives them directly if it is gone.
     let deliver = |group: Answers| match &answers {
@@ -175,6 +207,9 @@ fn run<B: Backend>(
     let mut stop = false;
     while !stop {
         let Some(first) = rx.blocking_recv() else { break };
+        if turns == Turns::Shared {
+            std::thread::yield_now();
+        }
         let mut msgs = vec![first];
         while msgs.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -365,6 +400,23 @@ mod tests {
         assert_eq!(got, (1..=50).collect::<Vec<u64>>());
         assert_eq!(seqs.lock().unwrap().len(), 50);
         rt.block_on(writer.shutdown());
+    }
+
+    /// A writer that yields before each group still answers every caller with its own seq,
+    /// and commits no more groups than records.
+    #[tokio::test]
+    async fn a_writer_taking_turns_answers_every_caller() {
+        let (store, seqs) = memory(false);
+        let writer = Writer::start_with(store, 16, Turns::Shared).unwrap();
+        let results = append_all(&writer.handle(), 200).await;
+        let mut got: Vec<u64> = results.into_iter().map(|r| r.unwrap()).collect();
+        got.sort_unstable();
+        assert_eq!(got, (1..=200).collect::<Vec<u64>>());
+        assert_eq!(*seqs.lock().unwrap(), (1..=200).collect::<Vec<u64>>());
+        let stats = &writer.handle().stats;
+        assert_eq!(stats.committed.load(Ordering::Relaxed), 200);
+        assert!((1..=200).contains(&stats.groups.load(Ordering::Relaxed)));
+        writer.shutdown().await;
     }
 
     #[tokio::test]
