@@ -52,8 +52,7 @@ fn main() -> ExitCode {
     }
     // On one CPU (a pinned sidecar, a small container) the single-threaded scheduler costs
     // about a third less CPU per request than a one-worker multi-threaded one.
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let built = if cpus == 1 {
+    let built = if server::runs_on_one_cpu() {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
         tokio::runtime::Builder::new_multi_thread().enable_all().build()

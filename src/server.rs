@@ -72,6 +72,12 @@ fn tls_acceptor(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, Ru
     Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(sc))))
 }
 
+/// Whether this process may run on one CPU only (a pinned sidecar, a one-CPU container). It
+/// picks the single-threaded runtime, and has the audit writer take turns with it.
+pub fn runs_on_one_cpu() -> bool {
+    std::thread::available_parallelism().map_or(true, |n| n.get() == 1)
+}
+
 /// Runs the proxy (and admin listener) until `shutdown` resolves.
 pub async fn run(
     listeners: Listeners,

@@ -71,12 +71,12 @@ pub enum Turns {
 }
 
 impl Turns {
-    /// `Shared` when this process may run on one CPU only (a pinned sidecar, a one-CPU
-    /// container), else `Own`.
+    /// `Shared` when this process may run on one CPU only, else `Own`.
     pub fn of_this_process() -> Turns {
-        match std::thread::available_parallelism() {
-            Ok(n) if n.get() > 1 => Turns::Own,
-            _ => Turns::Shared,
+        if crate::server::runs_on_one_cpu() {
+            Turns::Shared
+        } else {
+            Turns::Own
         }
     }
 }
@@ -371,17 +371,31 @@ mod tests {
             .expect("every caller is answered")
     }
 
-    #[tokio::test]
-    async fn every_caller_gets_its_own_seq_through_the_runtime() {
+    /// 200 concurrent callers through a writer started with `turns`: each gets its own seq,
+    /// the store holds them in order, and the counters agree.
+    async fn every_caller_gets_its_own_seq(turns: Turns) {
         let (store, seqs) = memory(false);
-        let writer = Writer::start(store, 16).unwrap();
+        let writer = Writer::start_with(store, 16, turns).unwrap();
         let results = append_all(&writer.handle(), 200).await;
         let mut got: Vec<u64> = results.into_iter().map(|r| r.unwrap()).collect();
         got.sort_unstable();
         assert_eq!(got, (1..=200).collect::<Vec<u64>>());
         assert_eq!(*seqs.lock().unwrap(), (1..=200).collect::<Vec<u64>>());
-        assert_eq!(writer.handle().stats.committed.load(Ordering::Relaxed), 200);
+        let stats = &writer.handle().stats;
+        assert_eq!(stats.committed.load(Ordering::Relaxed), 200);
+        assert!((1..=200).contains(&stats.groups.load(Ordering::Relaxed)));
         writer.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn every_caller_gets_its_own_seq_through_the_runtime() {
+        every_caller_gets_its_own_seq(Turns::Own).await;
+    }
+
+    /// A writer that yields before each group answers exactly as one that does not.
+    #[tokio::test]
+    async fn a_writer_taking_turns_answers_every_caller() {
+        every_caller_gets_its_own_seq(Turns::Shared).await;
     }
 
     /// Started outside a runtime, the writer has no task to hand answers to and gives them
@@ -400,23 +414,6 @@ mod tests {
         assert_eq!(got, (1..=50).collect::<Vec<u64>>());
         assert_eq!(seqs.lock().unwrap().len(), 50);
         rt.block_on(writer.shutdown());
-    }
-
-    /// A writer that yields before each group still answers every caller with its own seq,
-    /// and commits no more groups than records.
-    #[tokio::test]
-    async fn a_writer_taking_turns_answers_every_caller() {
-        let (store, seqs) = memory(false);
-        let writer = Writer::start_with(store, 16, Turns::Shared).unwrap();
-        let results = append_all(&writer.handle(), 200).await;
-        let mut got: Vec<u64> = results.into_iter().map(|r| r.unwrap()).collect();
-        got.sort_unstable();
-        assert_eq!(got, (1..=200).collect::<Vec<u64>>());
-        assert_eq!(*seqs.lock().unwrap(), (1..=200).collect::<Vec<u64>>());
-        let stats = &writer.handle().stats;
-        assert_eq!(stats.committed.load(Ordering::Relaxed), 200);
-        assert!((1..=200).contains(&stats.groups.load(Ordering::Relaxed)));
-        writer.shutdown().await;
     }
 
     #[tokio::test]
