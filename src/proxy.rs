@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::Value;
 use time::OffsetDateTime;
-use tracing::{Instrument, info_span, warn};
+use tracing::warn;
 
 use crate::audit::AuditHandle;
 use crate::audit::query::format_time;
@@ -236,11 +236,9 @@ pub async fn handle_request(app: Arc<App>, mut conn: Conn, req: Request<Incoming
     match matched {
         None => pass_through(&app, &conn, route, req).await,
         Some((m, odd_path)) => {
-            // Every warning about the call names its client and operation.
-            let span = info_span!("call", operation = m.op.name(), way = ?route.way, peer = %peer);
             // Boxed: the intercepted path's state is large, and every pass-through request
             // would otherwise carry (and move) room for it.
-            Box::pin(intercept(app, &conn, route, m, odd_path, req).instrument(span)).await
+            Box::pin(intercept(app, &conn, route, m, odd_path, req)).await
         }
     }
 }
@@ -569,6 +567,10 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// An intercepted call: read → recognise → guard → record → forward → record outcome.
+///
+/// Every warning about the call names its operation, its event and its client. They are
+/// fields of each warning rather than of a span around the call: a span's fields are
+/// formatted when it is created, for every call, and a warning is rare.
 async fn intercept(
     app: Arc<App>,
     conn: &Conn,
@@ -637,7 +639,7 @@ async fn intercept(
             Ok(c) => Some(c.to_bytes()),
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => None,
             Err(e) => {
-                warn!(error = %e, operation = m.op.name(), "client body could not be read");
+                warn!(error = %e, operation = m.op.name(), event_id = %facts.event_id, client = %facts.caller.source_ip, "client body could not be read");
                 return plain(
                     StatusCode::BAD_REQUEST,
                     "retention-proxy: the request body could not be read",
@@ -693,12 +695,12 @@ async fn intercept(
     if let Err(e) = app.audit.append(request).await {
         match app.config.audit.fail_mode {
             FailMode::Closed => {
-                warn!(error = %e, operation = facts.op.name(), event_id = %facts.event_id, "audit commit failed; call refused (fail closed)");
+                warn!(error = %e, operation = facts.op.name(), event_id = %facts.event_id, client = %facts.caller.source_ip, "audit commit failed; call refused (fail closed)");
                 count(&app, &facts, &verdict, "audit_unavailable", started);
                 return VendorError::audit_unavailable().response(family, &facts.event_id);
             }
             FailMode::Open => {
-                warn!(error = %e, operation = facts.op.name(), event_id = %facts.event_id, "audit commit failed; forwarding anyway (fail_mode = open)")
+                warn!(error = %e, operation = facts.op.name(), event_id = %facts.event_id, client = %facts.caller.source_ip, "audit commit failed; forwarding anyway (fail_mode = open)")
             }
         }
     }
@@ -732,7 +734,7 @@ async fn intercept(
     let observed = recognise::observed_in_response(&call, answer.status, &answer.response);
     let outcome = event::outcome_record(&facts, &call, &answer, observed, format_time(OffsetDateTime::now_utc()));
     if let Err(e) = app.audit.append(outcome).await {
-        warn!(error = %e, operation = facts.op.name(), event_id = %facts.event_id, "outcome could not be recorded; the event stays 'unknown'");
+        warn!(error = %e, operation = facts.op.name(), event_id = %facts.event_id, client = %facts.caller.source_ip, "outcome could not be recorded; the event stays 'unknown'");
     }
     count(&app, &facts, &verdict, answer.outcome, started);
     resp
@@ -778,7 +780,7 @@ async fn refuse(
     let record = event::request_record(f, call, previous, verdict, Some(fin));
     if let Err(e) = app.audit.append(record).await {
         // The call is refused either way; only its record is missing.
-        warn!(error = %e, outcome, operation = f.op.name(), event_id = %f.event_id, "a refused call could not be recorded");
+        warn!(error = %e, outcome, operation = f.op.name(), event_id = %f.event_id, client = %f.caller.source_ip, "a refused call could not be recorded");
     }
     count(app, f, verdict, outcome, started);
     err.response(family, &f.event_id)

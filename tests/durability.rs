@@ -404,6 +404,17 @@ async fn fail_closed_when_the_audit_store_is_locked() {
     assert_eq!(resp.header("x-amzn-errortype"), Some("ServiceUnavailableException"));
     assert!(resp.header("x-amzn-requestid").is_some());
     assert_eq!(resp.json()["Code"], "ServiceUnavailable", "{:?}", resp.body);
+    // The operator's warning names the operation, the event (the id the client was given) and
+    // the client.
+    let request_id = resp.header("x-amzn-requestid").unwrap().to_string();
+    let log = proxy.log_text();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("call refused (fail closed)"))
+        .unwrap_or_else(|| panic!("no fail-closed warning in the log:\n{log}"));
+    for want in ["PutRetentionSettings", request_id.as_str(), "127.0.0.1"] {
+        assert!(warning.contains(want), "the warning does not name {want:?}: {warning}");
+    }
 
     // So is an intercepted Slack change.
     let resp = send(
