@@ -566,11 +566,22 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// A warning about an intercepted call (`$facts: &CallFacts`): it names the call's operation,
+/// event and client, then the fields and message given. These are fields of each warning
+/// rather than of a span around the call: a span's fields are formatted when it is created,
+/// for every call, and a warning is rare.
+macro_rules! warn_call {
+    ($facts:expr, $($rest:tt)+) => {
+        warn!(
+            operation = $facts.op.name(),
+            event_id = %$facts.event_id,
+            client = %$facts.caller.source_ip,
+            $($rest)+
+        )
+    };
+}
+
 /// An intercepted call: read → recognise → guard → record → forward → record outcome.
-///
-/// Every warning about the call names its operation, its event and its client. They are
-/// fields of each warning rather than of a span around the call: a span's fields are
-/// formatted when it is created, for every call, and a warning is rare.
 async fn intercept(
     app: Arc<App>,
     conn: &Conn,
@@ -639,7 +650,7 @@ async fn intercept(
             Ok(c) => Some(c.to_bytes()),
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => None,
             Err(e) => {
-                warn!(error = %e, operation = m.op.name(), event_id = %facts.event_id, client = %facts.caller.source_ip, "client body could not be read");
+                warn_call!(facts, error = %e, "client body could not be read");
                 return plain(
                     StatusCode::BAD_REQUEST,
                     "retention-proxy: the request body could not be read",
@@ -695,12 +706,12 @@ async fn intercept(
     if let Err(e) = app.audit.append(request).await {
         match app.config.audit.fail_mode {
             FailMode::Closed => {
-                warn!(error = %e, operation = facts.op.name(), event_id = %facts.event_id, client = %facts.caller.source_ip, "audit commit failed; call refused (fail closed)");
+                warn_call!(facts, error = %e, "audit commit failed; call refused (fail closed)");
                 count(&app, &facts, &verdict, "audit_unavailable", started);
                 return VendorError::audit_unavailable().response(family, &facts.event_id);
             }
             FailMode::Open => {
-                warn!(error = %e, operation = facts.op.name(), event_id = %facts.event_id, client = %facts.caller.source_ip, "audit commit failed; forwarding anyway (fail_mode = open)")
+                warn_call!(facts, error = %e, "audit commit failed; forwarding anyway (fail_mode = open)")
             }
         }
     }
@@ -734,7 +745,7 @@ async fn intercept(
     let observed = recognise::observed_in_response(&call, answer.status, &answer.response);
     let outcome = event::outcome_record(&facts, &call, &answer, observed, format_time(OffsetDateTime::now_utc()));
     if let Err(e) = app.audit.append(outcome).await {
-        warn!(error = %e, operation = facts.op.name(), event_id = %facts.event_id, client = %facts.caller.source_ip, "outcome could not be recorded; the event stays 'unknown'");
+        warn_call!(facts, error = %e, "outcome could not be recorded; the event stays 'unknown'");
     }
     count(&app, &facts, &verdict, answer.outcome, started);
     resp
@@ -780,7 +791,7 @@ async fn refuse(
     let record = event::request_record(f, call, previous, verdict, Some(fin));
     if let Err(e) = app.audit.append(record).await {
         // The call is refused either way; only its record is missing.
-        warn!(error = %e, outcome, operation = f.op.name(), event_id = %f.event_id, client = %f.caller.source_ip, "a refused call could not be recorded");
+        warn_call!(f, error = %e, outcome, "a refused call could not be recorded");
     }
     count(app, f, verdict, outcome, started);
     err.response(family, &f.event_id)
