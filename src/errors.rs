@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+
 use serde_json::json;
 
 use crate::recognise::Family;
@@ -165,7 +165,7 @@ impl VendorError {
 
 /// A complete body.
 pub fn full(b: impl Into<Bytes>) -> ProxyBody {
-    Full::new(b.into()).map_err(|never| match never {}).boxed()
+    ProxyBody::bytes(b)
 }
 
 /// A plain-text response (for requests that belong to no vendor).

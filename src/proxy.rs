@@ -24,7 +24,7 @@ use crate::guardrail::Verdict;
 use crate::metrics::{CallLabels, Metrics, RouteLabels};
 use crate::policy::{self, Judgement};
 use crate::recognise::{self, Call, Family, Matched, RequestParts};
-use crate::upstream::{Affinity, BoxError, Dialer, ProxyBody};
+use crate::upstream::{Affinity, Dialer, ProxyBody};
 
 /// Largest intercepted response the proxy reads to record it.
 const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
@@ -370,34 +370,66 @@ fn upstream_uri(target: &Target, original: Uri) -> Result<Uri, http::Error> {
     Ok(Uri::from_parts(p)?)
 }
 
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Hop-by-hop headers (RFC 9110 §7.6.1), with the obsolete ones proxies still meet.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
 ];
 
+/// The place of `name` in [`HOP_BY_HOP`]. One `match` on the name's text: most names differ
+/// from all nine in length, and are passed over without comparing a byte.
+fn hop_by_hop_index(name: &str) -> Option<usize> {
+    match name {
+        "connection" => Some(0),
+        "keep-alive" => Some(1),
+        "proxy-connection" => Some(2),
+        "proxy-authenticate" => Some(3),
+        "proxy-authorization" => Some(4),
+        "te" => Some(5),
+        "trailer" => Some(6),
+        "transfer-encoding" => Some(7),
+        "upgrade" => Some(8),
+        _ => None,
+    }
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names. One pass over
-/// the headers finds them; nothing is allocated when there are none.
+/// the headers finds them; nothing is allocated unless `Connection` names another header.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let mut doomed: Vec<HeaderName> = Vec::new();
+    let mut found = [false; HOP_BY_HOP.len()];
+    let mut named: Vec<HeaderName> = Vec::new();
     for (name, value) in h.iter() {
-        if name == http::header::CONNECTION {
-            // `close` names no header and `keep-alive` is removed below anyway.
-            let named = value.to_str().unwrap_or("").split(',').map(str::trim);
-            let named = named.filter(|n| !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close"));
-            doomed.extend(named.filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()));
-        }
-        if HOP_BY_HOP.contains(&name.as_str()) {
-            doomed.push(name.clone());
+        let Some(i) = hop_by_hop_index(name.as_str()) else {
+            continue;
+        };
+        found[i] = true;
+        if i == 0 {
+            // `Connection`. `close` names no header, and `keep-alive` is removed anyway.
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.is_empty() || token.eq_ignore_ascii_case(b"keep-alive") || token.eq_ignore_ascii_case(b"close")
+                {
+                    continue;
+                }
+                if let Ok(n) = HeaderName::from_bytes(token)
+                    && hop_by_hop_index(n.as_str()).is_none()
+                {
+                    named.push(n);
+                }
+            }
         }
     }
-    for n in doomed {
+    for (n, _) in HOP_BY_HOP.iter().zip(found).filter(|(_, f)| *f) {
+        h.remove(n);
+    }
+    for n in named {
         h.remove(n);
     }
 }
@@ -425,8 +457,8 @@ fn source_ip(config: &Config, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
 
 fn append_forwarded_for(h: &mut HeaderMap, peer_ip: &HeaderValue) {
     const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
-    if !h.contains_key(XFF) {
-        h.insert(XFF, peer_ip.clone());
+    if let http::header::Entry::Vacant(v) = h.entry(XFF) {
+        v.insert(peer_ip.clone());
         return;
     }
     // Every X-Forwarded-For line the client sent is kept, in order, then our peer is added.
@@ -487,7 +519,7 @@ fn resign<B>(
 }
 
 fn boxed_incoming(b: Incoming) -> ProxyBody {
-    b.map_err(|e| Box::new(e) as BoxError).boxed()
+    ProxyBody::Streamed(b)
 }
 
 fn client_response(resp: Response<Incoming>) -> Response<ProxyBody> {
@@ -508,11 +540,15 @@ async fn pass_through(app: &App, conn: &Conn, route: Route, req: Request<Incomin
     } else {
         None
     };
-    let len: Option<usize> = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
+    let len: Option<usize> = if resign_needed {
+        parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    } else {
+        None
+    };
     let head = match upstream_head(&route, &conn.peer_ip, parts) {
         Ok(h) => h,
         Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("retention-proxy: bad request: {e}")),

@@ -59,9 +59,22 @@ impl Family {
 /// The reverse-proxy route prefixes, for the 404 message.
 pub const ROUTE_PREFIXES: &str = "/api/ (slack), /accounts/ (chime), /channels and /channel-flows (chime_messaging), /app-instances, /app-instance-users and /app-instance-bots (chime_identity)";
 
+/// `s` up to the first byte that `stop` accepts (an ASCII delimiter), or all of it.
+fn up_to(s: &str, stop: impl Fn(u8) -> bool) -> &str {
+    match s.bytes().position(stop) {
+        Some(i) => &s[..i],
+        None => s,
+    }
+}
+
+/// `path` without its query, if it has one.
+fn before_query(path: &str) -> &str {
+    up_to(path, |b| b == b'?')
+}
+
 /// Reverse-proxy routing: the family that serves an origin-form path.
 pub fn route_family(path: &str) -> Option<Family> {
-    let first = path.strip_prefix('/')?.split(['/', '?']).next().unwrap_or("");
+    let first = up_to(path.strip_prefix('/')?, |b| b == b'/' || b == b'?');
     match first {
         "api" if path.starts_with("/api/") => Some(Family::Slack),
         "accounts" if path.starts_with("/accounts/") => Some(Family::Chime),
@@ -198,11 +211,10 @@ fn decode_segment(seg: &str) -> String {
 /// The path parameter may arrive percent-encoded (`%3A`, `%2F`) or with raw slashes; both
 /// decode to the same ARN, so neither spelling slips past the audit.
 pub fn classify(family: Family, method: &Method, path: &str) -> Option<Matched> {
-    let path = path.split('?').next().unwrap_or("");
-    let rest = path.strip_prefix('/')?;
+    let rest = before_query(path).strip_prefix('/')?;
     // Every route starts with a fixed word; most traffic is rejected here, before anything
     // is split or decoded.
-    let first = rest.split('/').next().unwrap_or("");
+    let first = up_to(rest, |b| b == b'/');
     let plausible = match family {
         Family::Slack => rest.starts_with("api/admin.conversations."),
         Family::Chime => first == "accounts",
@@ -317,6 +329,7 @@ pub fn classify(family: Family, method: &Method, path: &str) -> Option<Matched> 
 /// reading matched. A request already in canonical form reads the same both ways, so the
 /// lenient reading is skipped for it (most pass-through traffic).
 pub fn classify_any(family: Family, method: &Method, path: &str) -> Option<(Matched, bool)> {
+    let path = before_query(path);
     if let Some(m) = classify(family, method, path) {
         return Some((m, false));
     }
@@ -347,37 +360,31 @@ const SLACK_METHODS: [&str; 3] = [
 /// method, no percent-escape, no empty, `.` or `..` segment, and first and last segments that
 /// are either a route word spelled exactly or no route word at all.
 fn is_canonical(method: &Method, path: &str) -> bool {
-    let path = path.split('?').next().unwrap_or("");
     if method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
         return false;
     }
-    let Some(rest) = path.strip_prefix('/') else {
+    let Some(rest) = before_query(path).strip_prefix('/') else {
         return false;
     };
-    // One pass over the bytes: no escape, no empty, `.` or `..` segment.
-    let (mut first, mut last, mut start) = ("", "", 0);
-    for (i, &b) in rest.as_bytes().iter().chain(std::iter::once(&b'/')).enumerate() {
-        match b {
-            b'%' => return false,
-            b'/' => {
-                let seg = &rest[start..i];
-                if seg.is_empty() || seg == "." || seg == ".." {
-                    return false;
-                }
-                if start == 0 {
-                    first = seg;
-                }
-                last = seg;
-                start = i + 1;
-            }
-            _ => {}
-        }
+    if rest.as_bytes().contains(&b'%') {
+        return false;
     }
-    let odd_case = |s: &str| {
+    // No empty, `.` or `..` segment.
+    let (mut first, mut last): (&[u8], &[u8]) = (&[], &[]);
+    for (i, seg) in rest.as_bytes().split(|&b| b == b'/').enumerate() {
+        if seg.is_empty() || seg == b"." || seg == b".." {
+            return false;
+        }
+        if i == 0 {
+            first = seg;
+        }
+        last = seg;
+    }
+    let odd_case = |s: &[u8]| {
         ROUTE_WORDS
             .iter()
             .chain(SLACK_METHODS.iter())
-            .any(|w| w.eq_ignore_ascii_case(s) && *w != s)
+            .any(|w| w.as_bytes().eq_ignore_ascii_case(s) && w.as_bytes() != s)
     };
     !odd_case(first) && !odd_case(last)
 }
@@ -387,7 +394,7 @@ fn is_canonical(method: &Method, path: &str) -> bool {
 /// without case, the method upper-cased. A request that matches only this way "could mean two
 /// things" (SPEC §4) and is refused rather than passed through unaudited.
 pub fn classify_lenient(family: Family, method: &Method, path: &str) -> Option<Matched> {
-    let path = path.split('?').next().unwrap_or("");
+    let path = before_query(path);
     let mut segs: Vec<String> = Vec::new();
     for raw in path.split('/') {
         let seg = decode_segment(raw);

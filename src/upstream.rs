@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::combinators::BoxBody;
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -17,7 +17,56 @@ use rustls_pki_types::pem::PemObject;
 /// Errors bodies carry through the proxy.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The one body type of the proxy, in both directions.
-pub type ProxyBody = BoxBody<Bytes, BoxError>;
+/// Every body the proxy sends, upstream or to a client: one streamed through from the other
+/// side, or bytes it has in hand. An enum, not a boxed body: a streamed request costs no
+/// allocation and no dynamic call per frame for either of its bodies.
+#[derive(Debug)]
+pub enum ProxyBody {
+    /// A client's or an upstream's body, passed on frame by frame.
+    Streamed(Incoming),
+    /// Bytes the proxy has: a body it read whole, or an answer it wrote.
+    Bytes(Full<Bytes>),
+}
+
+impl ProxyBody {
+    /// A complete body.
+    pub fn bytes(b: impl Into<Bytes>) -> ProxyBody {
+        ProxyBody::Bytes(Full::new(b.into()))
+    }
+}
+
+impl http_body::Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Streamed(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
+            ProxyBody::Bytes(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Streamed(b) => b.is_end_stream(),
+            ProxyBody::Bytes(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            ProxyBody::Streamed(b) => b.size_hint(),
+            ProxyBody::Bytes(b) => b.size_hint(),
+        }
+    }
+}
 
 /// Why the client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -156,8 +205,14 @@ impl Dialer {
         }
     }
 
-    async fn connect(&self, uri: &http::Uri) -> Result<Sender, SendError> {
+    async fn connect(&self, key: &Key) -> Result<Sender, SendError> {
         use tower_service::Service;
+        let uri = http::Uri::builder()
+            .scheme(key.0.clone())
+            .authority(key.1.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| SendError::Connect(Box::new(e)))?;
         let io = self
             .connector
             .clone()
@@ -210,17 +265,19 @@ impl Affinity {
     /// A request that could not be written because the connection had just closed is sent
     /// again on another; one that was written is never sent twice.
     pub async fn send(&self, mut req: Request<ProxyBody>) -> Result<Response<Incoming>, SendError> {
-        let uri = req.uri().clone();
-        let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
+        // HTTP/1.1 to an origin server: the request line carries the origin form. The URI is
+        // taken apart in place (moved, not copied): its scheme and authority name the
+        // connection.
+        let parts = std::mem::take(req.uri_mut()).into_parts();
+        let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
             return Err(SendError::NoAuthority);
         };
+        *req.uri_mut() = http::Uri::from(
+            parts
+                .path_and_query
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
         let key = (scheme, authority);
-        // HTTP/1.1 to an origin server: the request line carries the origin form.
-        let origin = uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        *req.uri_mut() = http::Uri::from(origin);
         let mut reused = self.take(&key).or_else(|| self.dialer.take_idle(&key));
         loop {
             let fresh = reused.is_none();
@@ -228,7 +285,7 @@ impl Affinity {
                 Some(s) => s,
                 // Boxed: dialling is rare, and its state would otherwise sit in every request's
                 // future (and be moved with it).
-                None => Box::pin(self.dialer.connect(&uri)).await?,
+                None => Box::pin(self.dialer.connect(&key)).await?,
             };
             if let Err(e) = sender.ready().await {
                 if fresh {
