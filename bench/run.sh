@@ -5,15 +5,19 @@
 #   pass       — retention-proxy, a non-retention path (streamed through, no audit)
 #   audited    — retention-proxy, Slack admin.conversations.setCustomRetention (parsed,
 #                committed with synchronous=FULL before forwarding, outcome committed after)
+#   floor      — with FLOOR=1: examples/hyper_floor.rs, the smallest forwarder built from the
+#                proxy's own crates (hyper, hyper-util, tokio) with the connection layers the
+#                proxy uses and none of its work: the part of the gap that is the stack's
 # all in front of one fast nginx upstream, on loopback, bounded in time.
 # Prints req/s, p50/p99 latency and peak RSS per target, with ratios.
 # Knobs: CONNS (default 64), DURATION (s, default 10), REPS (default 3), WRK_THREADS (default 1),
+#        FLOOR (1 adds the floor target),
 #        PROXY_CPU / LOAD_CPU (taskset pinning, default 1 / 0; PIN=0 disables).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 CONNS="${CONNS:-64}" DURATION="${DURATION:-10}" REPS="${REPS:-3}" WRK_THREADS="${WRK_THREADS:-1}"
-PIN="${PIN:-1}" PROXY_CPU="${PROXY_CPU:-1}" LOAD_CPU="${LOAD_CPU:-0}"
+PIN="${PIN:-1}" PROXY_CPU="${PROXY_CPU:-1}" LOAD_CPU="${LOAD_CPU:-0}" FLOOR="${FLOOR:-0}"
 for tool in wrk nginx; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is required (apt-get install -y wrk nginx)" >&2; exit 2; }
 done
@@ -24,7 +28,7 @@ trap cleanup EXIT INT TERM
 # Runs "$2..." pinned to CPU "$1" (taskset execs the command, so $! is the process itself).
 pin() { if [ "$PIN" = 1 ] && command -v taskset >/dev/null; then exec taskset -c "$1" "${@:2}"; else exec "${@:2}"; fi; }
 
-UP=18480 NGX=18481 RP=18482 ADMIN=18483 HAP=18484
+UP=18480 NGX=18481 RP=18482 ADMIN=18483 HAP=18484 FLR=18486
 cat > "$run/upstream.conf" <<NGINX
 worker_processes 1; daemon off; pid $run/up.pid; error_log $run/up.err warn;
 events { worker_connections 4096; }
@@ -90,14 +94,22 @@ LUA
 
 (cd "$root" && cargo build --release --locked --bin retention-proxy >/dev/null 2>&1) || { echo "bench: cargo build failed" >&2; exit 1; }
 bin="$root/target/release/retention-proxy"
+if [ "$FLOOR" = 1 ]; then
+  (cd "$root" && cargo build --release --locked --example hyper_floor >/dev/null 2>&1) || { echo "bench: cargo build of the floor failed" >&2; exit 1; }
+fi
 (pin "$LOAD_CPU" nginx -p "$run" -c "$run/upstream.conf" -e "$run/up.err") & pids+=($!)
 (pin "$PROXY_CPU" nginx -p "$run" -c "$run/proxy.conf" -e "$run/px.err") & pids+=($!)
 haproxy_pid=""
 if command -v haproxy >/dev/null; then
   (pin "$PROXY_CPU" haproxy -db -f "$run/haproxy.cfg" 2>"$run/haproxy.log") & haproxy_pid=$!; pids+=($haproxy_pid)
 fi
+floor_pid=""
+if [ "$FLOOR" = 1 ]; then
+  (pin "$PROXY_CPU" "$root/target/release/examples/hyper_floor" "127.0.0.1:$FLR" "127.0.0.1:$UP" \
+    auto graceful header-timeout request-timeout) & floor_pid=$!; pids+=($floor_pid)
+fi
 # The peers finish starting first, so that the start-up measured below is the proxy's own.
-for port in $NGX ${haproxy_pid:+$HAP}; do
+for port in $NGX ${haproxy_pid:+$HAP} ${floor_pid:+$FLR}; do
   for _ in $(seq 1 200); do curl -s -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break; sleep 0.01; done
 done
 t0=$(date +%s%N)
@@ -115,30 +127,37 @@ rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 # CPU time (user+system, clock ticks) of a process and its threads.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 hz=$(getconf CLK_TCK)
+# Hypervisor steal over a run, as a share of the machine's CPU time: on a shared VM a run with
+# much steal measures the neighbours, not the target.
+steal_ticks() { awk '$1 == "cpu" {print $9 + 0, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit}' /proc/stat; }
 one() { # name url method body ctype
   (METHOD="$3" BODY="$4" CTYPE="$5" pin "$LOAD_CPU" timeout $((DURATION + 10)) \
     wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 5s -s "$run/load.lua" "$2") | awk '/^RESULT/'
 }
 declare -A rps p50 p99 errs cpu
-targets=(nginx pass audited)
-[ -n "$haproxy_pid" ] && targets=(nginx haproxy pass audited)
+targets=(nginx)
+[ -n "$haproxy_pid" ] && targets+=(haproxy)
+[ -n "$floor_pid" ] && targets+=(floor)
+targets+=(pass audited)
 for t in "${targets[@]}"; do rps[$t]=""; cpu[$t]=""; done
 for rep in $(seq 1 "$REPS"); do
   for t in "${targets[@]}"; do
-    case $t in nginx) tpid=$nginx_worker;; haproxy) tpid=$haproxy_pid;; *) tpid=$rp_pid;; esac
-    c0=$(cpu_ticks "$tpid")
+    case $t in nginx) tpid=$nginx_worker;; haproxy) tpid=$haproxy_pid;; floor) tpid=$floor_pid;; *) tpid=$rp_pid;; esac
+    c0=$(cpu_ticks "$tpid"); read -r st0 all0 < <(steal_ticks)
     case $t in
       nginx)   line=$(one nginx "http://127.0.0.1:$NGX/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
       haproxy) line=$(one haproxy "http://127.0.0.1:$HAP/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
+      floor)   line=$(one floor "http://127.0.0.1:$FLR/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
       pass)    line=$(one pass "http://127.0.0.1:$RP/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
       audited) line=$(one audited "http://127.0.0.1:$RP/api/admin.conversations.setCustomRetention" POST 'channel_id=C0123456789&duration_days=400' application/x-www-form-urlencoded) ;;
     esac
-    c1=$(cpu_ticks "$tpid")
+    c1=$(cpu_ticks "$tpid"); read -r st1 all1 < <(steal_ticks)
+    steal=$(awk -v s="$((st1 - st0))" -v a="$((all1 - all0))" 'BEGIN{ if (a > 0) printf "%.0f", 100 * s / a; else print 0 }')
     r=$(sed -E 's/.*rps=([0-9.]+).*/\1/' <<<"$line"); a=$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<<"$line")
     b=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$line"); e=$(sed -E 's/.*errors=([0-9]+) http_err=([0-9]+).*/\1+\2/' <<<"$line")
     rps[$t]+="$r "; p50[$t]+="$a "; p99[$t]+="$b "; errs[$t]+="$e "
     cpu[$t]+="$(awk -v c="$((c1 - c0))" -v hz="$hz" -v r="$r" -v d="$DURATION" 'BEGIN{ if (r > 0) printf "%.1f", c / hz * 1e6 / (r * d); else print 0 }') "
-    echo "rep $rep $t: $line" >&2
+    echo "rep $rep $t: $line steal=${steal}%" >&2
   done
 done
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -149,7 +168,7 @@ printf '\nmachine: %s cores; wrk -t%s -c%s -d%ss x %s reps; proxy pinned to CPU 
 printf '%-8s %10s %8s %8s %9s %10s %10s %12s %s\n' target req/s p50_us p99_us x_nginx x_pass cpu_us/rq peak_rss_MiB errors
 for t in "${targets[@]}"; do
   m=$(median "${rps[$t]}")
-  case $t in nginx) rss=$(rss_kib "$nginx_pid");; haproxy) rss=$(rss_kib "$haproxy_pid");; *) rss=$(rss_kib "$rp_pid");; esac
+  case $t in nginx) rss=$(rss_kib "$nginx_pid");; haproxy) rss=$(rss_kib "$haproxy_pid");; floor) rss=$(rss_kib "$floor_pid");; *) rss=$(rss_kib "$rp_pid");; esac
   printf '%-8s %10.0f %8s %8s %9.2f %10.2f %10s %12.1f %s\n' "$t" "$m" "$(median "${p50[$t]}")" "$(median "${p99[$t]}")" \
     "$(awk -v a="$m" -v b="$n_rps" 'BEGIN{print a/b}')" "$(awk -v a="$m" -v b="$p_rps" 'BEGIN{print a/b}')" "$(median "${cpu[$t]}")" \
     "$(awk -v k="$rss" 'BEGIN{print k/1024}')" "${errs[$t]}"
