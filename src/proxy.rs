@@ -475,26 +475,17 @@ fn append_forwarded_for(h: &mut HeaderMap, peer_ip: &HeaderValue) {
     }
 }
 
-/// Builds the upstream request's head from the client's (consumed, not copied): URI, version,
-/// Host, hop-by-hop headers removed, X-Forwarded-For appended.
-fn upstream_head(
-    route: &Route,
-    peer_ip: &HeaderValue,
-    parts: http::request::Parts,
-) -> Result<http::request::Builder, http::Error> {
-    let uri = upstream_uri(&route.target, parts.uri)?;
-    let mut headers = parts.headers;
-    strip_hop_by_hop(&mut headers);
-    append_forwarded_for(&mut headers, peer_ip);
-    headers.insert(HOST, route.host.clone());
-    let mut b = Request::builder()
-        .method(parts.method)
-        .uri(uri)
-        .version(Version::HTTP_11);
-    if let Some(h) = b.headers_mut() {
-        *h = headers;
-    }
-    Ok(b)
+/// Turns the client's request head into the upstream's, in place (nothing copied): the
+/// upstream's URI, HTTP/1.1, its Host, hop-by-hop headers removed, X-Forwarded-For appended,
+/// and none of the server's extensions (an upgrade handle belongs to the client's connection).
+fn upstream_head(route: &Route, peer_ip: &HeaderValue, parts: &mut http::request::Parts) -> Result<(), http::Error> {
+    parts.uri = upstream_uri(&route.target, std::mem::take(&mut parts.uri))?;
+    parts.version = Version::HTTP_11;
+    parts.extensions.clear();
+    strip_hop_by_hop(&mut parts.headers);
+    append_forwarded_for(&mut parts.headers, peer_ip);
+    parts.headers.insert(HOST, route.host.clone());
+    Ok(())
 }
 
 /// Removes the client's signature and signs with the proxy's credentials (reverse mode, AWS).
@@ -533,7 +524,7 @@ fn client_response(resp: Response<Incoming>) -> Response<ProxyBody> {
 async fn pass_through(app: &App, conn: &Conn, route: Route, req: Request<Incoming>) -> Response<ProxyBody> {
     app.metrics.passthrough(route.label);
     let family = route.family.unwrap_or(Family::Slack);
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let resign_needed = route.way == Way::Reverse && family.is_aws();
     let region_hint = if resign_needed {
         aws::claimed_identity(header_str(&parts.headers, "authorization")).region
@@ -549,10 +540,9 @@ async fn pass_through(app: &App, conn: &Conn, route: Route, req: Request<Incomin
     } else {
         None
     };
-    let head = match upstream_head(&route, &conn.peer_ip, parts) {
-        Ok(h) => h,
-        Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("retention-proxy: bad request: {e}")),
-    };
+    if let Err(e) = upstream_head(&route, &conn.peer_ip, &mut parts) {
+        return plain(StatusCode::BAD_REQUEST, &format!("retention-proxy: bad request: {e}"));
+    }
     let out = if resign_needed {
         // The signature covers the body, so it must be read whole; a call too large to
         // re-sign is refused rather than sent with a signature the vendor would reject.
@@ -564,10 +554,7 @@ async fn pass_through(app: &App, conn: &Conn, route: Route, req: Request<Incomin
             Ok(c) => c.to_bytes(),
             Err(_) => return VendorError::too_large(limit).response(family, &new_id()),
         };
-        let mut r = match head.body(full(bytes.clone())) {
-            Ok(r) => r,
-            Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("retention-proxy: bad request: {e}")),
-        };
+        let mut r = Request::from_parts(parts, full(bytes.clone()));
         r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         r.headers_mut().remove(http::header::TRANSFER_ENCODING);
         if let Err(e) = resign(app, &route, region_hint.as_deref(), &mut r, &bytes) {
@@ -575,10 +562,7 @@ async fn pass_through(app: &App, conn: &Conn, route: Route, req: Request<Incomin
         }
         r
     } else {
-        match head.body(boxed_incoming(body)) {
-            Ok(r) => r,
-            Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("retention-proxy: bad request: {e}")),
-        }
+        Request::from_parts(parts, boxed_incoming(body))
     };
     match tokio::time::timeout(app.config.upstreams.request_timeout, conn.upstream.send(out)).await {
         Ok(Ok(resp)) => client_response(resp),
@@ -837,15 +821,13 @@ async fn forward(
     app: &App,
     conn: &Conn,
     route: &Route,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     claimed: &aws::ClaimedIdentity,
     body: Bytes,
 ) -> Result<(Response<()>, Bytes), VendorError> {
     let family = route.family.unwrap_or(Family::Slack);
-    let head = upstream_head(route, &conn.peer_ip, parts).map_err(|e| VendorError::bad_request(e.to_string()))?;
-    let mut out = head
-        .body(full(body.clone()))
-        .map_err(|e| VendorError::bad_request(e.to_string()))?;
+    upstream_head(route, &conn.peer_ip, &mut parts).map_err(|e| VendorError::bad_request(e.to_string()))?;
+    let mut out = Request::from_parts(parts, full(body.clone()));
     out.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     if route.way == Way::Reverse && family.is_aws() {
         resign(app, route, claimed.region.as_deref(), &mut out, &body)?;
