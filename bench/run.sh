@@ -11,13 +11,16 @@
 # all in front of one fast nginx upstream, on loopback, bounded in time.
 # Prints req/s, p50/p99 latency and peak RSS per target, with ratios.
 # Knobs: CONNS (default 64), DURATION (s, default 10), REPS (default 3), WRK_THREADS (default 1),
-#        FLOOR (1 adds the floor target),
+#        FLOOR (1 adds the floor target), MAX_STEAL (%, default 100) and RETRIES (default 3): a run
+#        with more hypervisor steal than MAX_STEAL is run again, up to RETRIES times, and the run
+#        with the least steal is kept,
 #        PROXY_CPU / LOAD_CPU (taskset pinning, default 1 / 0; PIN=0 disables).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 CONNS="${CONNS:-64}" DURATION="${DURATION:-10}" REPS="${REPS:-3}" WRK_THREADS="${WRK_THREADS:-1}"
 PIN="${PIN:-1}" PROXY_CPU="${PROXY_CPU:-1}" LOAD_CPU="${LOAD_CPU:-0}" FLOOR="${FLOOR:-0}"
+MAX_STEAL="${MAX_STEAL:-100}" RETRIES="${RETRIES:-3}"
 for tool in wrk nginx; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is required (apt-get install -y wrk nginx)" >&2; exit 2; }
 done
@@ -134,7 +137,7 @@ one() { # name url method body ctype
   (METHOD="$3" BODY="$4" CTYPE="$5" pin "$LOAD_CPU" timeout $((DURATION + 10)) \
     wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 5s -s "$run/load.lua" "$2") | awk '/^RESULT/'
 }
-declare -A rps p50 p99 errs cpu
+declare -A rps p50 p99 errs cpu stl
 targets=(nginx)
 [ -n "$haproxy_pid" ] && targets+=(haproxy)
 [ -n "$floor_pid" ] && targets+=(floor)
@@ -143,21 +146,27 @@ for t in "${targets[@]}"; do rps[$t]=""; cpu[$t]=""; done
 for rep in $(seq 1 "$REPS"); do
   for t in "${targets[@]}"; do
     case $t in nginx) tpid=$nginx_worker;; haproxy) tpid=$haproxy_pid;; floor) tpid=$floor_pid;; *) tpid=$rp_pid;; esac
-    c0=$(cpu_ticks "$tpid"); read -r st0 all0 < <(steal_ticks)
-    case $t in
-      nginx)   line=$(one nginx "http://127.0.0.1:$NGX/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
-      haproxy) line=$(one haproxy "http://127.0.0.1:$HAP/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
-      floor)   line=$(one floor "http://127.0.0.1:$FLR/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
-      pass)    line=$(one pass "http://127.0.0.1:$RP/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
-      audited) line=$(one audited "http://127.0.0.1:$RP/api/admin.conversations.setCustomRetention" POST 'channel_id=C0123456789&duration_days=400' application/x-www-form-urlencoded) ;;
-    esac
-    c1=$(cpu_ticks "$tpid"); read -r st1 all1 < <(steal_ticks)
-    steal=$(awk -v s="$((st1 - st0))" -v a="$((all1 - all0))" 'BEGIN{ if (a > 0) printf "%.0f", 100 * s / a; else print 0 }')
+    best_line="" best_steal=101 best_ticks=0
+    for attempt in $(seq 0 "$RETRIES"); do
+      c0=$(cpu_ticks "$tpid"); read -r st0 all0 < <(steal_ticks)
+      case $t in
+        nginx)   line=$(one nginx "http://127.0.0.1:$NGX/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
+        haproxy) line=$(one haproxy "http://127.0.0.1:$HAP/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
+        floor)   line=$(one floor "http://127.0.0.1:$FLR/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
+        pass)    line=$(one pass "http://127.0.0.1:$RP/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
+        audited) line=$(one audited "http://127.0.0.1:$RP/api/admin.conversations.setCustomRetention" POST 'channel_id=C0123456789&duration_days=400' application/x-www-form-urlencoded) ;;
+      esac
+      c1=$(cpu_ticks "$tpid"); read -r st1 all1 < <(steal_ticks)
+      steal=$(awk -v s="$((st1 - st0))" -v a="$((all1 - all0))" 'BEGIN{ if (a > 0) printf "%.0f", 100 * s / a; else print 0 }')
+      echo "rep $rep $t: $line steal=${steal}%" >&2
+      if [ "$steal" -lt "$best_steal" ]; then best_line=$line best_steal=$steal best_ticks=$((c1 - c0)); fi
+      [ "$steal" -le "$MAX_STEAL" ] && break
+    done
+    line=$best_line steal=$best_steal
     r=$(sed -E 's/.*rps=([0-9.]+).*/\1/' <<<"$line"); a=$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<<"$line")
     b=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$line"); e=$(sed -E 's/.*errors=([0-9]+) http_err=([0-9]+).*/\1+\2/' <<<"$line")
-    rps[$t]+="$r "; p50[$t]+="$a "; p99[$t]+="$b "; errs[$t]+="$e "
-    cpu[$t]+="$(awk -v c="$((c1 - c0))" -v hz="$hz" -v r="$r" -v d="$DURATION" 'BEGIN{ if (r > 0) printf "%.1f", c / hz * 1e6 / (r * d); else print 0 }') "
-    echo "rep $rep $t: $line steal=${steal}%" >&2
+    rps[$t]+="$r "; p50[$t]+="$a "; p99[$t]+="$b "; errs[$t]+="$e "; stl[$t]+="$steal "
+    cpu[$t]+="$(awk -v c="$best_ticks" -v hz="$hz" -v r="$r" -v d="$DURATION" 'BEGIN{ if (r > 0) printf "%.1f", c / hz * 1e6 / (r * d); else print 0 }') "
   done
 done
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -165,13 +174,13 @@ n_rps=$(median "${rps[nginx]}"); p_rps=$(median "${rps[pass]}")
 events=$("$bin" audit query --db "$run/audit.db" --format jsonl --event-name admin.conversations.setCustomRetention | wc -l)
 printf '\nmachine: %s cores; wrk -t%s -c%s -d%ss x %s reps; proxy pinned to CPU %s, load+upstream to CPU %s (PIN=%s)\n' \
   "$(nproc)" "$WRK_THREADS" "$CONNS" "$DURATION" "$REPS" "$PROXY_CPU" "$LOAD_CPU" "$PIN"
-printf '%-8s %10s %8s %8s %9s %10s %10s %12s %s\n' target req/s p50_us p99_us x_nginx x_pass cpu_us/rq peak_rss_MiB errors
+printf '%-8s %10s %8s %8s %9s %10s %10s %12s %7s %s\n' target req/s p50_us p99_us x_nginx x_pass cpu_us/rq peak_rss_MiB steal% errors
 for t in "${targets[@]}"; do
   m=$(median "${rps[$t]}")
   case $t in nginx) rss=$(rss_kib "$nginx_pid");; haproxy) rss=$(rss_kib "$haproxy_pid");; floor) rss=$(rss_kib "$floor_pid");; *) rss=$(rss_kib "$rp_pid");; esac
-  printf '%-8s %10.0f %8s %8s %9.2f %10.2f %10s %12.1f %s\n' "$t" "$m" "$(median "${p50[$t]}")" "$(median "${p99[$t]}")" \
+  printf '%-8s %10.0f %8s %8s %9.2f %10.2f %10s %12.1f %7s %s\n' "$t" "$m" "$(median "${p50[$t]}")" "$(median "${p99[$t]}")" \
     "$(awk -v a="$m" -v b="$n_rps" 'BEGIN{print a/b}')" "$(awk -v a="$m" -v b="$p_rps" 'BEGIN{print a/b}')" "$(median "${cpu[$t]}")" \
-    "$(awk -v k="$rss" 'BEGIN{print k/1024}')" "${errs[$t]}"
+    "$(awk -v k="$rss" 'BEGIN{print k/1024}')" "$(median "${stl[$t]}")" "${errs[$t]}"
 done
 groups=$(metric retention_proxy_audit_commit_seconds_count)
 commit_s=$(metric retention_proxy_audit_commit_seconds_sum)
