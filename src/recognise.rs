@@ -211,7 +211,12 @@ fn decode_segment(seg: &str) -> String {
 /// The path parameter may arrive percent-encoded (`%3A`, `%2F`) or with raw slashes; both
 /// decode to the same ARN, so neither spelling slips past the audit.
 pub fn classify(family: Family, method: &Method, path: &str) -> Option<Matched> {
-    let rest = before_query(path).strip_prefix('/')?;
+    classify_path(family, method, before_query(path))
+}
+
+/// [`classify`] of a path without a query.
+fn classify_path(family: Family, method: &Method, path: &str) -> Option<Matched> {
+    let rest = path.strip_prefix('/')?;
     // Every route starts with a fixed word; most traffic is rejected here, before anything
     // is split or decoded.
     let first = up_to(rest, |b| b == b'/');
@@ -330,7 +335,7 @@ pub fn classify(family: Family, method: &Method, path: &str) -> Option<Matched> 
 /// lenient reading is skipped for it (most pass-through traffic).
 pub fn classify_any(family: Family, method: &Method, path: &str) -> Option<(Matched, bool)> {
     let path = before_query(path);
-    if let Some(m) = classify(family, method, path) {
+    if let Some(m) = classify_path(family, method, path) {
         return Some((m, false));
     }
     if is_canonical(method, path) {
@@ -358,12 +363,12 @@ const SLACK_METHODS: [&str; 3] = [
 
 /// True when `classify_lenient` would rebuild exactly this method and path: an upper-case
 /// method, no percent-escape, no empty, `.` or `..` segment, and first and last segments that
-/// are either a route word spelled exactly or no route word at all.
+/// are either a route word spelled exactly or no route word at all. `path` has no query.
 fn is_canonical(method: &Method, path: &str) -> bool {
     if method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
         return false;
     }
-    let Some(rest) = before_query(path).strip_prefix('/') else {
+    let Some(rest) = path.strip_prefix('/') else {
         return false;
     };
     if rest.as_bytes().contains(&b'%') {

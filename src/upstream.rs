@@ -232,6 +232,11 @@ impl Dialer {
     }
 }
 
+/// Whether two keys name the same upstream.
+fn same_key(a: &Key, b: &Key) -> bool {
+    a.0 == b.0 && (a.1.as_str() == b.1.as_str() || a.1 == b.1)
+}
+
 /// The upstream connection one downstream connection holds between its requests.
 pub struct Affinity {
     dialer: std::sync::Arc<Dialer>,
@@ -251,7 +256,9 @@ impl Affinity {
     fn take(&self, key: &Key) -> Option<Sender> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         match held.take() {
-            Some((k, since, s)) if k == *key => self.dialer.usable(since, &s).then_some(s),
+            // The same upstream is almost always spelled the same: bytes first, then the
+            // case-insensitive comparison `Authority` defines.
+            Some((k, since, s)) if same_key(&k, key) => self.dialer.usable(since, &s).then_some(s),
             Some((k, since, s)) => {
                 // Another upstream this time: the old connection is free for others.
                 self.dialer.put_idle(k, since, s);
