@@ -326,3 +326,25 @@ impl Drop for Affinity {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body::Body;
+    use http_body_util::BodyExt;
+
+    use super::ProxyBody;
+
+    #[test]
+    fn bytes_in_hand_announce_their_length_and_their_end() {
+        // hyper writes `Content-Length` from the size hint, and ends a body on `is_end_stream`.
+        let b = ProxyBody::bytes(r#"{"ok":true}"#);
+        assert_eq!(b.size_hint().exact(), Some(11));
+        assert!(!b.is_end_stream());
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let got = rt.block_on(b.collect()).unwrap().to_bytes();
+        assert_eq!(&got[..], br#"{"ok":true}"#);
+        let empty = ProxyBody::bytes("");
+        assert_eq!(empty.size_hint().exact(), Some(0));
+        assert!(empty.is_end_stream());
+    }
+}
