@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
-
+use http_body_util::Full;
 use serde_json::json;
 
 use crate::recognise::Family;
@@ -163,9 +163,9 @@ impl VendorError {
     }
 }
 
-/// A complete body.
+/// A complete body (bytes the proxy has in hand).
 pub fn full(b: impl Into<Bytes>) -> ProxyBody {
-    ProxyBody::bytes(b)
+    ProxyBody::Bytes(Full::new(b.into()))
 }
 
 /// A plain-text response (for requests that belong to no vendor).

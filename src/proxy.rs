@@ -509,14 +509,10 @@ fn resign<B>(
     aws::resign(req, creds, &region, body).map_err(|e| VendorError::internal(e.to_string()))
 }
 
-fn boxed_incoming(b: Incoming) -> ProxyBody {
-    ProxyBody::Streamed(b)
-}
-
 fn client_response(resp: Response<Incoming>) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, boxed_incoming(body))
+    Response::from_parts(parts, ProxyBody::Streamed(body))
 }
 
 /// Streams a request we do not audit: no buffering (except an AWS body that must be
@@ -562,7 +558,7 @@ async fn pass_through(app: &App, conn: &Conn, route: Route, req: Request<Incomin
         }
         r
     } else {
-        Request::from_parts(parts, boxed_incoming(body))
+        Request::from_parts(parts, ProxyBody::Streamed(body))
     };
     match tokio::time::timeout(app.config.upstreams.request_timeout, conn.upstream.send(out)).await {
         Ok(Ok(resp)) => client_response(resp),
@@ -926,6 +922,34 @@ mod tests {
         }
         // Creation order is index order: that is what keeps the event_id index append-only.
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids are not strictly increasing");
+    }
+
+    #[test]
+    fn the_hop_by_hop_match_and_list_agree() {
+        // `strip_hop_by_hop` finds a name by the match and removes it by the list's entry.
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name.as_str()), Some(i), "{name}");
+        }
+        for other in ["host", "x-forwarded-for", "content-length", "connections", "t"] {
+            assert_eq!(hop_by_hop_index(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn every_hop_by_hop_header_is_removed_whatever_its_case_or_count() {
+        let mut h = HeaderMap::new();
+        for name in &HOP_BY_HOP {
+            h.append(name.clone(), HeaderValue::from_static("x"));
+            h.append(name.clone(), HeaderValue::from_static("y"));
+        }
+        // A Connection value naming headers in any case, with empty and padded tokens.
+        h.append(http::header::CONNECTION, HeaderValue::from_static(" ,X-A ,, x-b,TE"));
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h.insert("x-b", HeaderValue::from_static("2"));
+        h.insert("x-kept", HeaderValue::from_static("3"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
     }
 
     #[test]

@@ -24,15 +24,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum ProxyBody {
     /// A client's or an upstream's body, passed on frame by frame.
     Streamed(Incoming),
-    /// Bytes the proxy has: a body it read whole, or an answer it wrote.
+    /// Bytes the proxy has: a body it read whole, or an answer it wrote
+    /// ([`crate::errors::full`]).
     Bytes(Full<Bytes>),
-}
-
-impl ProxyBody {
-    /// A complete body.
-    pub fn bytes(b: impl Into<Bytes>) -> ProxyBody {
-        ProxyBody::Bytes(Full::new(b.into()))
-    }
 }
 
 impl http_body::Body for ProxyBody {
@@ -332,19 +326,35 @@ mod tests {
     use http_body::Body;
     use http_body_util::BodyExt;
 
-    use super::ProxyBody;
+    use super::{Key, same_key};
+    use crate::errors::full;
 
     #[test]
     fn bytes_in_hand_announce_their_length_and_their_end() {
         // hyper writes `Content-Length` from the size hint, and ends a body on `is_end_stream`.
-        let b = ProxyBody::bytes(r#"{"ok":true}"#);
+        let b = full(r#"{"ok":true}"#);
         assert_eq!(b.size_hint().exact(), Some(11));
         assert!(!b.is_end_stream());
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let got = rt.block_on(b.collect()).unwrap().to_bytes();
         assert_eq!(&got[..], br#"{"ok":true}"#);
-        let empty = ProxyBody::bytes("");
+        let empty = full("");
         assert_eq!(empty.size_hint().exact(), Some(0));
         assert!(empty.is_end_stream());
+    }
+
+    fn key(scheme: &str, authority: &str) -> Key {
+        (scheme.parse().unwrap(), authority.parse().unwrap())
+    }
+
+    #[test]
+    fn keys_name_the_same_upstream_whatever_the_case_of_its_host() {
+        let held = key("https", "slack.com");
+        assert!(same_key(&held, &key("https", "slack.com")));
+        // The byte comparison is only a shortcut: a host differing in case is the same upstream.
+        assert!(same_key(&held, &key("https", "Slack.COM")));
+        assert!(!same_key(&held, &key("https", "slack.com:8443")));
+        assert!(!same_key(&held, &key("http", "slack.com")));
+        assert!(!same_key(&held, &key("https", "evil-slack.com")));
     }
 }
