@@ -8,7 +8,7 @@ use std::time::Instant;
 use http::{HeaderMap, Method};
 use retention_proxy::config::Config;
 use retention_proxy::policy;
-use retention_proxy::recognise::{self, Family, RequestParts};
+use retention_proxy::vendor::{self, Family, RequestParts};
 
 fn main() {
     let body = br#"{"RetentionSettings": {"RoomRetentionSettings": {"RetentionDays": 400}, "ConversationRetentionSettings": {"RetentionDays": 180}}}"#;
@@ -26,7 +26,7 @@ fn main() {
             ));
         }
         let config = Config::from_toml_str(&toml, "bench").expect("config");
-        let m = recognise::classify(Family::Chime, &Method::PUT, path).expect("recognised");
+        let m = vendor::classify(Family::Chime, &Method::PUT, path).expect("recognised");
         let parts = RequestParts {
             method: &Method::PUT,
             query: None,
@@ -36,12 +36,12 @@ fn main() {
         let t0 = Instant::now();
         let mut calls = Vec::with_capacity(1);
         for _ in 0..iters {
-            let (call, problem) = policy::read(&m, false, &parts, Some(body), 1 << 20);
+            let (call, problem) = policy::read(&m, false, &parts, Ok(&body[..]));
             calls.clear();
             calls.push((call, problem));
         }
         let read_ns = t0.elapsed().as_nanos() / iters as u128;
-        let (call, _) = policy::read(&m, false, &parts, Some(body), 1 << 20);
+        let (call, _) = policy::read(&m, false, &parts, Ok(&body[..]));
         let t1 = Instant::now();
         let mut denied = 0u32;
         for _ in 0..iters {

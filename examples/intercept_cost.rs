@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use retention_proxy::intercept::{Interceptor, init_ca};
+use retention_proxy::tunnel::ca::{Interceptor, init_ca};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls_pki_types::pem::PemObject;
 

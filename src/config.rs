@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::guardrail::{self, Guardrail};
+use crate::http::headers::normalise_host;
+use crate::policy::guardrail::{self, Guardrail};
 
 /// The raw configuration file, exactly as written. Every section and key has a default.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -327,7 +328,7 @@ pub enum HostPattern {
 impl HostPattern {
     /// Whether `host` (any case) matches.
     pub fn matches(&self, host: &str) -> bool {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let host = normalise_host(host);
         match self {
             HostPattern::Exact(h) => host == *h,
             HostPattern::Suffix(s) => {
@@ -366,10 +367,20 @@ impl ForwardConfig {
         self.allow_hosts.iter().any(|p| p.matches(host))
     }
 
-    /// Whether CONNECT to `host` must be intercepted (a vendor API host, or a configured one).
+    /// Whether CONNECT to `host` (normalised) must be intercepted (a vendor API host, or a
+    /// configured one).
     pub fn intercepts(&self, host: &str) -> bool {
-        let h = host.trim_end_matches('.').to_ascii_lowercase();
-        crate::recognise::family_for_host(&h).is_some() || self.intercept_hosts.contains(&h)
+        crate::vendor::family_for_host(host).is_some() || self.intercept_hosts.iter().any(|h| h == host)
+    }
+
+    /// Where the forward proxy sends a request for `host` (normalised) and `port`: its
+    /// `resolve` override, else the host itself over TLS. The one place `resolve` is read.
+    pub fn upstream_for(&self, host: &str, port: u16) -> Upstream {
+        self.resolve.get(host).cloned().unwrap_or_else(|| Upstream {
+            scheme: Scheme::Https,
+            host: host.to_string(),
+            port,
+        })
     }
 }
 
@@ -542,7 +553,7 @@ impl Config {
                     "a user name must be non-empty and without ':'".into(),
                 );
             }
-            if let Err(e) = crate::auth::validate_hash(hash) {
+            if let Err(e) = crate::http::proxy_auth::validate_hash(hash) {
                 bad(&format!("forward.users.\"{name}\""), e);
             }
         }

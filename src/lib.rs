@@ -21,22 +21,12 @@
 
 pub mod admin;
 pub mod audit;
-pub mod auth;
-pub mod aws;
 pub mod cli;
 pub mod config;
-pub mod errors;
-pub mod event;
-pub mod export;
-pub mod guardrail;
-pub mod intercept;
-pub mod lookup;
-pub mod metrics;
+pub mod http;
 pub mod policy;
 pub mod proxy;
-pub mod recognise;
 pub mod retention;
 pub mod server;
-pub mod strict_json;
 pub mod tunnel;
-pub mod upstream;
+pub mod vendor;

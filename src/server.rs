@@ -2,11 +2,17 @@
 //! bind port 0 and pass their own trigger), serves until the future resolves, then shuts down
 //! in a fixed order: stop accepting → let in-flight requests finish within the grace period →
 //! commit every queued audit record → return.
+//!
+//! Each request on the proxy listener is dispatched here, above both ways of serving it:
+//! proxy authentication first, then `CONNECT` to [`crate::tunnel`] and the rest to
+//! [`crate::proxy`].
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -15,14 +21,20 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
+use crate::admin::metrics::{Metrics, RouteLabels};
+use crate::admin::{self, Admin};
 use crate::audit::AuditError;
+use crate::audit::event::TokenKey;
 use crate::audit::sqlite::{self, SqliteStore};
-use crate::audit::writer::Writer;
-use crate::aws::AwsCredentials;
+use crate::audit::writer::{Turns, Writer};
 use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::proxy::{self, App};
-use crate::upstream;
+use crate::http::body::{ProxyBody, plain};
+use crate::http::proxy_auth::ProxyUsers;
+use crate::http::upstream;
+use crate::proxy::{self, App, Conn};
+use crate::tunnel::ca::{InterceptError, Interceptor};
+use crate::tunnel::{self, Tunnels};
+use crate::vendor::aws_sigv4::AwsCredentials;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +53,7 @@ pub enum RunError {
     Upstream(String),
     /// The interception CA could not be loaded.
     #[error("cannot load the interception CA: {0}")]
-    Intercept(#[from] crate::intercept::InterceptError),
+    Intercept(#[from] InterceptError),
 }
 
 /// Bound sockets for `run`.
@@ -62,13 +74,8 @@ fn tls_acceptor(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, Ru
         .and_then(|i| i.collect::<Result<_, _>>())
         .map_err(|e| RunError::Tls(format!("{}: {e}", cert.display())))?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| RunError::Tls(format!("{}: {e}", key.display())))?;
-    let mut sc = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| RunError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| RunError::Tls(e.to_string()))?;
-    sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let sc =
+        crate::http::tls::server_config(certs, key, &[b"h2", b"http/1.1"]).map_err(|e| RunError::Tls(e.to_string()))?;
     Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(sc))))
 }
 
@@ -76,6 +83,52 @@ fn tls_acceptor(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, Ru
 /// picks the single-threaded runtime, and has the audit writer take turns with it.
 pub fn runs_on_one_cpu() -> bool {
     std::thread::available_parallelism().map_or(true, |n| n.get() == 1)
+}
+
+/// What every request on the proxy listener is dispatched with.
+struct Front {
+    app: Arc<App>,
+    tunnels: Arc<Tunnels>,
+    users: ProxyUsers,
+}
+
+/// Dispatches one request on the proxy listener: proxy authentication for the forward proxy
+/// (absolute-form and `CONNECT`), then `CONNECT` to the tunnel and the rest to the proxy.
+async fn dispatch(front: Arc<Front>, mut conn: Conn, req: Request<Incoming>) -> Response<ProxyBody> {
+    let app = &front.app;
+    let connect = req.method() == Method::CONNECT;
+    if (connect || req.uri().scheme().is_some()) && front.users.enabled() {
+        match front.users.check(req.headers()) {
+            Ok(user) => conn.proxy_user = Some(user),
+            Err(e) => {
+                warn!(peer = %conn.peer, error = %e, "proxy authentication failed");
+                app.metrics
+                    .refused
+                    .get_or_create(&RouteLabels { route: "proxy_auth" })
+                    .inc();
+                let mut r = plain(
+                    StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+                    &format!("retention-proxy: {e}"),
+                );
+                r.headers_mut().insert(
+                    http::header::PROXY_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"retention-proxy\""),
+                );
+                return r;
+            }
+        }
+    }
+    if connect {
+        return Box::pin(tunnel::connect(
+            app.clone(),
+            front.tunnels.clone(),
+            conn.peer,
+            conn.proxy_user,
+            req,
+        ))
+        .await;
+    }
+    proxy::handle_request(app.clone(), conn, req).await
 }
 
 /// Runs the proxy (and admin listener) until `shutdown` resolves.
@@ -88,25 +141,36 @@ pub async fn run(
     let store = SqliteStore::open(&config.audit.path)?;
     let checkpointer = sqlite::Checkpointer::start(&config.audit.path, sqlite::Checkpointer::INTERVAL)?;
     let hmac_key = sqlite::load_or_create_key(&config.audit.hmac_key_file)?;
-    let writer = Writer::start(store, config.audit.queue_capacity)?;
+    let turns = if runs_on_one_cpu() { Turns::Shared } else { Turns::Own };
+    let writer = Writer::start(store, config.audit.queue_capacity, turns)?;
     let dialer = upstream::Dialer::new(config.upstreams.ca_file.as_deref(), config.upstreams.connect_timeout)?;
     let tls = tls_acceptor(&config)?;
     let interceptor = match &config.forward.ca {
-        Some((cert, key)) => Some(crate::intercept::Interceptor::load(cert, key)?),
+        Some((cert, key)) => Some(Interceptor::load(cert, key)?),
         None => None,
     };
-    let app = Arc::new(App {
+    let metrics = Arc::new(Metrics::default());
+    let admin = Arc::new(Admin {
+        token: config.server.admin_token.clone(),
         audit: writer.handle(),
-        dialer,
-        metrics: Arc::new(Metrics::default()),
-        credentials,
-        token_key: crate::event::TokenKey::new(&hmac_key),
-        interceptor,
-        tunnels: Arc::new(Semaphore::new(config.forward.max_tunnels)),
-        users: crate::auth::ProxyUsers::new(config.forward.users.clone()),
-        reverse: proxy::ReverseTargets::new(&config.upstreams).map_err(|e| RunError::Upstream(e.to_string()))?,
-        config,
+        metrics: metrics.clone(),
+        db: config.audit.path.clone(),
     });
+    let front = Arc::new(Front {
+        tunnels: Arc::new(Tunnels::new(interceptor, config.forward.max_tunnels)),
+        users: ProxyUsers::new(config.forward.users.clone()),
+        app: Arc::new(App {
+            audit: writer.handle(),
+            dialer,
+            metrics,
+            credentials,
+            token_key: TokenKey::new(&hmac_key),
+            reverse: proxy::route::ReverseTargets::new(&config.upstreams)
+                .map_err(|e| RunError::Upstream(e.to_string()))?,
+            config,
+        }),
+    });
+    let app = front.app.clone();
 
     let graceful = GracefulShutdown::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -115,7 +179,6 @@ pub async fn run(
         info!(listen = %a, "admin listening");
     }
     let admin_task = listeners.admin.map(|l| {
-        let app = app.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             loop {
@@ -123,11 +186,11 @@ pub async fn run(
                     _ = stop.changed() => break,
                     acc = l.accept() => {
                         let Ok((stream, _)) = acc else { continue };
-                        let app = app.clone();
+                        let admin = admin.clone();
                         tokio::spawn(async move {
                             let svc = service_fn(move |req| {
-                                let app = app.clone();
-                                async move { Ok::<_, std::convert::Infallible>(crate::admin::handle(app, req).await) }
+                                let admin = admin.clone();
+                                async move { Ok::<_, std::convert::Infallible>(admin::handle(admin, req).await) }
                             });
                             let _ = hyper::server::conn::http1::Builder::new()
                                 .serve_connection(TokioIo::new(stream), svc)
@@ -165,18 +228,18 @@ pub async fn run(
             },
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let front = front.clone();
         let builder = builder.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
         tokio::spawn(
             async move {
                 let _permit = permit;
-                let conn = proxy::Conn::new(&app, peer);
+                let conn = Conn::new(&front.app, peer);
                 let svc = service_fn(move |req| {
-                    let app = app.clone();
+                    let front = front.clone();
                     let conn = conn.clone();
-                    async move { Ok::<_, std::convert::Infallible>(proxy::handle_request(app, conn, req).await) }
+                    async move { Ok::<_, std::convert::Infallible>(dispatch(front, conn, req).await) }
                 });
                 let result = match tls {
                     Some(acceptor) => {
@@ -234,6 +297,7 @@ pub async fn run(
         let _ = t.await;
     }
     ticker.abort();
+    drop(front);
     drop(app);
     writer.shutdown().await;
     let _ = tokio::task::spawn_blocking(move || checkpointer.stop()).await;

@@ -11,10 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use retention_proxy::audit::query::{self, Filter};
-use retention_proxy::audit::sqlite;
-use retention_proxy::aws::AwsCredentials;
 use retention_proxy::config::Config;
 use retention_proxy::server::{self, Listeners};
+use retention_proxy::vendor::aws_sigv4::AwsCredentials;
 use support::fake_vendor::{FakeVendor, FakeVendorOpts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -150,8 +149,8 @@ max_days = 2555
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
     // Every refused retention call is on record, as denied or rejected, never forwarded.
-    let conn = sqlite::open_read_only(&db).unwrap();
-    let events = query::query(&conn, &Filter::default()).unwrap();
+    let conn = retention_proxy::audit::open_reader(&db).unwrap();
+    let events = conn.query(&Filter::default()).unwrap();
     let refused_events = events
         .iter()
         .filter(|e| matches!(e["outcome"].as_str(), Some("denied") | Some("rejected")))
@@ -163,7 +162,7 @@ max_days = 2555
     );
     assert!(events.iter().filter(|e| e["outcome"] == "forwarded").count() >= 4);
     assert!(matches!(
-        query::verify(&conn).unwrap(),
+        query::verify(conn.as_ref()).unwrap(),
         query::Verification::Intact { .. }
     ));
 }

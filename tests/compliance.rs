@@ -24,9 +24,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
-use retention_proxy::aws::AwsCredentials;
 use retention_proxy::config::Config;
 use retention_proxy::server::{self, Listeners};
+use retention_proxy::vendor::aws_sigv4::AwsCredentials;
 use serde_json::{Value, json};
 use support::fake_vendor::{self, EXAMPLE_ACCESS_KEY_ID, EXAMPLE_SECRET_ACCESS_KEY, FakeVendor, FakeVendorOpts};
 use support::sigv4::{self, SigningParams};

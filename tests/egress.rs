@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use retention_proxy::audit::query::{self, Filter, Verification};
-use retention_proxy::audit::sqlite;
 use retention_proxy::config::Config;
 use retention_proxy::server::{self, Listeners};
 use serde_json::{Value, json};
@@ -60,7 +59,7 @@ const WAIT: Duration = Duration::from_secs(10);
 /// One Argon2 hash for the whole file (hashing is deliberately slow).
 fn alice_hash() -> &'static str {
     static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| retention_proxy::auth::hash_password(PASSWORD).expect("hash the password"))
+    HASH.get_or_init(|| retention_proxy::http::proxy_auth::hash_password(PASSWORD).expect("hash the password"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -134,7 +133,7 @@ impl Env {
         let echo = EchoServer::start().await;
         let canary = EchoServer::start().await;
         let ca_dir = dir.path().join("ca");
-        let (ca_cert, ca_key) = retention_proxy::intercept::init_ca(&ca_dir).expect("create the interception CA");
+        let (ca_cert, ca_key) = retention_proxy::tunnel::ca::init_ca(&ca_dir).expect("create the interception CA");
         let intercept_ca_pem = std::fs::read_to_string(&ca_cert).expect("read ca.pem");
         let upstream_ca_file = dir.path().join("upstream-ca.pem");
         std::fs::write(&upstream_ca_file, &upstream_ca.cert_pem).expect("write the upstream CA");
@@ -285,9 +284,9 @@ fn read_events(db: &Path) -> (Vec<Value>, Verification) {
     if !db.exists() {
         return (Vec::new(), Verification::Intact { records: 0 });
     }
-    let conn = sqlite::open_read_only(db).unwrap_or_else(|e| panic!("open the audit database: {e}"));
-    let events = query::query(&conn, &Filter::default()).unwrap_or_else(|e| panic!("query: {e}"));
-    let v = query::verify(&conn).unwrap_or_else(|e| panic!("verify: {e}"));
+    let conn = retention_proxy::audit::open_reader(db).unwrap_or_else(|e| panic!("open the audit database: {e}"));
+    let events = conn.query(&Filter::default()).unwrap_or_else(|e| panic!("query: {e}"));
+    let v = query::verify(conn.as_ref()).unwrap_or_else(|e| panic!("verify: {e}"));
     (events, v)
 }
 
@@ -999,7 +998,7 @@ fn ca_init_creates_a_usable_ca_once() {
     // It is a CA clients can trust, and the proxy can issue leaves with it.
     let pem = std::fs::read_to_string(&cert).unwrap();
     let _ = tls::client_config(&[&pem]);
-    let i = retention_proxy::intercept::Interceptor::load(&cert, &key).expect("load the CA");
+    let i = retention_proxy::tunnel::ca::Interceptor::load(&cert, &key).expect("load the CA");
     i.server_config(CHIME_HOST).expect("issue a leaf");
     let before: BTreeMap<&str, Vec<u8>> = [
         ("pem", std::fs::read(&cert).unwrap()),

@@ -11,8 +11,7 @@ mod support {
 use std::time::Duration;
 
 use base64::Engine;
-use retention_proxy::audit::query::{self, Filter};
-use retention_proxy::audit::sqlite;
+use retention_proxy::audit::query::Filter;
 use retention_proxy::config::Config;
 use retention_proxy::server::{self, Listeners};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -94,8 +93,8 @@ async fn calls_over_a_tls_listener_are_audited_and_plain_http_is_not_served() {
 
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
-    let conn = sqlite::open_read_only(&db).unwrap();
-    let events = query::query(&conn, &Filter::default()).unwrap();
+    let conn = retention_proxy::audit::open_reader(&db).unwrap();
+    let events = conn.query(&Filter::default()).unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["eventName"], "admin.conversations.setCustomRetention");
     assert_eq!(events[0]["outcome"], "forwarded");

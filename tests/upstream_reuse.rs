@@ -382,7 +382,7 @@ async fn concurrent_clients_each_get_their_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idle_list_keeps_at_most_its_cap_per_upstream() {
     use http_body_util::BodyExt;
-    use retention_proxy::upstream::{Affinity, Dialer};
+    use retention_proxy::http::upstream::{Affinity, Dialer};
     let up = Upstream::start(Behaviour::KeepAlive).await;
     let dialer = Dialer::with_limits(None, Duration::from_secs(5), 2, Duration::from_secs(300)).expect("dialer");
     let uri = format!("http://{}{PATH}", up.addr);
@@ -395,7 +395,7 @@ async fn idle_list_keeps_at_most_its_cap_per_upstream() {
                 let a = Affinity::new(dialer.clone());
                 let req = http::Request::post(uri.as_str())
                     .header("host", "upstream")
-                    .body(retention_proxy::errors::full(format!("{{\"i\":{i}}}")))
+                    .body(retention_proxy::http::body::full(format!("{{\"i\":{i}}}")))
                     .expect("request");
                 let resp = a.send(req).await.expect("an answer");
                 assert_eq!(resp.status(), 200);
@@ -421,7 +421,7 @@ async fn idle_list_keeps_at_most_its_cap_per_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connections_unused_past_the_idle_timeout_are_not_reused() {
-    use retention_proxy::upstream::{Affinity, Dialer};
+    use retention_proxy::http::upstream::{Affinity, Dialer};
     let up = Upstream::start(Behaviour::KeepAlive).await;
     let idle_timeout = Duration::from_secs(1);
     let dialer = Dialer::with_limits(None, Duration::from_secs(5), 8, idle_timeout).expect("dialer");
@@ -458,11 +458,11 @@ async fn connections_unused_past_the_idle_timeout_are_not_reused() {
 }
 
 /// One POST through `a` straight to the upstream, its answer read to the end.
-async fn send_via(a: &retention_proxy::upstream::Affinity, uri: &str) {
+async fn send_via(a: &retention_proxy::http::upstream::Affinity, uri: &str) {
     use http_body_util::BodyExt;
     let req = http::Request::post(uri)
         .header("host", "upstream")
-        .body(retention_proxy::errors::full("{}"))
+        .body(retention_proxy::http::body::full("{}"))
         .expect("request");
     let resp = a.send(req).await.expect("an answer");
     assert_eq!(resp.status(), 200);

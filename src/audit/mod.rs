@@ -1,8 +1,13 @@
-//! The audit trail: records, the hash chain that links them, the writer thread that commits
-//! them in groups, and the narrow `Backend` interface a store implements (SQLite here; a
-//! central store for fleets would implement the same trait without touching the request path).
+//! The audit trail: records ([`event`] decides what of a call is stored), the hash chain that
+//! links them ([`canonical`] text, [`link`]), the writer thread that commits them in groups
+//! ([`writer`]), and the two sides a store implements: [`Backend`] (writing, owned by the
+//! writer thread) and [`Reader`] (filtered events, one resource's history, state, the chain
+//! walk behind `verify`, export). SQLite ([`sqlite`]) implements both; [`query`] and [`export`]
+//! work on any [`Reader`], and no SQL lives outside the store's own module.
 
 pub mod canonical;
+pub mod event;
+pub mod export;
 pub mod query;
 pub mod sqlite;
 pub mod writer;
@@ -10,6 +15,7 @@ pub mod writer;
 use crate::retention::Observed;
 
 pub use canonical::ObjectText;
+pub use query::{Filter, StateRow};
 
 pub use writer::{AuditHandle, WriterStats};
 
@@ -137,6 +143,78 @@ pub trait Backend: Send + 'static {
     fn probe(&mut self) -> Result<(), AuditError>;
     /// Every remembered retention value, to seed the `previous` memory at start.
     fn last_seen(&mut self) -> Result<Vec<Observed>, AuditError>;
+}
+
+/// One record as stored, for the chain walk: its columns and the canonical text its hash
+/// covers.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredRecord<'a> {
+    /// Position in the chain.
+    pub seq: u64,
+    /// `request` or `outcome`.
+    pub kind: &'a str,
+    /// The call's `eventID`.
+    pub event_id: &'a str,
+    /// `eventTime` column.
+    pub event_time: &'a str,
+    /// `eventName` column.
+    pub event_name: &'a str,
+    /// `eventSource` column.
+    pub event_source: &'a str,
+    /// The canonical JSON text.
+    pub body: &'a str,
+    /// `prevHash` column.
+    pub prev_hash: &'a str,
+    /// `hash` column.
+    pub hash: &'a str,
+}
+
+/// The reading side of a store: what `audit` commands, `/v1/events`, LookupEvents and export
+/// use, without knowing which store is behind it. Reads see a consistent snapshot per call.
+pub trait Reader {
+    /// Calls `visit(seq, event)` for each event `filter` selects, in its order; each event is
+    /// the merge of its request and outcome links ([`query::merge`]).
+    fn events(
+        &self,
+        filter: &Filter,
+        visit: &mut dyn FnMut(u64, serde_json::Value) -> Result<(), AuditError>,
+    ) -> Result<(), AuditError>;
+
+    /// The last known retention of every resource the proxy has seen.
+    fn state(&self) -> Result<Vec<StateRow>, AuditError>;
+
+    /// Calls `visit` for every record in chain order, as stored, until it breaks.
+    fn chain(&self, visit: &mut dyn FnMut(StoredRecord<'_>) -> std::ops::ControlFlow<()>) -> Result<(), AuditError>;
+
+    /// The events that name `resource`, oldest first: its history.
+    fn history(
+        &self,
+        resource: &str,
+        visit: &mut dyn FnMut(serde_json::Value) -> Result<(), AuditError>,
+    ) -> Result<(), AuditError> {
+        let filter = Filter {
+            resource: Some(resource.to_string()),
+            ..Filter::default()
+        };
+        self.events(&filter, &mut |_, e| visit(e))
+    }
+}
+
+impl dyn Reader + '_ {
+    /// The events `filter` selects, collected.
+    pub fn query(&self, filter: &Filter) -> Result<Vec<serde_json::Value>, AuditError> {
+        let mut out = Vec::new();
+        self.events(filter, &mut |_, e| {
+            out.push(e);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+/// Opens the store at `db` for reading. The one place a reader picks its store.
+pub fn open_reader(db: &std::path::Path) -> Result<Box<dyn Reader>, AuditError> {
+    Ok(Box::new(sqlite::SqliteReader::open(db)?))
 }
 
 /// Records for the unit tests of the store and its readers.

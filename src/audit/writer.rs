@@ -70,17 +70,6 @@ pub enum Turns {
     Shared,
 }
 
-impl Turns {
-    /// `Shared` when this process may run on one CPU only, else `Own`.
-    pub fn of_this_process() -> Turns {
-        if crate::server::runs_on_one_cpu() {
-            Turns::Shared
-        } else {
-            Turns::Own
-        }
-    }
-}
-
 /// A cloneable handle to the writer.
 #[derive(Clone)]
 pub struct AuditHandle {
@@ -98,13 +87,8 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer over `backend`, taking turns as this process's CPUs require.
-    pub fn start<B: Backend>(backend: B, capacity: usize) -> Result<Writer, AuditError> {
-        Writer::start_with(backend, capacity, Turns::of_this_process())
-    }
-
     /// Starts the writer over `backend`, sharing the CPU as `turns` says.
-    pub fn start_with<B: Backend>(mut backend: B, capacity: usize, turns: Turns) -> Result<Writer, AuditError> {
+    pub fn start<B: Backend>(mut backend: B, capacity: usize, turns: Turns) -> Result<Writer, AuditError> {
         let head = backend.head()?;
         let seen: HashMap<(Target, String), RetentionValue> = backend
             .last_seen()?
@@ -375,7 +359,7 @@ mod tests {
     /// the store holds them in order, and the counters agree.
     async fn every_caller_gets_its_own_seq(turns: Turns) {
         let (store, seqs) = memory(false);
-        let writer = Writer::start_with(store, 16, turns).unwrap();
+        let writer = Writer::start(store, 16, turns).unwrap();
         let results = append_all(&writer.handle(), 200).await;
         let mut got: Vec<u64> = results.into_iter().map(|r| r.unwrap()).collect();
         got.sort_unstable();
@@ -403,7 +387,7 @@ mod tests {
     #[test]
     fn a_writer_started_outside_a_runtime_answers_its_callers_itself() {
         let (store, seqs) = memory(false);
-        let writer = Writer::start(store, 4).unwrap();
+        let writer = Writer::start(store, 4, Turns::Own).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -419,7 +403,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_commit_is_reported_to_every_caller_in_the_group() {
         let (store, seqs) = memory(true);
-        let writer = Writer::start(store, 16).unwrap();
+        let writer = Writer::start(store, 16, Turns::Own).unwrap();
         for r in append_all(&writer.handle(), 40).await {
             match r {
                 Err(AuditError::Write(m)) => assert_eq!(m, "disk full"),

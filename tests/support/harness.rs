@@ -12,10 +12,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request};
 use retention_proxy::audit::query::{self, Filter, Verification};
-use retention_proxy::audit::sqlite;
-use retention_proxy::aws::AwsCredentials;
 use retention_proxy::config::Config;
 use retention_proxy::server::{self, Listeners};
+use retention_proxy::vendor::aws_sigv4::AwsCredentials;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -224,9 +223,11 @@ impl Proxy {
 
 /// Reads every merged event and verifies the chain.
 pub fn read_audit(db: &Path) -> AuditLog {
-    let conn = sqlite::open_read_only(db).unwrap_or_else(|e| panic!("open the audit database: {e}"));
-    let events = query::query(&conn, &Filter::default()).unwrap_or_else(|e| panic!("query the audit log: {e}"));
-    let verification = query::verify(&conn).unwrap_or_else(|e| panic!("verify the audit log: {e}"));
+    let conn = retention_proxy::audit::open_reader(db).unwrap_or_else(|e| panic!("open the audit database: {e}"));
+    let events = conn
+        .query(&Filter::default())
+        .unwrap_or_else(|e| panic!("query the audit log: {e}"));
+    let verification = query::verify(conn.as_ref()).unwrap_or_else(|e| panic!("verify the audit log: {e}"));
     let mut stored_bytes = Vec::new();
     for suffix in ["", "-wal", "-journal"] {
         let mut p = db.as_os_str().to_owned();

@@ -10,11 +10,10 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
+use super::{Admin, authorised};
+use crate::audit::export::cloudtrail_record;
 use crate::audit::query::{self, Filter};
-use crate::errors::full;
-use crate::export::cloudtrail_record;
-use crate::proxy::App;
-use crate::upstream::ProxyBody;
+use crate::http::body::{ProxyBody, full};
 
 const TARGET: &str = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents";
 
@@ -49,7 +48,7 @@ fn ms_to_time(ms: i64) -> Option<String> {
 }
 
 /// Serves one LookupEvents call.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Response<ProxyBody> {
     let target = req
         .headers()
         .get("x-amz-target")
@@ -62,7 +61,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ProxyBody
             "only LookupEvents is served here",
         );
     }
-    if !crate::admin::authorised(&app, &req) {
+    if !authorised(&admin, &req) {
         return error(
             StatusCode::FORBIDDEN,
             "AccessDeniedException",
@@ -107,11 +106,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ProxyBody
         return r;
     }
     let limit = filter.limit.unwrap_or(50);
-    let path = app.config.audit.path.clone();
+    let path = admin.db.clone();
     let res = tokio::task::spawn_blocking(move || {
-        let conn = crate::audit::sqlite::open_read_only(&path)?;
         let mut out = Vec::new();
-        query::for_each(&conn, &filter, |seq, e| {
+        crate::audit::open_reader(&path)?.events(&filter, &mut |seq, e| {
             out.push((seq, e));
             Ok(())
         })?;

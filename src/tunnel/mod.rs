@@ -1,9 +1,12 @@
-//! `CONNECT host:port`. Vendor API hosts (and `forward.intercept_hosts`) are intercepted: the
-//! proxy answers the client's TLS with a leaf issued by the configured CA and runs every inner
-//! request through the same path as the other ways in. Other allowed hosts get a blind tunnel.
-//! A vendor host is never tunnelled blind — its retention calls would escape the audit — so
-//! without a CA configured it is refused. Every tunnel counts against `forward.max_tunnels`
-//! and closes after `forward.tunnel_idle_timeout` without traffic.
+//! `CONNECT host:port`. Vendor API hosts (and `forward.intercept_hosts`) are audited: the
+//! proxy terminates the client's TLS with a leaf issued by the configured CA ([`ca`]) and
+//! runs every inner request through [`crate::proxy`], as for the other ways in. Other allowed
+//! hosts get a blind tunnel. A vendor host is never tunnelled blind — its retention calls
+//! would escape the audit — so without a CA configured it is refused. Every tunnel counts
+//! against `forward.max_tunnels` and closes after `forward.tunnel_idle_timeout` without
+//! traffic.
+
+pub mod ca;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,17 +18,37 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
-use crate::errors::{full, plain};
-use crate::metrics::RouteLabels;
-use crate::proxy::{self, App, Conn, Tunnel};
-use crate::upstream::ProxyBody;
+use crate::admin::metrics::RouteLabels;
+use crate::http::body::{ProxyBody, full, plain};
+use crate::http::headers::normalise_host;
+use crate::proxy::{self, App, Conn, TlsTunnel};
+use ca::Interceptor;
+
+/// What tunnels share: the leaf issuer and the open-tunnel budget.
+pub struct Tunnels {
+    /// Leaf issuer, when `forward.ca_cert` is configured.
+    pub interceptor: Option<Interceptor>,
+    /// Open-tunnel budget (`forward.max_tunnels`).
+    pub budget: Arc<Semaphore>,
+}
+
+impl Tunnels {
+    /// Tunnels for `interceptor`, at most `max` open at once.
+    pub fn new(interceptor: Option<Interceptor>, max: usize) -> Tunnels {
+        Tunnels {
+            interceptor,
+            budget: Arc::new(Semaphore::new(max)),
+        }
+    }
+}
 
 /// Handles a CONNECT request.
 pub async fn connect(
     app: Arc<App>,
+    tunnels: Arc<Tunnels>,
     peer: SocketAddr,
     proxy_user: Option<String>,
     req: Request<Incoming>,
@@ -33,7 +56,7 @@ pub async fn connect(
     let Some(auth) = req.uri().authority().cloned() else {
         return plain(StatusCode::BAD_REQUEST, "retention-proxy: CONNECT needs host:port");
     };
-    let host = auth.host().trim_end_matches('.').to_ascii_lowercase();
+    let host = normalise_host(auth.host());
     let port = auth.port_u16().unwrap_or(443);
     let refused = |why: &str| {
         app.metrics
@@ -50,7 +73,7 @@ pub async fn connect(
         );
     }
     let intercepted = app.config.forward.intercepts(&host);
-    if intercepted && app.interceptor.is_none() {
+    if intercepted && tunnels.interceptor.is_none() {
         refused("audited vendor host and TLS interception is not configured");
         return plain(
             StatusCode::FORBIDDEN,
@@ -60,7 +83,7 @@ pub async fn connect(
             ),
         );
     }
-    let Ok(permit) = app.tunnels.clone().try_acquire_owned() else {
+    let Ok(permit) = tunnels.budget.clone().try_acquire_owned() else {
         refused("too many open tunnels");
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -74,13 +97,11 @@ pub async fn connect(
         })
         .inc();
     if intercepted {
-        tokio::spawn(intercept(app, peer, host, port, proxy_user, req, permit));
+        tokio::spawn(terminate(app, tunnels, peer, host, port, proxy_user, req, permit));
         return Response::new(full(""));
     }
-    let (target_host, target_port) = match app.config.forward.resolve.get(&host) {
-        Some(u) => (u.host.clone(), u.port),
-        None => (host.clone(), port),
-    };
+    let target = app.config.forward.upstream_for(&host, port);
+    let (target_host, target_port) = (target.host, target.port);
     let connect_timeout = app.config.upstreams.connect_timeout;
     let upstream =
         match tokio::time::timeout(connect_timeout, TcpStream::connect((target_host.as_str(), target_port))).await {
@@ -114,8 +135,9 @@ pub async fn connect(
 
 /// Terminates the client's TLS with a leaf for `host` and serves the inner requests.
 #[allow(clippy::too_many_arguments)]
-async fn intercept(
+async fn terminate(
     app: Arc<App>,
+    tunnels: Arc<Tunnels>,
     peer: SocketAddr,
     host: String,
     port: u16,
@@ -128,7 +150,7 @@ async fn intercept(
         Ok(u) => u,
         Err(e) => return warn!(error = %e, "CONNECT upgrade failed"),
     };
-    let Some(interceptor) = app.interceptor.as_ref() else {
+    let Some(interceptor) = tunnels.interceptor.as_ref() else {
         return;
     };
     let cfg = match interceptor.server_config(&host) {
@@ -149,7 +171,7 @@ async fn intercept(
         Err(_) => return warn!(host = %host, peer = %peer, "client TLS handshake timed out inside CONNECT"),
     };
     let (_, session) = tls.get_ref();
-    let tunnel = Arc::new(Tunnel {
+    let tunnel = Arc::new(TlsTunnel {
         host: host.clone(),
         port,
         tls_version: match session.protocol_version() {
@@ -162,12 +184,14 @@ async fn intercept(
             .negotiated_cipher_suite()
             .map(|c| cipher_suite_name(c.suite()))
             .unwrap_or_else(|| "unknown".into()),
-        proxy_user,
+        proxy_user: proxy_user.clone(),
     });
     info!(host = %host, peer = %peer, tls = %tunnel.tls_version, "intercepting CONNECT tunnel");
     let app_idle = app.config.forward.tunnel_idle_timeout;
     let mut conn = Conn::new(&app, peer);
     conn.tunnel = Some(tunnel);
+    // Inside the tunnel, the user who opened it is the user.
+    conn.proxy_user = proxy_user;
     let svc = service_fn(move |req| {
         let app = app.clone();
         let conn = conn.clone();

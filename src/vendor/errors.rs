@@ -2,13 +2,11 @@
 //! (see the captured error matrix): AWS errors carry `x-amzn-ErrorType` and a modeled body,
 //! Slack errors are `{"ok":false,"error":…}`.
 
-use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
-use http_body_util::Full;
 use serde_json::json;
 
-use crate::recognise::Family;
-use crate::upstream::ProxyBody;
+use crate::http::body::{ProxyBody, full, plain};
+use crate::vendor::Family;
 
 /// A reply the proxy makes instead of the vendor.
 #[derive(Debug, Clone)]
@@ -161,20 +159,6 @@ impl VendorError {
         r.body(full(body.to_string()))
             .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))
     }
-}
-
-/// A complete body (bytes the proxy has in hand).
-pub fn full(b: impl Into<Bytes>) -> ProxyBody {
-    ProxyBody::Bytes(Full::new(b.into()))
-}
-
-/// A plain-text response (for requests that belong to no vendor).
-pub fn plain(status: StatusCode, msg: &str) -> Response<ProxyBody> {
-    let mut r = Response::new(full(format!("{msg}\n")));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert("content-type", HeaderValue::from_static("text/plain; charset=utf-8"));
-    r
 }
 
 #[cfg(test)]

@@ -8,8 +8,11 @@ use std::collections::BTreeMap;
 use http::{HeaderMap, Method};
 use serde_json::{Map, Value, json};
 
+pub mod aws_sigv4;
+pub mod errors;
+pub mod strict_json;
+
 use crate::retention::{Change, Observed, RetentionValue, Target};
-use crate::strict_json;
 
 /// Chime retention limits (days).
 pub const AWS_MAX_DAYS: u64 = 5475;
@@ -56,6 +59,19 @@ impl Family {
     }
 }
 
+/// The `eventSource` a user means by `s`: a family's short name (`chime`, `slack`, …), an
+/// `eventSource` host without its domain (`messaging-chime`), or the `eventSource` itself.
+pub fn event_source_named(s: &str) -> String {
+    let family = match s {
+        "chime" => Some(Family::Chime),
+        "chime_messaging" | "messaging-chime" => Some(Family::ChimeMessaging),
+        "chime_identity" | "identity-chime" => Some(Family::ChimeIdentity),
+        "slack" => Some(Family::Slack),
+        _ => None,
+    };
+    family.map_or_else(|| s.to_string(), |f| f.event_source().to_string())
+}
+
 /// The reverse-proxy route prefixes, for the 404 message.
 pub const ROUTE_PREFIXES: &str = "/api/ (slack), /accounts/ (chime), /channels and /channel-flows (chime_messaging), /app-instances, /app-instance-users and /app-instance-bots (chime_identity)";
 
@@ -86,7 +102,7 @@ pub fn route_family(path: &str) -> Option<Family> {
 
 /// Forward-proxy routing: the family a vendor host belongs to, if it is one we audit.
 pub fn family_for_host(host: &str) -> Option<Family> {
-    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    let h = crate::http::headers::normalise_host(host);
     if h == "slack.com" {
         return Some(Family::Slack);
     }
@@ -1124,6 +1140,79 @@ pub fn resolved_resource(call: &Call, change: &Change, body: &Value) -> String {
         return arn.to_string();
     }
     change.resource.clone()
+}
+
+/// What the proxy reads from a vendor's answer for the outcome record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnswerFacts {
+    /// The vendor's request id (`x-amzn-RequestId`, `x-slack-req-id`).
+    pub request_id: Option<String>,
+    /// The vendor's error code, when the answer is an error.
+    pub error_code: Option<String>,
+    /// The vendor's error message, when it gives one.
+    pub error_message: Option<String>,
+}
+
+/// Reads a vendor's answer: its request id and, for an error, its code and message.
+pub fn read_answer(family: Family, status: u16, headers: &HeaderMap, response: &Value) -> AnswerFacts {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if family.is_aws() {
+        let code = (status >= 400).then(|| {
+            header("x-amzn-errortype")
+                .map(|t| t.split(':').next().unwrap_or(t).to_string())
+                .or_else(|| {
+                    response
+                        .get("__type")
+                        .and_then(Value::as_str)
+                        .map(|t| t.rsplit('#').next().unwrap_or(t).to_string())
+                })
+                .or_else(|| response.get("Code").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_else(|| status.to_string())
+        });
+        let message = (status >= 400)
+            .then(|| {
+                response
+                    .get("Message")
+                    .or_else(|| response.get("message"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .flatten();
+        AnswerFacts {
+            request_id: header("x-amzn-requestid").map(str::to_string),
+            error_code: code,
+            error_message: message,
+        }
+    } else {
+        let code = if response.get("ok") == Some(&Value::Bool(false)) {
+            response.get("error").and_then(Value::as_str).map(str::to_string)
+        } else if status >= 400 {
+            Some(status.to_string())
+        } else {
+            None
+        };
+        AnswerFacts {
+            request_id: header("x-slack-req-id").map(str::to_string),
+            error_code: code,
+            error_message: None,
+        }
+    }
+}
+
+/// The CloudTrail `userIdentity.type` of a call's caller: a Slack bot or user by its token,
+/// an IAM user or assumed role by its access key id.
+pub fn identity_type(call: &Call, access_key_id: Option<&str>) -> &'static str {
+    if let Some(tok) = &call.slack_token {
+        return if tok.starts_with("xoxb") {
+            "SlackBot"
+        } else {
+            "SlackUser"
+        };
+    }
+    if call.op.family().is_aws() {
+        return aws_sigv4::identity_type(access_key_id);
+    }
+    "Unknown"
 }
 
 #[cfg(test)]

@@ -3,15 +3,19 @@
 //! read with certainty or breaks a rule — or let it go with the guardrail verdict to record.
 //! Pure: no I/O, no clock.
 
-use crate::errors::VendorError;
-use crate::guardrail::{self, Decision, Facts, Guardrail, Verdict};
-use crate::recognise::{self, Call, Matched, RequestParts};
+pub mod guardrail;
+
+use crate::vendor::errors::VendorError;
+use crate::vendor::{self, Call, Matched, RequestParts};
+use guardrail::{Decision, Facts, Guardrail, Verdict};
 
 /// Why an intercepted call could not be read.
 #[derive(Debug, Clone)]
 pub enum Unreadable {
     /// Body over `server.max_body_bytes` (its limit).
     TooLarge(usize),
+    /// The body could not be read to its end (the client's stream broke); why.
+    Broken(String),
     /// Invalid, or readable more than one way (`ambiguous`).
     Invalid {
         /// One sentence.
@@ -46,18 +50,18 @@ pub fn allow() -> Verdict {
     }
 }
 
-/// Reads a matched call. `body` is `None` when it was over the limit.
+/// Reads a matched call from its body, or from why the body could not be read.
 pub fn read(
     m: &Matched,
     odd_path: bool,
     parts: &RequestParts<'_>,
-    body: Option<&[u8]>,
-    limit: usize,
+    body: Result<&[u8], Unreadable>,
 ) -> (Call, Option<Unreadable>) {
-    let Some(body) = body else {
-        return (recognise::empty_call(m.op), Some(Unreadable::TooLarge(limit)));
+    let body = match body {
+        Ok(b) => b,
+        Err(why) => return (vendor::empty_call(m.op), Some(why)),
     };
-    match recognise::parse(m, parts, body) {
+    match vendor::parse(m, parts, body) {
         Ok(c) if odd_path => {
             let message = "the request path is not in canonical form".to_string();
             (
@@ -88,10 +92,15 @@ pub fn judge(rules: &[Guardrail], call: &Call, problem: Option<Unreadable>, prin
                 verdict: allow(),
                 error: VendorError::too_large(limit),
             },
+            Unreadable::Broken(why) => Judgement::Refuse {
+                outcome: "rejected",
+                verdict: allow(),
+                error: VendorError::bad_request(format!("the request body could not be read: {why}")),
+            },
             // Input a guardrail cannot judge with certainty is refused as a guardrail refusal
             // whenever an enforcing rule could apply; otherwise as the vendor would refuse it.
             Unreadable::Invalid { message, ambiguous } => {
-                let targets = recognise::targets_of(call.op);
+                let targets = vendor::targets_of(call.op);
                 match ambiguous
                     .then(|| guardrail::unreadable(rules, targets, &message))
                     .flatten()

@@ -4,9 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -14,53 +12,7 @@ use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-/// Errors bodies carry through the proxy.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The one body type of the proxy, in both directions.
-/// Every body the proxy sends, upstream or to a client: one streamed through from the other
-/// side, or bytes it has in hand. An enum, not a boxed body: a streamed request costs no
-/// allocation and no dynamic call per frame for either of its bodies.
-#[derive(Debug)]
-pub enum ProxyBody {
-    /// A client's or an upstream's body, passed on frame by frame.
-    Streamed(Incoming),
-    /// Bytes the proxy has: a body it read whole, or an answer it wrote
-    /// ([`crate::errors::full`]).
-    Bytes(Full<Bytes>),
-}
-
-impl http_body::Body for ProxyBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            ProxyBody::Streamed(b) => std::pin::Pin::new(b)
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
-            ProxyBody::Bytes(b) => std::pin::Pin::new(b)
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ProxyBody::Streamed(b) => b.is_end_stream(),
-            ProxyBody::Bytes(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        match self {
-            ProxyBody::Streamed(b) => b.size_hint(),
-            ProxyBody::Bytes(b) => b.size_hint(),
-        }
-    }
-}
+use super::body::{BoxError, ProxyBody};
 
 /// Why the client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -327,7 +279,7 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::{Key, same_key};
-    use crate::errors::full;
+    use crate::http::body::full;
 
     #[test]
     fn bytes_in_hand_announce_their_length_and_their_end() {

@@ -97,14 +97,7 @@ impl Interceptor {
         let cert = params.signed_by(&key, &self.issuer).map_err(err)?;
         let chain = vec![cert.der().clone(), self.ca_der.clone()];
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| InterceptError(e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(chain, key_der)
-            .map_err(|e| InterceptError(e.to_string()))?;
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(cfg)
+        crate::http::tls::server_config(chain, key_der, &[b"http/1.1"]).map_err(|e| InterceptError(e.to_string()))
     }
 }
 

@@ -11,7 +11,10 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, params};
 
 use super::{AuditError, Backend, GENESIS, Linked};
+
+mod read;
 use crate::retention::{Observed, RetentionValue, Target};
+pub use read::SqliteReader;
 
 /// Each record costs one B-tree insert per table and index it lands in, so the schema keeps
 /// that number low: outcome links are left out of the time and name indexes (queries select
@@ -349,6 +352,7 @@ pub fn load_or_create_key(path: &PathBuf) -> Result<Vec<u8>, AuditError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::Reader;
     use crate::audit::query::{self, Filter, Verification};
     use crate::audit::testing::call;
     use crate::audit::{IndexFields, NewRecord, ObjectText, RecordKind, link};
@@ -370,8 +374,9 @@ mod tests {
         CREATE TABLE last_seen (target TEXT NOT NULL, resource TEXT NOT NULL, value TEXT NOT NULL,
             seq INTEGER NOT NULL, PRIMARY KEY (target, resource));";
 
-    fn ids(conn: &Connection, f: Filter) -> Vec<String> {
-        query::query(conn, &f)
+    fn ids(reader: &SqliteReader, f: Filter) -> Vec<String> {
+        (reader as &dyn Reader)
+            .query(&f)
             .unwrap()
             .iter()
             .map(|e| e["eventID"].as_str().unwrap().to_string())
@@ -392,7 +397,7 @@ mod tests {
             for i in 1..=3 {
                 call(&mut store, i, 100 + i);
             }
-            let conn = open_read_only(&path).unwrap();
+            let conn = SqliteReader::open(&path).unwrap();
             let all = |f: Filter| ids(&conn, f);
             assert_eq!(all(Filter::default()), ["id-1", "id-2", "id-3"], "{first_release}");
             let actor = |a: &str| Filter {
@@ -417,7 +422,7 @@ mod tests {
                 }),
                 ["id-1"]
             );
-            let merged = query::query(&conn, &Filter::default()).unwrap();
+            let merged = (&conn as &dyn Reader).query(&Filter::default()).unwrap();
             assert!(merged.iter().all(|e| e["outcome"] == "forwarded"));
             assert!(matches!(
                 query::verify(&conn).unwrap(),
@@ -426,7 +431,7 @@ mod tests {
             let seen = store.last_seen().unwrap();
             assert_eq!(seen.len(), 1);
             assert_eq!(seen[0].value, RetentionValue::Days(103));
-            let state = query::state(&conn).unwrap();
+            let state = conn.state().unwrap();
             assert_eq!(state.len(), 1);
             assert_eq!(state[0].seen_at, "2026-11-22T10:00:03.000Z");
         }
@@ -456,7 +461,7 @@ mod tests {
         assert_eq!(size(&without), base_b);
         // Checkpointed or not, both hold the same chain.
         for p in [&with, &without] {
-            let conn = open_read_only(p).unwrap();
+            let conn = SqliteReader::open(p).unwrap();
             assert!(matches!(
                 query::verify(&conn).unwrap(),
                 Verification::Intact { records: 80 }

@@ -6,9 +6,9 @@ use serde_json::Value;
 
 use crate::audit::canonical::{self, Nested};
 use crate::audit::{IndexFields, NewRecord, ObjectText, RecordKind};
-use crate::guardrail::Verdict;
-use crate::recognise::{Call, Operation, arn_account, resolved_resource};
+use crate::policy::guardrail::Verdict;
 use crate::retention::{Change, Observed, RetentionValue};
+use crate::vendor::{Call, Operation, arn_account, resolved_resource};
 
 /// The CloudTrail record version this proxy writes.
 pub const EVENT_VERSION: &str = "1.09";
@@ -577,7 +577,7 @@ mod tests {
     #[test]
     fn record_text_matches_the_value_tree_it_replaced() {
         use crate::audit::{GENESIS, link};
-        use crate::guardrail::Decision;
+        use crate::policy::guardrail::Decision;
         use crate::retention::Target;
         let change = |target, resource: &str, new| Change {
             target,

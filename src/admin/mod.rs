@@ -1,0 +1,105 @@
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/v1/events` ([`events`]) and
+//! CloudTrail `LookupEvents` ([`lookup`]). It reads the audit trail through the store's
+//! reading side and never touches the request path's state.
+
+pub mod events;
+pub mod lookup;
+pub mod metrics;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::audit::AuditHandle;
+use crate::http::body::{ProxyBody, full, plain};
+use metrics::Metrics;
+
+/// What the admin listener needs.
+pub struct Admin {
+    /// `server.admin_token`.
+    pub token: Option<String>,
+    /// The audit writer (readiness, writer counters).
+    pub audit: AuditHandle,
+    /// The proxy's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The audit database, read by `/v1/events` and LookupEvents.
+    pub db: PathBuf,
+}
+
+pub(crate) fn json_response(status: StatusCode, v: serde_json::Value) -> Response<ProxyBody> {
+    let mut r = Response::new(full(v.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("content-type", http::HeaderValue::from_static("application/json"));
+    r
+}
+
+/// The admin token, when one is configured, as `Authorization: Bearer <token>` or — for AWS
+/// clients of LookupEvents, which cannot send a bearer — as their session token
+/// (`X-Amz-Security-Token`).
+pub(crate) fn authorised<B>(admin: &Admin, req: &Request<B>) -> bool {
+    let Some(want) = &admin.token else {
+        return true;
+    };
+    let h = req.headers();
+    let bearer = h
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let session = h.get("x-amz-security-token").and_then(|v| v.to_str().ok());
+    [bearer, session]
+        .into_iter()
+        .flatten()
+        .any(|got| constant_time_eq(want, got))
+}
+
+/// Compares digests of both strings, so the time taken does not depend on where they differ.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Serves one admin request.
+pub async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Response<ProxyBody> {
+    if req.method() == Method::POST && req.uri().path() == "/" {
+        return lookup::handle(admin, req).await;
+    }
+    if req.method() != Method::GET {
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET is served here (and POST / for LookupEvents)",
+        );
+    }
+    match req.uri().path() {
+        "/healthz" => plain(StatusCode::OK, "ok"),
+        "/readyz" => match admin.audit.probe().await {
+            Ok(()) => plain(StatusCode::OK, "ready"),
+            Err(e) => plain(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {e}")),
+        },
+        "/metrics" => {
+            if !authorised(&admin, &req) {
+                return plain(StatusCode::UNAUTHORIZED, "admin_token required");
+            }
+            let mut r = Response::new(full(admin.metrics.render(&admin.audit.stats)));
+            r.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            r
+        }
+        "/v1/events" => {
+            if !authorised(&admin, &req) {
+                return json_response(StatusCode::UNAUTHORIZED, json!({"error": "admin_token required"}));
+            }
+            events::serve(&admin, req.uri().query().unwrap_or("")).await
+        }
+        _ => plain(
+            StatusCode::NOT_FOUND,
+            "known paths: /healthz /readyz /metrics /v1/events",
+        ),
+    }
+}

@@ -1,0 +1,407 @@
+//! `audit query | export | verify | history | state`: reading the trail offline.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use super::{AuditCommand, ExportFormat, Format};
+use crate::audit::query::{self, Filter, Verification};
+use crate::audit::{self, AuditError, Reader, export};
+
+fn times(since: Option<String>, until: Option<String>) -> Result<(Option<String>, Option<String>), String> {
+    let now = time::OffsetDateTime::now_utc();
+    let since = since
+        .map(|t| query::parse_time(&t, now).map_err(|e| format!("--since: {e}")))
+        .transpose()?;
+    let until = until
+        .map(|t| query::parse_time(&t, now).map_err(|e| format!("--until: {e}")))
+        .transpose()?;
+    Ok((since, until))
+}
+
+fn io_result(r: std::io::Result<()>) -> Result<ExitCode, String> {
+    match r {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(format!("cannot write the output: {e}")),
+    }
+}
+
+/// Writes events as they are read: memory stays flat however many a query returns (a table
+/// keeps only its cells, to size its columns).
+struct EventPrinter<'c, W: Write> {
+    out: W,
+    format: Format,
+    columns: &'c [&'c str],
+    /// What an empty table prints instead of its header; `None`: the header and "(no events)".
+    empty: Option<String>,
+    rows: Vec<Vec<String>>,
+    count: u64,
+}
+
+impl<'c, W: Write> EventPrinter<'c, W> {
+    fn new(out: W, format: Format, columns: &'c [&'c str], empty: Option<String>) -> Self {
+        EventPrinter {
+            out,
+            format,
+            columns,
+            empty,
+            rows: Vec::new(),
+            count: 0,
+        }
+    }
+
+    fn push(&mut self, e: &Value) -> std::io::Result<()> {
+        let first = self.count == 0;
+        self.count += 1;
+        match self.format {
+            Format::Json => {
+                // The bytes `to_writer_pretty` gives for the whole array: each element on
+                // its own lines, indented one level (JSON strings hold no raw newline).
+                let text = serde_json::to_string_pretty(e).map_err(std::io::Error::other)?;
+                self.out.write_all(if first { b"[\n  " } else { b",\n  " })?;
+                self.out.write_all(text.replace('\n', "\n  ").as_bytes())
+            }
+            Format::Jsonl => writeln!(self.out, "{e}"),
+            Format::Csv => {
+                if first {
+                    writeln!(self.out, "{}", self.columns.join(","))?;
+                }
+                let row: Vec<String> = self
+                    .columns
+                    .iter()
+                    .map(|c| export::csv_field(&export::cell(e, c)))
+                    .collect();
+                writeln!(self.out, "{}", row.join(","))
+            }
+            Format::Table => {
+                self.rows
+                    .push(self.columns.iter().map(|c| export::cell(e, c)).collect());
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        match self.format {
+            Format::Json if self.count == 0 => writeln!(self.out, "[]")?,
+            Format::Json => writeln!(self.out, "\n]")?,
+            Format::Jsonl => {}
+            Format::Csv if self.count == 0 => writeln!(self.out, "{}", self.columns.join(","))?,
+            Format::Csv => {}
+            Format::Table => match self.empty.take().filter(|_| self.rows.is_empty()) {
+                Some(message) => writeln!(self.out, "{message}")?,
+                None => write_table(&mut self.out, &self.rows, self.columns)?,
+            },
+        }
+        self.out.flush()
+    }
+}
+
+/// Prints what `read` visits, as it visits it. A failed write ends the reading; a closed pipe
+/// (`| head`) is not an error.
+fn print_events(
+    format: Format,
+    columns: &[&str],
+    empty: Option<String>,
+    read: impl FnOnce(&mut dyn FnMut(Value) -> Result<(), AuditError>) -> Result<(), AuditError>,
+) -> Result<ExitCode, String> {
+    let stdout = std::io::stdout();
+    let mut printer = EventPrinter::new(std::io::BufWriter::new(stdout.lock()), format, columns, empty);
+    let mut failed: Option<std::io::Error> = None;
+    let read = read(&mut |e| {
+        printer.push(&e).map_err(|err| {
+            let message = err.to_string();
+            failed = Some(err);
+            AuditError::Read(message)
+        })
+    });
+    match (read, failed) {
+        (_, Some(err)) => io_result(Err(err)),
+        (Err(e), None) => Err(e.to_string()),
+        (Ok(()), None) => io_result(printer.finish()),
+    }
+}
+
+/// Runs an `audit` command; an error is one sentence.
+pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
+    match cmd {
+        AuditCommand::Verify { db } => {
+            let reader = audit::open_reader(&db).map_err(|e| e.to_string())?;
+            match query::verify(reader.as_ref()).map_err(|e| e.to_string())? {
+                Verification::Intact { records } => {
+                    println!("audit chain intact: {records} records verified");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Verification::Broken { seq, reason } => {
+                    println!("audit chain broken at seq {seq}: {reason}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        AuditCommand::Query {
+            db,
+            since,
+            until,
+            event_name,
+            source,
+            actor,
+            resource,
+            decision,
+            limit,
+            format,
+        } => {
+            let (since, until) = times(since, until)?;
+            if let Some(d) = &decision
+                && !["allow", "deny", "dry_run_deny", "exempt"].contains(&d.as_str())
+            {
+                return Err(format!(
+                    "--decision {d:?} must be one of allow, deny, dry_run_deny, exempt"
+                ));
+            }
+            let f = Filter {
+                since,
+                until,
+                event_name,
+                source,
+                actor,
+                resource,
+                decision,
+                limit,
+                ..Filter::default()
+            };
+            let reader = audit::open_reader(&db).map_err(|e| e.to_string())?;
+            print_events(format, &export::CSV_COLUMNS, None, |visit| {
+                reader.events(&f, &mut |_, e| visit(e))
+            })
+        }
+        AuditCommand::History { db, resource, format } => {
+            let reader = audit::open_reader(&db).map_err(|e| e.to_string())?;
+            let empty = format!("no events for resource {resource:?}");
+            print_events(format, &HISTORY_COLUMNS, Some(empty), |visit| {
+                reader.history(&resource, &mut |mut e| {
+                    // Keep only this resource's changes, so "previous -> new" reads as its
+                    // own history.
+                    if let Some(Value::Array(cs)) = e.get_mut("changes") {
+                        cs.retain(|c| c.get("resource").and_then(Value::as_str) == Some(resource.as_str()));
+                    }
+                    visit(e)
+                })
+            })
+        }
+        AuditCommand::State { db, format } => {
+            let reader = audit::open_reader(&db).map_err(|e| e.to_string())?;
+            let rows = reader.state().map_err(|e| e.to_string())?;
+            let columns = ["resource", "target", "value", "seenAt", "eventID"];
+            let empty = "no retention values seen yet".to_string();
+            print_events(format, &columns, Some(empty), |visit| {
+                rows.into_iter().try_for_each(|r| {
+                    visit(
+                        serde_json::json!({"resource": r.resource, "target": r.target, "value": r.value,
+                        "seenAt": r.seen_at, "eventID": r.event_id}),
+                    )
+                })
+            })
+        }
+        AuditCommand::Export {
+            db,
+            format,
+            since,
+            until,
+            out,
+        } => {
+            let (since, until) = times(since, until)?;
+            let f = Filter {
+                since,
+                until,
+                ..Filter::default()
+            };
+            let reader = audit::open_reader(&db).map_err(|e| e.to_string())?;
+            export_events(reader.as_ref(), &f, format, out.as_deref())
+        }
+    }
+}
+
+/// Columns of `audit history`.
+const HISTORY_COLUMNS: [&str; 8] = [
+    "eventTime",
+    "eventName",
+    "actor",
+    "change",
+    "decision",
+    "outcome",
+    "httpStatus",
+    "eventID",
+];
+
+fn export_events(
+    reader: &dyn Reader,
+    f: &Filter,
+    format: ExportFormat,
+    out: Option<&std::path::Path>,
+) -> Result<ExitCode, String> {
+    use std::io::IsTerminal;
+    let progress = std::io::stderr().is_terminal();
+    let mut n: u64 = 0;
+    let tick = |n: u64| {
+        if progress && n.is_multiple_of(10_000) {
+            eprint!("\rexported {n} events");
+        }
+    };
+    let werr = |e: std::io::Error| crate::audit::AuditError::Read(format!("cannot write the export: {e}"));
+    let to_dir = out.filter(|p| {
+        format == ExportFormat::Cloudtrail && (p.is_dir() || p.as_os_str().to_string_lossy().ends_with('/'))
+    });
+    let result = if let Some(dir) = to_dir {
+        let mut files = export::HourlyFiles::new(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        reader
+            .events(f, &mut |_, e| {
+                n += 1;
+                tick(n);
+                files.push(&export::cloudtrail_record(e)).map_err(werr)
+            })
+            .and_then(|_| files.finish().map_err(werr))
+            .map(|files| {
+                if progress {
+                    eprintln!();
+                }
+                eprintln!("exported {n} events to {} files under {}", files.len(), dir.display());
+            })
+    } else {
+        let sink: Box<dyn Write> = match out {
+            Some(p) => Box::new(std::fs::File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()))?),
+            None => Box::new(std::io::stdout().lock()),
+        };
+        let mut w = std::io::BufWriter::new(sink);
+        match format {
+            ExportFormat::Cloudtrail => {
+                let mut doc = export::RecordsWriter::new(w).map_err(|e| format!("cannot write the export: {e}"))?;
+                reader
+                    .events(f, &mut |_, e| {
+                        n += 1;
+                        tick(n);
+                        doc.push(&export::cloudtrail_record(e)).map_err(werr)
+                    })
+                    .and_then(|_| doc.finish().map(|_| ()).map_err(werr))
+            }
+            ExportFormat::Jsonl => reader
+                .events(f, &mut |_, e| {
+                    n += 1;
+                    tick(n);
+                    writeln!(w, "{e}").map_err(werr)
+                })
+                .and_then(|_| w.flush().map_err(werr)),
+            ExportFormat::Csv => writeln!(w, "{}", export::CSV_COLUMNS.join(","))
+                .map_err(werr)
+                .and_then(|_| {
+                    reader.events(f, &mut |_, e| {
+                        n += 1;
+                        tick(n);
+                        writeln!(w, "{}", export::csv_row(&e)).map_err(werr)
+                    })
+                })
+                .and_then(|_| w.flush().map_err(werr)),
+        }
+        .map(|_| {
+            if progress {
+                eprintln!("\rexported {n} events");
+            }
+        })
+    };
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.to_string().contains("Broken pipe") => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn write_table(out: &mut impl Write, rows: &[Vec<String>], columns: &[&str]) -> std::io::Result<()> {
+    let mut widths: Vec<usize> = columns.iter().map(|c| c.len()).collect();
+    for r in rows {
+        for (i, v) in r.iter().enumerate() {
+            widths[i] = widths[i].max(v.chars().count());
+        }
+    }
+    let line = |vals: Vec<&str>| {
+        vals.iter()
+            .enumerate()
+            .map(|(i, v)| format!("{:<w$}", v, w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    writeln!(out, "{}", line(columns.to_vec()).trim_end())?;
+    for r in rows {
+        writeln!(out, "{}", line(r.iter().map(String::as_str).collect()).trim_end())?;
+    }
+    if rows.is_empty() {
+        writeln!(out, "(no events)")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn printed(format: Format, events: &[Value], empty: Option<&str>) -> String {
+        let columns = ["eventName", "outcome"];
+        let mut out = Vec::new();
+        let mut p = EventPrinter::new(&mut out, format, &columns, empty.map(str::to_string));
+        for e in events {
+            p.push(e).unwrap();
+        }
+        p.finish().unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn events() -> Vec<Value> {
+        vec![
+            json!({"eventName": "PutRetentionSettings", "outcome": "forwarded",
+                   "changes": [{"new": 30, "previous": null}], "empty": {}, "none": [],
+                   "text": "two\nlines \"quoted\""}),
+            json!({"eventName": "admin.conversations.setCustomRetention", "outcome": "denied",
+                   "nested": {"a": [1, {"b": []}]}}),
+            json!({}),
+        ]
+    }
+
+    #[test]
+    fn streamed_json_is_the_pretty_array_byte_for_byte() {
+        let all = events();
+        for n in 0..=all.len() {
+            let some = &all[..n];
+            let want = format!("{}\n", serde_json::to_string_pretty(some).unwrap());
+            assert_eq!(printed(Format::Json, some, None), want, "{n} events");
+        }
+    }
+
+    #[test]
+    fn lines_and_csv_stream_one_event_per_line() {
+        let all = events();
+        let jsonl = printed(Format::Jsonl, &all, None);
+        let lines: Vec<Value> = jsonl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines, all);
+        assert_eq!(
+            printed(Format::Csv, &all[..2], None),
+            "eventName,outcome\nPutRetentionSettings,forwarded\nadmin.conversations.setCustomRetention,denied\n"
+        );
+        assert_eq!(printed(Format::Csv, &[], None), "eventName,outcome\n");
+        assert_eq!(printed(Format::Jsonl, &[], None), "");
+    }
+
+    #[test]
+    fn tables_are_aligned_and_say_when_they_are_empty() {
+        assert_eq!(
+            printed(Format::Table, &events()[..2], None),
+            "eventName                               outcome\n\
+             PutRetentionSettings                    forwarded\n\
+             admin.conversations.setCustomRetention  denied\n"
+        );
+        assert_eq!(printed(Format::Table, &[], None), "eventName  outcome\n(no events)\n");
+        assert_eq!(printed(Format::Table, &[], Some("nothing here")), "nothing here\n");
+        assert!(printed(Format::Table, &events()[..1], Some("nothing here")).starts_with("eventName"));
+    }
+}

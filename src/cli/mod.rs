@@ -1,0 +1,318 @@
+//! The command line (SPEC §5). `main.rs` only parses arguments and calls `cli::run`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+
+pub mod audit;
+pub mod policy_test;
+
+/// Exit code for a configuration error (EX_CONFIG-like, as SPEC §5 asks).
+pub const EXIT_CONFIG: u8 = 64;
+
+/// retention-proxy: audit-logging proxy for chat-retention admin APIs.
+#[derive(Debug, Parser)]
+#[command(name = "retention-proxy", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy (embedded defaults without --config: listen 127.0.0.1:8080).
+    Serve {
+        /// Configuration file (TOML).
+        #[arg(long, env = "RETENTION_PROXY_CONFIG")]
+        config: Option<PathBuf>,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Validate a configuration and print the effective configuration.
+    CheckConfig {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Manage the CA used to intercept CONNECT tunnels to vendor hosts.
+    Ca {
+        /// Which CA command.
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Read a password on standard input and print its Argon2 hash for `[forward.users]`.
+    HashPassword,
+    /// Try guardrails offline.
+    Policy {
+        /// Which policy command.
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Read the audit log.
+    Audit {
+        /// Which audit command.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// `ca` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create a new interception CA: DIR/ca.pem (for clients to trust) and DIR/ca.key (0600).
+    Init {
+        /// Directory to create the CA in (created if missing; existing files are never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// `policy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Evaluate one raw HTTP request (as it would arrive on the wire) against the configured
+    /// guardrails; exit 0 when it would be forwarded, 2 when it would be refused.
+    Test {
+        /// Configuration file (TOML) with the guardrails to try.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The request: request line, headers, blank line, body.
+        request: PathBuf,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Show merged events, filtered.
+    Query {
+        /// Audit database.
+        #[arg(long, default_value = "retention-audit.db")]
+        db: PathBuf,
+        /// Events at or after T (RFC 3339 or an age: 15m, 24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Events before T.
+        #[arg(long)]
+        until: Option<String>,
+        /// eventName, e.g. PutRetentionSettings.
+        #[arg(long)]
+        event_name: Option<String>,
+        /// eventSource (chime.amazonaws.com, slack.com, or chime, chime_messaging, chime_identity, slack).
+        #[arg(long)]
+        source: Option<String>,
+        /// Access key id, bearer ARN, token fingerprint.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Account id, ARN or Slack channel id.
+        #[arg(long)]
+        resource: Option<String>,
+        /// Guardrail decision: allow, deny, dry_run_deny, exempt.
+        #[arg(long)]
+        decision: Option<String>,
+        /// At most N events.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Export events: CloudTrail log records, JSON lines or CSV.
+    Export {
+        /// Audit database.
+        #[arg(long, default_value = "retention-audit.db")]
+        db: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Events at or after T (RFC 3339 or an age: 15m, 24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Events before T.
+        #[arg(long)]
+        until: Option<String>,
+        /// Output file; for cloudtrail, an existing directory (or one ending in /) receives
+        /// gzip files split per hour. Default: standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Every change and read of one resource, in order: actor, previous -> new, decision, outcome.
+    History {
+        /// Audit database.
+        #[arg(long, default_value = "retention-audit.db")]
+        db: PathBuf,
+        /// Account id, ARN or Slack channel id.
+        #[arg(long)]
+        resource: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// The last known retention of every resource the proxy has seen.
+    State {
+        /// Audit database.
+        #[arg(long, default_value = "retention-audit.db")]
+        db: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Walk the hash chain; exit 0 when intact, 1 with the first broken seq.
+    Verify {
+        /// Audit database.
+        #[arg(long, default_value = "retention-audit.db")]
+        db: PathBuf,
+    },
+}
+
+/// `audit query` output formats.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned columns.
+    Table,
+    /// One JSON array.
+    Json,
+    /// One event per line.
+    Jsonl,
+    /// Comma-separated, with a header row.
+    Csv,
+}
+
+/// `audit export` formats.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// `{"Records":[…]}` as CloudTrail log files are shaped.
+    Cloudtrail,
+    /// One merged event per line.
+    Jsonl,
+    /// Comma-separated, with a header row.
+    Csv,
+}
+
+/// Loads the configuration named on the command line, or the embedded defaults.
+pub fn load_config(path: Option<&PathBuf>) -> Result<Config, crate::config::ConfigError> {
+    match path {
+        Some(p) => Config::load(p),
+        None => Ok(Config::default()),
+    }
+}
+
+/// Runs a non-serve command; errors go to stderr as one sentence.
+pub fn run_offline(cmd: Command) -> ExitCode {
+    match cmd {
+        Command::CheckConfig { config } => match load_config(config.as_ref()) {
+            Ok(c) => {
+                print!("{}", c.to_toml());
+                eprintln!(
+                    "configuration OK ({} guardrail{})",
+                    c.guardrails.len(),
+                    if c.guardrails.len() == 1 { "" } else { "s" }
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Audit { command } => match audit::run(command) {
+            Ok(code) => code,
+            Err(msg) => {
+                eprintln!("retention-proxy: {msg}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Policy {
+            command: PolicyCommand::Test { config, request },
+        } => {
+            let config = match load_config(config.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match policy_test::run(&config, &request) {
+                Ok(code) => code,
+                Err(msg) => {
+                    eprintln!("retention-proxy: {msg}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Ca {
+            command: CaCommand::Init { out },
+        } => match crate::tunnel::ca::init_ca(&out) {
+            Ok((cert, key)) => {
+                println!("Created the interception CA:");
+                println!(
+                    "  certificate: {}   (public: every client must trust it)",
+                    cert.display()
+                );
+                println!(
+                    "  private key: {}   (mode 0600: keep it on the proxy host only)",
+                    key.display()
+                );
+                println!();
+                println!("Enable interception in the proxy configuration:");
+                println!("  [forward]");
+                println!("  ca_cert = \"{}\"", cert.display());
+                println!("  ca_key = \"{}\"", key.display());
+                println!();
+                println!("Make clients trust it (only for traffic through the proxy):");
+                println!("  AWS CLI / boto3:   AWS_CA_BUNDLE={}", cert.display());
+                println!("  Python requests:   REQUESTS_CA_BUNDLE={}", cert.display());
+                println!(
+                    "  slack_sdk:         ssl=ssl.create_default_context(cafile=\"{}\")",
+                    cert.display()
+                );
+                println!("  Node.js:           NODE_EXTRA_CA_CERTS={}", cert.display());
+                println!("  curl:              --cacert {}", cert.display());
+                println!("with HTTPS_PROXY=http://<proxy host>:<port> set for the same clients.");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("retention-proxy: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::HashPassword => {
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                eprintln!("retention-proxy: cannot read the password: {e}");
+                return ExitCode::from(1);
+            }
+            let password = line.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                eprintln!("retention-proxy: the password is empty; type it on standard input");
+                return ExitCode::from(1);
+            }
+            match crate::http::proxy_auth::hash_password(password) {
+                Ok(h) => {
+                    println!("{h}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("retention-proxy: cannot hash the password: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Serve { .. } => unreachable!("serve is run by main"),
+    }
+}

@@ -1,0 +1,377 @@
+//! The audited call, top to bottom: read the body → read the call and its caller → judge →
+//! record the request → forward → record the outcome and answer. Every path records: a call
+//! refused for any reason, including a body that cannot be read, leaves an event and a metric.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::Value;
+use time::OffsetDateTime;
+use tracing::warn;
+
+use super::route::Route;
+use super::state::{App, Conn};
+use super::{new_id, resign};
+use crate::admin::metrics::{CallLabels, RouteLabels};
+use crate::audit::event::{self, Answer, CallFacts, Caller, FinalOutcome, TokenKey, Way};
+use crate::audit::query::format_time;
+use crate::config::{Config, FailMode};
+use crate::http::body::{ProxyBody, full};
+use crate::http::headers::{header_str, source_ip, strip_hop_by_hop};
+use crate::policy::guardrail::Verdict;
+use crate::policy::{self, Judgement, Unreadable};
+use crate::retention::RetentionValue;
+use crate::vendor::aws_sigv4::{self, ClaimedIdentity};
+use crate::vendor::errors::VendorError;
+use crate::vendor::{self, Call, Family, Matched, Operation, RequestParts};
+
+/// Largest intercepted response the proxy reads to record it.
+const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
+/// A warning about an audited call (`$facts: &CallFacts`): it names the call's operation,
+/// event and client, then the fields and message given. These are fields of each warning
+/// rather than of a span around the call: a span's fields are formatted when it is created,
+/// for every call, and a warning is rare.
+macro_rules! warn_call {
+    ($facts:expr, $($rest:tt)+) => {
+        warn!(
+            operation = $facts.op.name(),
+            event_id = %$facts.event_id,
+            client = %$facts.caller.source_ip,
+            $($rest)+
+        )
+    };
+}
+
+/// Serves one audited call.
+pub async fn serve(
+    app: Arc<App>,
+    conn: &Conn,
+    route: Route,
+    m: Matched,
+    odd_path: bool,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let claimed = aws_sigv4::claimed_identity(header_str(&parts.headers, "authorization"));
+    let mut facts = facts(&app, conn, &route, m.op, &claimed, &parts.headers);
+
+    // 1. Read the body, bounded.
+    let body = read_body(&app, &facts, &parts.headers, body).await;
+
+    // 2. Read the call strictly, and what it tells of its caller.
+    let rparts = RequestParts {
+        method: &parts.method,
+        query: parts.uri.query(),
+        headers: &parts.headers,
+    };
+    let (call, problem) = policy::read(&m, odd_path, &rparts, body.as_deref().map_err(Clone::clone));
+    identify(&mut facts.caller, Some(&app.token_key), &call);
+    let previous: Vec<_> = call
+        .changes
+        .iter()
+        .map(|c| app.audit.previous(c.target, &c.resource))
+        .collect();
+
+    // 3. Judge: refuse what the vendor would refuse, what cannot be read with certainty, and
+    //    what breaks an enforcing guardrail.
+    let verdict = match policy::judge(&app.config.guardrails, &call, problem, &facts.caller.principals()) {
+        Judgement::Forward(v) => v,
+        Judgement::Refuse {
+            outcome,
+            verdict,
+            error,
+        } => return refuse(&app, &facts, &call, &previous, &verdict, outcome, error, started).await,
+    };
+
+    // 4. Record, durably, before anything leaves.
+    if let Err(resp) = record_request(&app, &facts, &call, &previous, &verdict, started).await {
+        return resp;
+    }
+
+    // 5. Forward.
+    let answer = forward(&app, conn, &route, parts, &claimed, body.unwrap_or_default()).await;
+
+    // 6. Record the outcome, then answer.
+    record_outcome(&app, &facts, &call, &verdict, answer, started).await
+}
+
+/// What every record of the call shares, known before its body is read (a body too large to
+/// read is still attributed).
+fn facts(
+    app: &App,
+    conn: &Conn,
+    route: &Route,
+    op: Operation,
+    claimed: &ClaimedIdentity,
+    headers: &HeaderMap,
+) -> CallFacts {
+    let family = op.family();
+    CallFacts {
+        event_id: new_id(),
+        event_time: format_time(OffsetDateTime::now_utc()),
+        op,
+        way: route.way,
+        region: family.is_aws().then(|| region(route, claimed)).flatten(),
+        caller: caller(
+            &app.config,
+            conn.peer,
+            conn.proxy_user.clone(),
+            headers,
+            family,
+            claimed,
+        ),
+        invocation_id: header_str(headers, "amz-sdk-invocation-id").map(str::to_string),
+        attempt: event::parse_attempt(header_str(headers, "amz-sdk-request")),
+        proxy_instance: app.config.audit.proxy_instance.clone(),
+        tls: conn.tunnel.as_ref().map(|t| {
+            serde_json::json!({
+                "tlsVersion": t.tls_version,
+                "cipherSuite": t.cipher_suite,
+                "clientProvidedHostHeader": header_str(headers, "host").unwrap_or(&t.host),
+            })
+        }),
+    }
+}
+
+/// The AWS region: the signature's, else the vendor host's, else the upstream's.
+fn region(route: &Route, claimed: &ClaimedIdentity) -> Option<String> {
+    claimed.region.clone().or_else(|| {
+        let vendor_host = route.host.to_str().unwrap_or("").split(':').next().unwrap_or("");
+        vendor::region_of_host(vendor_host).or_else(|| vendor::region_of_host(&route.target.upstream.host))
+    })
+}
+
+/// Who makes a call, as its request head tells: the access key id its signature claims, a
+/// Chime bearer, the client's address behind trusted proxies, the proxy user. Shared with
+/// `policy test`.
+pub fn caller(
+    config: &Config,
+    peer: SocketAddr,
+    proxy_user: Option<String>,
+    headers: &HeaderMap,
+    family: Family,
+    claimed: &ClaimedIdentity,
+) -> Caller {
+    Caller {
+        access_key_id: family.is_aws().then(|| claimed.access_key_id.clone()).flatten(),
+        chime_bearer: header_str(headers, "x-amz-chime-bearer").map(str::to_string),
+        token_fingerprint: None,
+        token_type: None,
+        kind: String::new(),
+        verified: false,
+        source_ip: source_ip(&config.server.trusted_proxies, peer, headers).to_string(),
+        user_agent: header_str(headers, "user-agent").map(str::to_string),
+        proxy_user,
+    }
+}
+
+/// What the call itself adds to its caller: a Slack token's fingerprint (under `token_key`,
+/// when there is one), a bearer in the body, and the identity type. Shared with `policy test`.
+pub fn identify(caller: &mut Caller, token_key: Option<&TokenKey>, call: &Call) {
+    if let Some(tok) = &call.slack_token {
+        caller.token_fingerprint = token_key.map(|k| k.fingerprint(tok));
+        caller.token_type = Some(event::token_type(tok));
+    }
+    caller.kind = vendor::identity_type(call, caller.access_key_id.as_deref()).to_string();
+    caller.chime_bearer = call.chime_bearer.clone().or(caller.chime_bearer.take());
+}
+
+/// The body, read whole up to `server.max_body_bytes`; why not when it cannot be.
+async fn read_body(app: &App, facts: &CallFacts, headers: &HeaderMap, body: Incoming) -> Result<Bytes, Unreadable> {
+    let limit = app.config.server.max_body_bytes;
+    let declared: Option<u64> = header_str(headers, "content-length").and_then(|v| v.parse().ok());
+    if declared.is_some_and(|l| l > limit as u64) {
+        return Err(Unreadable::TooLarge(limit));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(Unreadable::TooLarge(limit)),
+        Err(e) => {
+            warn_call!(facts, error = %e, "client body could not be read");
+            Err(Unreadable::Broken(e.to_string()))
+        }
+    }
+}
+
+/// Answers a call the proxy refuses itself, after recording it.
+#[allow(clippy::too_many_arguments)]
+async fn refuse(
+    app: &App,
+    f: &CallFacts,
+    call: &Call,
+    previous: &[Option<RetentionValue>],
+    verdict: &Verdict,
+    outcome: &'static str,
+    err: VendorError,
+    started: Instant,
+) -> Response<ProxyBody> {
+    let family = f.op.family();
+    let fin = FinalOutcome {
+        outcome,
+        status: err.status_for(family).as_u16(),
+        error_code: err.code(family),
+        error_message: &err.message,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    let record = event::request_record(f, call, previous, verdict, Some(fin));
+    if let Err(e) = app.audit.append(record).await {
+        // The call is refused either way; only its record is missing.
+        warn_call!(f, error = %e, outcome, "a refused call could not be recorded");
+    }
+    count(app, f, verdict, outcome, started);
+    err.response(family, &f.event_id)
+}
+
+/// Commits the request link; when that fails and `audit.fail_mode` is `closed`, the answer
+/// that refuses the call.
+async fn record_request(
+    app: &App,
+    facts: &CallFacts,
+    call: &Call,
+    previous: &[Option<RetentionValue>],
+    verdict: &Verdict,
+    started: Instant,
+) -> Result<(), Response<ProxyBody>> {
+    let request = event::request_record(facts, call, previous, verdict, None);
+    let Err(e) = app.audit.append(request).await else {
+        return Ok(());
+    };
+    match app.config.audit.fail_mode {
+        FailMode::Closed => {
+            warn_call!(facts, error = %e, "audit commit failed; call refused (fail closed)");
+            count(app, facts, verdict, "audit_unavailable", started);
+            Err(VendorError::audit_unavailable().response(facts.op.family(), &facts.event_id))
+        }
+        FailMode::Open => {
+            warn_call!(facts, error = %e, "audit commit failed; forwarding anyway (fail_mode = open)");
+            Ok(())
+        }
+    }
+}
+
+/// Sends the call upstream (re-signed in reverse mode for AWS) and reads the whole answer.
+async fn forward(
+    app: &App,
+    conn: &Conn,
+    route: &Route,
+    mut parts: http::request::Parts,
+    claimed: &ClaimedIdentity,
+    body: Bytes,
+) -> Result<(Response<()>, Bytes), VendorError> {
+    let family = route.family.unwrap_or(Family::Slack);
+    route
+        .upstream_head(&conn.peer_ip, &mut parts)
+        .map_err(|e| VendorError::bad_request(e.to_string()))?;
+    let mut out = Request::from_parts(parts, full(body.clone()));
+    out.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if route.way == Way::Reverse && family.is_aws() {
+        resign(app, route, claimed.region.as_deref(), &mut out, &body)?;
+    }
+    let timeout = app.config.upstreams.request_timeout;
+    let upstream = &route.target.upstream;
+    let fut = async {
+        let resp = conn
+            .upstream
+            .send(out)
+            .await
+            .map_err(|e| VendorError::bad_gateway(format!("upstream {upstream} failed: {e}")))?;
+        let (rp, rb) = resp.into_parts();
+        let bytes = Limited::new(rb, MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| VendorError::bad_gateway(format!("upstream {upstream} response could not be read: {e}")))?
+            .to_bytes();
+        Ok((Response::from_parts(rp, ()), bytes))
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(VendorError::gateway_timeout(format!(
+            "upstream {upstream} did not answer within {timeout:?}"
+        ))),
+    }
+}
+
+/// Records what the vendor answered (or why there was no answer), counts the call, and
+/// answers the client.
+async fn record_outcome(
+    app: &App,
+    facts: &CallFacts,
+    call: &Call,
+    verdict: &Verdict,
+    answer: Result<(Response<()>, Bytes), VendorError>,
+    started: Instant,
+) -> Response<ProxyBody> {
+    let family = facts.op.family();
+    let (resp, answer) = match answer {
+        Ok((resp, bytes)) => {
+            let a = describe_answer(family, &resp, &bytes, started);
+            let (mut rp, _) = resp.into_parts();
+            strip_hop_by_hop(&mut rp.headers);
+            rp.headers.remove(CONTENT_LENGTH);
+            (Response::from_parts(rp, full(bytes)), a)
+        }
+        Err(err) => {
+            let a = Answer {
+                outcome: "upstream_error",
+                status: err.status_for(family).as_u16(),
+                request_id: None,
+                response: Value::Null,
+                error_code: Some(err.code(family).to_string()),
+                error_message: Some(err.message.clone()),
+                duration_ms: started.elapsed().as_millis() as u64,
+            };
+            (err.response(family, &facts.event_id), a)
+        }
+    };
+    let observed = vendor::observed_in_response(call, answer.status, &answer.response);
+    let outcome = event::outcome_record(facts, call, &answer, observed, format_time(OffsetDateTime::now_utc()));
+    if let Err(e) = app.audit.append(outcome).await {
+        warn_call!(facts, error = %e, "outcome could not be recorded; the event stays 'unknown'");
+    }
+    count(app, facts, verdict, answer.outcome, started);
+    resp
+}
+
+/// The vendor's answer as the outcome record keeps it.
+fn describe_answer(family: Family, resp: &Response<()>, bytes: &Bytes, started: Instant) -> Answer {
+    let response: Value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(bytes).unwrap_or(Value::Null)
+    };
+    let read = vendor::read_answer(family, resp.status().as_u16(), resp.headers(), &response);
+    Answer {
+        outcome: "forwarded",
+        status: resp.status().as_u16(),
+        request_id: read.request_id,
+        response,
+        error_code: read.error_code,
+        error_message: read.error_message,
+        duration_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+fn count(app: &App, f: &CallFacts, v: &Verdict, outcome: &'static str, started: Instant) {
+    let family = f.op.family().label();
+    app.metrics
+        .calls
+        .get_or_create(&CallLabels {
+            family,
+            operation: f.op.name(),
+            decision: v.decision.as_str(),
+            outcome,
+        })
+        .inc();
+    app.metrics
+        .call_seconds
+        .get_or_create(&RouteLabels { route: family })
+        .observe(started.elapsed().as_secs_f64());
+}

@@ -1,0 +1,228 @@
+//! Where a request goes: the reverse-proxy upstream its path names, the host an
+//! absolute-form target or a terminated tunnel names, and whether that destination is a
+//! vendor whose retention calls are audited.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::HOST;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use tracing::warn;
+
+use super::state::TlsTunnel;
+use crate::audit::event::Way;
+use crate::config::{Config, Scheme, Upstream, UpstreamsConfig};
+use crate::http::body::{ProxyBody, plain};
+use crate::http::headers::{append_forwarded_for, normalise_host, strip_hop_by_hop};
+use crate::vendor::{self, Family};
+
+/// An upstream with its URI scheme and authority worked out once (at start-up for the
+/// reverse-proxy upstreams, per request in forward mode).
+#[derive(Debug)]
+pub struct Target {
+    /// The upstream.
+    pub upstream: Upstream,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// The authority as a `Host` value.
+    host: HeaderValue,
+}
+
+impl Target {
+    /// Prepares `upstream`; fails only for a host that cannot appear in a URI.
+    pub fn new(upstream: Upstream) -> Result<Arc<Target>, http::Error> {
+        let a = authority(&upstream);
+        let host = HeaderValue::from_str(&a)?;
+        let authority = http::uri::Authority::try_from(a)?;
+        let scheme = match upstream.scheme {
+            Scheme::Http => http::uri::Scheme::HTTP,
+            Scheme::Https => http::uri::Scheme::HTTPS,
+        };
+        Ok(Arc::new(Target {
+            upstream,
+            scheme,
+            authority,
+            host,
+        }))
+    }
+}
+
+/// The four reverse-proxy upstreams, prepared.
+#[derive(Debug)]
+pub struct ReverseTargets {
+    chime: Arc<Target>,
+    chime_messaging: Arc<Target>,
+    chime_identity: Arc<Target>,
+    slack: Arc<Target>,
+}
+
+impl ReverseTargets {
+    /// Prepares `[upstreams]`.
+    pub fn new(up: &UpstreamsConfig) -> Result<ReverseTargets, http::Error> {
+        Ok(ReverseTargets {
+            chime: Target::new(up.chime.clone())?,
+            chime_messaging: Target::new(up.chime_messaging.clone())?,
+            chime_identity: Target::new(up.chime_identity.clone())?,
+            slack: Target::new(up.slack.clone())?,
+        })
+    }
+
+    fn get(&self, f: Family) -> &Arc<Target> {
+        match f {
+            Family::Chime => &self.chime,
+            Family::ChimeMessaging => &self.chime_messaging,
+            Family::ChimeIdentity => &self.chime_identity,
+            Family::Slack => &self.slack,
+        }
+    }
+}
+
+/// Where a request goes.
+pub struct Route {
+    /// Reverse proxy or forward proxy.
+    pub way: Way,
+    /// The vendor family, when the destination is a vendor we audit.
+    pub family: Option<Family>,
+    /// The upstream.
+    pub target: Arc<Target>,
+    /// `Host` to send: the client's in forward mode, the upstream's in reverse mode.
+    pub host: HeaderValue,
+    /// Label for metrics.
+    pub label: &'static str,
+}
+
+impl Route {
+    /// Turns the client's request head into the upstream's, in place (nothing copied): the
+    /// upstream's URI, HTTP/1.1, its Host, hop-by-hop headers removed, X-Forwarded-For
+    /// appended, and none of the server's extensions (an upgrade handle belongs to the
+    /// client's connection).
+    pub fn upstream_head(&self, peer_ip: &HeaderValue, parts: &mut http::request::Parts) -> Result<(), http::Error> {
+        parts.uri = upstream_uri(&self.target, std::mem::take(&mut parts.uri))?;
+        parts.version = Version::HTTP_11;
+        parts.extensions.clear();
+        strip_hop_by_hop(&mut parts.headers);
+        append_forwarded_for(&mut parts.headers, peer_ip);
+        parts.headers.insert(HOST, self.host.clone());
+        Ok(())
+    }
+}
+
+fn bad_target(e: http::Error) -> Box<Response<ProxyBody>> {
+    Box::new(plain(
+        StatusCode::BAD_REQUEST,
+        &format!("retention-proxy: bad request target: {e}"),
+    ))
+}
+
+/// Chooses the route of a request: inside a terminated tunnel, by absolute-form target
+/// (forward proxy), or by path prefix (reverse proxy). An answer instead when there is none.
+pub fn choose<B>(
+    config: &Config,
+    reverse: &ReverseTargets,
+    peer: SocketAddr,
+    tunnel: Option<&TlsTunnel>,
+    req: &Request<B>,
+) -> Result<Route, Box<Response<ProxyBody>>> {
+    let uri = req.uri();
+    if let Some(t) = tunnel {
+        // Inside a terminated tunnel the destination is the one CONNECT named (already
+        // checked against allow_hosts), whatever the inner request line says.
+        let host = match req.headers().get(HOST) {
+            Some(h) => h.clone(),
+            None => HeaderValue::from_str(&t.host).map_err(|e| bad_target(e.into()))?,
+        };
+        return Ok(Route {
+            way: Way::Forward,
+            family: vendor_family(config, &t.host, uri.path()),
+            target: Target::new(config.forward.upstream_for(&t.host, t.port)).map_err(bad_target)?,
+            host,
+            label: "intercept",
+        });
+    }
+    if uri.scheme().is_some() {
+        return forward_route(config, peer, uri);
+    }
+    let path = uri.path();
+    let Some(family) = vendor::route_family(path) else {
+        return Err(Box::new(plain(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "retention-proxy: no route for {path:?}; known prefixes: {}",
+                vendor::ROUTE_PREFIXES
+            ),
+        )));
+    };
+    let target = reverse.get(family).clone();
+    Ok(Route {
+        way: Way::Reverse,
+        family: Some(family),
+        host: target.host.clone(),
+        target,
+        label: family.label(),
+    })
+}
+
+/// An absolute-form target: a host in `forward.allow_hosts` (or `forward.resolve`).
+fn forward_route(config: &Config, peer: SocketAddr, uri: &Uri) -> Result<Route, Box<Response<ProxyBody>>> {
+    let host = normalise_host(uri.host().unwrap_or(""));
+    if host.is_empty() || !(config.forward.allows(&host) || config.forward.resolve.contains_key(&host)) {
+        warn!(host = %host, peer = %peer, "forward request to a host outside allow_hosts refused");
+        return Err(Box::new(plain(
+            StatusCode::FORBIDDEN,
+            &format!("retention-proxy: host {host:?} is not in forward.allow_hosts"),
+        )));
+    }
+    let port = match uri.port_u16() {
+        None | Some(80) => 443,
+        Some(p) => p,
+    };
+    // RFC 9112 §3.2.2: an absolute-form target replaces any Host the client sent. Clients
+    // sign the host they address, so the signature stays valid.
+    let host_header = match uri.port_u16() {
+        Some(p) => format!("{}:{p}", uri.host().unwrap_or(&host)),
+        None => uri.host().unwrap_or(&host).to_string(),
+    };
+    Ok(Route {
+        way: Way::Forward,
+        family: vendor_family(config, &host, uri.path()),
+        target: Target::new(config.forward.upstream_for(&host, port)).map_err(bad_target)?,
+        host: HeaderValue::from_str(&host_header).map_err(|e| bad_target(e.into()))?,
+        label: "forward",
+    })
+}
+
+/// The vendor family of a forward-proxy destination: a Chime, Chime SDK or Slack API host by
+/// name, or a configured `forward.intercept_hosts` host (a private endpoint) by path.
+fn vendor_family(config: &Config, host: &str, path: &str) -> Option<Family> {
+    vendor::family_for_host(host).or_else(|| {
+        let h = normalise_host(host);
+        config
+            .forward
+            .intercept_hosts
+            .contains(&h)
+            .then(|| vendor::route_family(path))
+            .flatten()
+    })
+}
+
+/// `host[:port]`, the port omitted when it is the scheme's default.
+fn authority(u: &Upstream) -> String {
+    let default = matches!((u.scheme, u.port), (Scheme::Https, 443) | (Scheme::Http, 80));
+    let host = if u.host.contains(':') {
+        format!("[{}]", u.host)
+    } else {
+        u.host.clone()
+    };
+    if default { host } else { format!("{host}:{}", u.port) }
+}
+
+/// The client's path and query (moved, not re-parsed) on the upstream's scheme and authority.
+fn upstream_uri(target: &Target, original: Uri) -> Result<Uri, http::Error> {
+    let mut p = original.into_parts();
+    p.scheme = Some(target.scheme.clone());
+    p.authority = Some(target.authority.clone());
+    if p.path_and_query.is_none() {
+        p.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    Ok(Uri::from_parts(p)?)
+}
