@@ -8,18 +8,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use retention_proxy::audit::query::{self, Filter};
-use retention_proxy::config::Config;
-use retention_proxy::server::{self, Listeners};
-use retention_proxy::vendor::aws_sigv4::AwsCredentials;
+use retention_proxy::audit::query::Verification;
+use support::clients::send_raw;
 use support::fake_vendor::{FakeVendor, FakeVendorOpts};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-const PROXY_KEY: &str = "AKIAPROXYBYPASS00001";
-const PROXY_SECRET: &str = "bypass-proxy-secret";
+use support::fixtures::{PROXY_ACCESS_KEY_ID, PROXY_SECRET_ACCESS_KEY};
+use support::in_process::{InProcessProxy, parse_config, proxy_credentials};
 
 fn fixtures(dir: &str) -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bypass").join(dir);
@@ -58,22 +52,11 @@ fn wire(bytes: &[u8]) -> Vec<u8> {
     v
 }
 
-async fn send_raw(addr: std::net::SocketAddr, bytes: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(bytes).await.expect("write");
-    let mut resp = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut resp))
-        .await
-        .expect("proxy answered in time")
-        .expect("read");
-    let text = String::from_utf8_lossy(&resp).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, text)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_request_in_the_corpus_gets_a_violating_value_to_the_vendor() {
-    let vendor = FakeVendor::start(FakeVendorOpts::with_example_key().secret(PROXY_KEY, PROXY_SECRET)).await;
+    let vendor =
+        FakeVendor::start(FakeVendorOpts::with_example_key().secret(PROXY_ACCESS_KEY_ID, PROXY_SECRET_ACCESS_KEY))
+            .await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("audit.db");
     let up = vendor.url();
@@ -101,29 +84,17 @@ max_days = 2555
 "#,
         db = db.display()
     );
-    let config = Config::from_toml_str(&toml, "bypass.toml").expect("config");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let creds = AwsCredentials::new(PROXY_KEY, PROXY_SECRET, None);
-    let task = tokio::spawn(server::run(
-        Listeners {
-            proxy: listener,
-            admin: None,
-        },
-        config,
-        Some(creds),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let config = parse_config(&toml, "bypass.toml");
+    let proxy = InProcessProxy::spawn(config, db, Some(proxy_credentials()), false).await;
+    let addr = proxy.addr;
 
     let refused = fixtures("refused");
     assert!(refused.len() >= 60, "corpus shrank to {}", refused.len());
     let mut leaks = Vec::new();
     for f in &refused {
         let before = vendor.count();
-        let (status, text) = send_raw(addr, &wire(&std::fs::read(f).unwrap())).await;
+        let resp = send_raw(addr, &wire(&std::fs::read(f).unwrap())).await;
+        let (status, text) = (resp.status, resp.text);
         let name = f.file_stem().unwrap().to_string_lossy().into_owned();
         let forwarded = vendor.count() - before;
         if forwarded != 0 || (200..300).contains(&status) && !text.contains("\"ok\":false") {
@@ -134,7 +105,8 @@ max_days = 2555
 
     for f in &fixtures("allowed") {
         let before = vendor.count();
-        let (status, text) = send_raw(addr, &wire(&std::fs::read(f).unwrap())).await;
+        let resp = send_raw(addr, &wire(&std::fs::read(f).unwrap())).await;
+        let (status, text) = (resp.status, resp.text);
         let name = f.file_stem().unwrap().to_string_lossy().into_owned();
         assert!((200..300).contains(&status), "{name}: status {status}\n{text}");
         assert_eq!(vendor.count() - before, 1, "{name} did not reach the vendor");
@@ -146,11 +118,9 @@ max_days = 2555
         );
     }
 
-    stop.send(()).unwrap();
-    task.await.unwrap().unwrap();
     // Every refused retention call is on record, as denied or rejected, never forwarded.
-    let conn = retention_proxy::audit::open_reader(&db).unwrap();
-    let events = conn.query(&Filter::default()).unwrap();
+    let log = proxy.stop().await;
+    let events = log.events;
     let refused_events = events
         .iter()
         .filter(|e| matches!(e["outcome"].as_str(), Some("denied") | Some("rejected")))
@@ -161,8 +131,5 @@ max_days = 2555
         "each refused request has one refused event"
     );
     assert!(events.iter().filter(|e| e["outcome"] == "forwarded").count() >= 4);
-    assert!(matches!(
-        query::verify(conn.as_ref()).unwrap(),
-        query::Verification::Intact { .. }
-    ));
+    assert!(matches!(log.verification, Verification::Intact { .. }));
 }

@@ -1,12 +1,7 @@
 //! The command line of the built binary (SPEC §5, §6): `check-config`, `audit query` (every
 //! format and filter), `audit verify`, and `serve` refusing a bad configuration.
 
-#[allow(dead_code)]
-mod support {
-    pub mod binary;
-    pub mod fake_vendor;
-    pub mod sigv4;
-}
+mod support;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -16,14 +11,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use serde_json::{Value, json};
-use support::binary::{
-    self, PROXY_ACCESS_KEY_ID, PROXY_SECRET_ACCESS_KEY, Proxy, ProxyOpts, assert_one_line_error, query_json, run,
-    stderr, stdout,
-};
+use support::binary::{self, BinaryProxy, BinaryProxyOpts, assert_one_line_error, query_json, run, stderr, stdout};
+use support::clients::slack_form;
 use support::fake_vendor::{self, EXAMPLE_ACCESS_KEY_ID, FakeVendor, FakeVendorOpts};
-use support::sigv4;
-
-const ACCOUNT: &str = "12a3456b-7c89-012d-3456-78901e23fg45";
+use support::fixtures::{ACCOUNT, PROXY_ACCESS_KEY_ID, PROXY_SECRET_ACCESS_KEY, SLACK_GET, SLACK_SET};
+use support::{sigv4, toml_str};
 const TOKEN_A: &str = "xoxp-1111111111-1111111111-1111111111-cliTokenAcliTokenAcliTokenA01";
 const TOKEN_B: &str = "xoxb-2222222222-2222222222-cliTokenBcliTokenBcliTokenB02";
 const EXIT_CONFIG: i32 = 64;
@@ -32,14 +24,14 @@ const EXIT_CONFIG: i32 = 64;
 // A database with known events
 // ---------------------------------------------------------------------------------------------
 
-struct Trail {
+struct EventDb {
     _dir: tempfile::TempDir,
     db: PathBuf,
     /// Every event, in `seq` order, as `audit query --format json` prints them.
     events: Vec<Value>,
 }
 
-impl Trail {
+impl EventDb {
     fn db(&self) -> String {
         self.db.display().to_string()
     }
@@ -53,28 +45,17 @@ impl Trail {
 
     /// Event ids of `audit query --format json ARGS`.
     fn query(&self, args: &[&str]) -> Vec<String> {
-        Trail::ids(&query_json(&self.db, args))
+        EventDb::ids(&query_json(&self.db, args))
     }
 
     /// Event ids of the events (from the unfiltered list) that satisfy `pred`.
     fn expect(&self, pred: impl Fn(&Value) -> bool) -> Vec<String> {
         let picked: Vec<Value> = self.events.iter().filter(|e| pred(e)).cloned().collect();
-        Trail::ids(&picked)
+        EventDb::ids(&picked)
     }
 }
 
-fn slack(path: &str, form: &str, bearer: Option<&str>) -> Request<Bytes> {
-    let mut b = Request::builder()
-        .method("POST")
-        .uri(path)
-        .header("content-type", "application/x-www-form-urlencoded");
-    if let Some(t) = bearer {
-        b = b.header("authorization", format!("Bearer {t}"));
-    }
-    b.body(Bytes::from(form.to_string())).unwrap()
-}
-
-fn chime(proxy: &Proxy, method: &str, body: &str) -> Request<Bytes> {
+fn chime(proxy: &BinaryProxy, method: &str, body: &str) -> Request<Bytes> {
     let date = sigv4::amz_date_now();
     let params = fake_vendor::example_params(&date);
     let headers: &[(&str, &str)] = if body.is_empty() {
@@ -97,28 +78,29 @@ fn chime(proxy: &Proxy, method: &str, body: &str) -> Request<Bytes> {
 /// 1. Slack set C1 365 (token A) → allowed;  2. Slack set C2 30 (token A) → denied by guardrail;
 /// 3. Slack set C1 400 (token B, form)  → allowed;  4. Chime put 365 → allowed;
 /// 5. Chime get;  6. Slack get C1 (token B).
-async fn trail() -> Trail {
+async fn event_db() -> EventDb {
     let fake =
         FakeVendor::start(FakeVendorOpts::with_example_key().secret(PROXY_ACCESS_KEY_ID, PROXY_SECRET_ACCESS_KEY))
             .await;
     let dir = tempfile::tempdir().unwrap();
-    let mut opts = ProxyOpts::new(&fake.url());
+    let mut opts = BinaryProxyOpts::new(&fake.url());
     opts.extra_toml =
         "[[guardrails]]\nid = \"slack-min-90\"\ntargets = [\"slack.channel_retention\"]\nmin_days = 90\n".into();
-    let mut proxy = Proxy::start(dir.path(), &opts).await;
-    let set = "/api/admin.conversations.setCustomRetention";
+    let mut proxy = BinaryProxy::start(dir.path(), &opts).await;
+    let set = SLACK_SET;
     let put = json!({"RetentionSettings": {"RoomRetentionSettings": {"RetentionDays": 365}}}).to_string();
     let calls = vec![
-        slack(set, "channel_id=C1&duration_days=365", Some(TOKEN_A)),
-        slack(set, "channel_id=C2&duration_days=30", Some(TOKEN_A)),
-        slack(set, &format!("token={TOKEN_B}&channel_id=C1&duration_days=400"), None),
+        slack_form(set, "channel_id=C1&duration_days=365", Some(TOKEN_A), &[]),
+        slack_form(set, "channel_id=C2&duration_days=30", Some(TOKEN_A), &[]),
+        slack_form(
+            set,
+            &format!("token={TOKEN_B}&channel_id=C1&duration_days=400"),
+            None,
+            &[],
+        ),
         chime(&proxy, "PUT", &put),
         chime(&proxy, "GET", ""),
-        slack(
-            "/api/admin.conversations.getCustomRetention",
-            "channel_id=C1",
-            Some(TOKEN_B),
-        ),
+        slack_form(SLACK_GET, "channel_id=C1", Some(TOKEN_B), &[]),
     ];
     for (i, req) in calls.into_iter().enumerate() {
         let resp = tokio::time::timeout(Duration::from_secs(15), fake_vendor::send(proxy.addr, req))
@@ -133,7 +115,7 @@ async fn trail() -> Trail {
     let events = query_json(&db, &[]);
     assert_eq!(events.len(), 6, "{events:#?}");
     assert_eq!(events[1]["guardrail"]["decision"], "deny", "{:#}", events[1]);
-    Trail { _dir: dir, db, events }
+    EventDb { _dir: dir, db, events }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -164,8 +146,8 @@ fn csv_fields(line: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn audit_query_prints_every_format() {
-    let t = trail().await;
-    let ids = Trail::ids(&t.events);
+    let t = event_db().await;
+    let ids = EventDb::ids(&t.events);
     let db = t.db();
     let fmt = |f: &str| {
         let o = run(&["audit", "query", "--db", &db, "--format", f]);
@@ -176,7 +158,7 @@ async fn audit_query_prints_every_format() {
     // json: one array.
     let json_text = fmt("json");
     let arr: Vec<Value> = serde_json::from_str(&json_text).expect("--format json is one JSON array");
-    assert_eq!(Trail::ids(&arr), ids);
+    assert_eq!(EventDb::ids(&arr), ids);
     for (i, e) in arr.iter().enumerate() {
         for k in [
             "eventVersion",
@@ -245,9 +227,9 @@ async fn audit_query_prints_every_format() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn audit_query_applies_every_filter() {
-    let t = trail().await;
+    let t = event_db().await;
     let e = &t.events;
-    let all = Trail::ids(e);
+    let all = EventDb::ids(e);
 
     // --event-name
     let set = "admin.conversations.setCustomRetention";
@@ -334,7 +316,7 @@ async fn audit_query_applies_every_filter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn audit_query_errors_are_one_sentence() {
-    let t = trail().await;
+    let t = event_db().await;
     let db = t.db();
     for (what, args) in [
         ("bad --since", vec!["--since", "yesterday"]),
@@ -392,7 +374,7 @@ fn audit_commands_on_a_missing_or_foreign_database_fail_cleanly() {
 async fn audit_verify_and_query_on_an_empty_database() {
     let fake = FakeVendor::start(FakeVendorOpts::with_example_key()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut proxy = Proxy::start(dir.path(), &ProxyOpts::new(&fake.url())).await;
+    let mut proxy = BinaryProxy::start(dir.path(), &BinaryProxyOpts::new(&fake.url())).await;
     proxy.stop().await;
     let db = proxy.db.display().to_string();
     let o = run(&["audit", "verify", "--db", &db]);
@@ -674,7 +656,7 @@ fn serve_with_an_invalid_config_exits_64_before_binding() {
         "serve.toml",
         &format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"\"\n\n[audit]\npath = {}\nfail_mode = \"ajar\"\n",
-            binary::toml_str(&db.display().to_string())
+            toml_str(&db.display().to_string())
         ),
     );
     let o = serve_expecting_exit(&cfg);

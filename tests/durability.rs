@@ -2,12 +2,7 @@
 //! rest, fail closed, kill -9 under load, tamper evidence, streaming with flat memory, and
 //! draining on SIGTERM.
 
-#[allow(dead_code)]
-mod support {
-    pub mod binary;
-    pub mod fake_vendor;
-    pub mod sigv4;
-}
+mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -25,17 +20,17 @@ use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::binary::{self, PROXY_ACCESS_KEY_ID, PROXY_SECRET_ACCESS_KEY, Proxy, ProxyOpts};
+use support::binary::{self, BinaryProxy, BinaryProxyOpts};
+use support::clients::slack_form;
 use support::fake_vendor::{
     self, EXAMPLE_ACCESS_KEY_ID, EXAMPLE_SECRET_ACCESS_KEY, FakeVendor, FakeVendorOpts, Received, SimpleResponse,
 };
+use support::fixtures::{ACCOUNT, CHIME_HOST, PROXY_ACCESS_KEY_ID, PROXY_SECRET_ACCESS_KEY, SLACK_SET};
 use support::sigv4::{self, SigningParams};
 use tokio::net::TcpStream;
 
-const ACCOUNT: &str = "12a3456b-7c89-012d-3456-78901e23fg45";
-const CHIME_HOST: &str = "chime.us-east-1.amazonaws.com";
-const SET_RETENTION: &str = "/api/admin.conversations.setCustomRetention";
-const WAIT: Duration = Duration::from_secs(15);
+/// Deadline for anything a test waits on (the binary, under load).
+const SLOW_WAIT: Duration = Duration::from_secs(15);
 
 /// A client using temporary credentials (session token).
 const SESSION_ACCESS_KEY_ID: &str = "ASIAEXAMPLECLIENT001";
@@ -69,7 +64,7 @@ const EXAMPLE_CLIENT: AwsClient<'static> = AwsClient {
 
 /// A SigV4-signed Chime `PutRetentionSettings`. Reverse mode: origin-form, the proxy's `Host`.
 /// Forward mode: absolute-form `http://chime.us-east-1.amazonaws.com/…`, the vendor's `Host`.
-fn chime_put(proxy: &Proxy, forward: bool, account: &str, days: u32, client: &AwsClient<'_>) -> Request<Bytes> {
+fn chime_put(proxy: &BinaryProxy, forward: bool, account: &str, days: u32, client: &AwsClient<'_>) -> Request<Bytes> {
     let path = format!("/accounts/{account}/retention-settings");
     let host = if forward {
         CHIME_HOST.to_string()
@@ -100,23 +95,8 @@ fn chime_put(proxy: &Proxy, forward: bool, account: &str, days: u32, client: &Aw
     req
 }
 
-/// A Slack form call in reverse mode.
-fn slack_form(path: &str, form: &str, bearer: Option<&str>, extra: &[(&str, &str)]) -> Request<Bytes> {
-    let mut b = Request::builder()
-        .method("POST")
-        .uri(path)
-        .header("content-type", "application/x-www-form-urlencoded");
-    if let Some(t) = bearer {
-        b = b.header("authorization", format!("Bearer {t}"));
-    }
-    for (k, v) in extra {
-        b = b.header(*k, *v);
-    }
-    b.body(Bytes::from(form.to_string())).unwrap()
-}
-
-async fn send(proxy: &Proxy, req: Request<Bytes>) -> SimpleResponse {
-    tokio::time::timeout(WAIT, fake_vendor::send(proxy.addr, req))
+async fn send(proxy: &BinaryProxy, req: Request<Bytes>) -> SimpleResponse {
+    tokio::time::timeout(SLOW_WAIT, fake_vendor::send(proxy.addr, req))
         .await
         .expect("request timed out")
         .expect("request failed")
@@ -202,7 +182,7 @@ fn event_resources(e: &Value) -> Vec<String> {
 
 /// The key an intercepted change the vendor received is known by: Slack channel or Chime account.
 fn change_key(r: &Received) -> Option<String> {
-    if r.method == "POST" && r.path_and_query == SET_RETENTION {
+    if r.method == "POST" && r.path_and_query == SLACK_SET {
         return form_field(&r.body, "channel_id");
     }
     let p = r.path_and_query.strip_prefix("/accounts/")?;
@@ -229,20 +209,20 @@ async fn no_secrets_at_rest_and_database_is_private() {
 
     let fake = FakeVendor::start(vendor_opts()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut opts = ProxyOpts::new(&fake.url());
+    let mut opts = BinaryProxyOpts::new(&fake.url());
     opts.env.push(("AWS_SESSION_TOKEN".into(), PROXY_SESSION.into()));
-    let mut proxy = Proxy::start(dir.path(), &opts).await;
+    let mut proxy = BinaryProxy::start(dir.path(), &opts).await;
 
     let mut sent_auth: Vec<String> = Vec::new();
     let mut calls: Vec<Request<Bytes>> = vec![
         slack_form(
-            SET_RETENTION,
+            SLACK_SET,
             "channel_id=CBEARER0001&duration_days=400",
             Some(BEARER_TOKEN),
             &[("cookie", &format!("d={COOKIE}; b=1"))],
         ),
         slack_form(
-            SET_RETENTION,
+            SLACK_SET,
             &format!("token={FORM_TOKEN}&channel_id=CFORM00002&duration_days=500"),
             None,
             &[],
@@ -377,8 +357,8 @@ impl WriteLock {
     }
 }
 
-async fn wait_ready(proxy: &Proxy, want: u16) -> (u16, String) {
-    let deadline = Instant::now() + WAIT;
+async fn wait_ready(proxy: &BinaryProxy, want: u16) -> (u16, String) {
+    let deadline = Instant::now() + SLOW_WAIT;
     loop {
         let got = proxy.admin_get("/readyz").await.expect("GET /readyz");
         if got.0 == want || Instant::now() >= deadline {
@@ -392,7 +372,7 @@ async fn wait_ready(proxy: &Proxy, want: u16) -> (u16, String) {
 async fn fail_closed_when_the_audit_store_is_locked() {
     let fake = FakeVendor::start(vendor_opts()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut proxy = Proxy::start(dir.path(), &ProxyOpts::new(&fake.url())).await;
+    let mut proxy = BinaryProxy::start(dir.path(), &BinaryProxyOpts::new(&fake.url())).await;
     assert_eq!(wait_ready(&proxy, 200).await.0, 200);
 
     let lock = WriteLock::take(&proxy.db);
@@ -420,7 +400,7 @@ async fn fail_closed_when_the_audit_store_is_locked() {
     let resp = send(
         &proxy,
         slack_form(
-            SET_RETENTION,
+            SLACK_SET,
             "channel_id=CLOCKED01&duration_days=400",
             Some("xoxp-1-locked"),
             &[],
@@ -475,9 +455,9 @@ async fn fail_closed_when_the_audit_store_is_locked() {
 async fn fail_open_forwards_when_the_audit_store_is_locked() {
     let fake = FakeVendor::start(vendor_opts()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut opts = ProxyOpts::new(&fake.url());
+    let mut opts = BinaryProxyOpts::new(&fake.url());
     opts.fail_mode = "open";
-    let mut proxy = Proxy::start(dir.path(), &opts).await;
+    let mut proxy = BinaryProxy::start(dir.path(), &opts).await;
     assert_eq!(wait_ready(&proxy, 200).await.0, 200);
 
     let lock = WriteLock::take(&proxy.db);
@@ -501,7 +481,7 @@ const WORKERS: usize = 8;
 async fn kill_9_under_load_leaves_an_event_for_every_change_the_vendor_got() {
     let fake = FakeVendor::start(vendor_opts()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut proxy = Proxy::start(dir.path(), &ProxyOpts::new(&fake.url())).await;
+    let mut proxy = BinaryProxy::start(dir.path(), &BinaryProxyOpts::new(&fake.url())).await;
     let addr = proxy.addr;
     let host = addr.to_string();
 
@@ -515,7 +495,7 @@ async fn kill_9_under_load_leaves_an_event_for_every_change_the_vendor_got() {
             while !stop.load(Ordering::Relaxed) {
                 let req = if t % 2 == 0 {
                     let form = format!("channel_id=CLOAD{t:02}N{n:05}&duration_days={}", 30 + n % 300);
-                    slack_form(SET_RETENTION, &form, Some("xoxp-42-load"), &[])
+                    slack_form(SLACK_SET, &form, Some("xoxp-42-load"), &[])
                 } else {
                     let date = sigv4::amz_date_now();
                     let params = fake_vendor::example_params(&date);
@@ -529,7 +509,7 @@ async fn kill_9_under_load_leaves_an_event_for_every_change_the_vendor_got() {
                     )
                     .unwrap()
                 };
-                match tokio::time::timeout(WAIT, fake_vendor::send(addr, req)).await {
+                match tokio::time::timeout(SLOW_WAIT, fake_vendor::send(addr, req)).await {
                     Ok(Ok(r)) if r.status == 200 => {
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
@@ -548,13 +528,13 @@ async fn kill_9_under_load_leaves_an_event_for_every_change_the_vendor_got() {
     fake.set_delay(Some(Duration::from_secs(30)));
     let parked_from = fake.count();
     assert!(
-        fake.wait_for(parked_from + 16, WAIT).await,
+        fake.wait_for(parked_from + 16, SLOW_WAIT).await,
         "the load did not reach the vendor: {}\n{}",
         fake.count(),
         proxy.log_text()
     );
     proxy.signal("KILL");
-    let st = proxy.wait_exit(WAIT).await.expect("the proxy did not die");
+    let st = proxy.wait_exit(SLOW_WAIT).await.expect("the proxy did not die");
     assert!(!st.success());
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -670,10 +650,10 @@ fn assert_broken_at(db: &Path, seq: u64, what: &str) {
 async fn tampering_is_detected_and_located() {
     let fake = FakeVendor::start(vendor_opts()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut proxy = Proxy::start(dir.path(), &ProxyOpts::new(&fake.url())).await;
+    let mut proxy = BinaryProxy::start(dir.path(), &BinaryProxyOpts::new(&fake.url())).await;
     for (channel, days) in [("CTAMPER01", 365), ("CTAMPER02", 400), ("CTAMPER03", 500)] {
         let form = format!("channel_id={channel}&duration_days={days}");
-        let resp = send(&proxy, slack_form(SET_RETENTION, &form, Some("xoxp-7-tamper"), &[])).await;
+        let resp = send(&proxy, slack_form(SLACK_SET, &form, Some("xoxp-7-tamper"), &[])).await;
         assert_eq!(resp.json()["ok"], true, "{:?}", resp.body);
     }
     proxy.stop().await;
@@ -792,7 +772,7 @@ impl Body for GeneratedBody {
 async fn hundred_mib_each_way_streams_with_flat_memory() {
     let fake = FakeVendor::start(vendor_opts()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut proxy = Proxy::start(dir.path(), &ProxyOpts::new(&fake.url())).await;
+    let mut proxy = BinaryProxy::start(dir.path(), &BinaryProxyOpts::new(&fake.url())).await;
     let baseline = proxy.status_kib("VmHWM").expect("VmHWM");
     let pat = pattern(1024 * 1024);
 
@@ -896,13 +876,13 @@ async fn sigterm_drains_in_flight_calls_and_records_their_outcomes() {
     let fake = FakeVendor::start(vendor_opts()).await;
     fake.set_delay(Some(Duration::from_millis(500)));
     let dir = tempfile::tempdir().unwrap();
-    let mut proxy = Proxy::start(dir.path(), &ProxyOpts::new(&fake.url())).await;
+    let mut proxy = BinaryProxy::start(dir.path(), &BinaryProxyOpts::new(&fake.url())).await;
 
     let mut clients = Vec::new();
     for i in 0..10 {
         let req = if i % 2 == 0 {
             let mut r = slack_form(
-                SET_RETENTION,
+                SLACK_SET,
                 &format!("channel_id=CDRAIN{i:02}&duration_days={}", 100 + i),
                 Some("xoxp-3-drain"),
                 &[],
@@ -914,11 +894,11 @@ async fn sigterm_drains_in_flight_calls_and_records_their_outcomes() {
         };
         let addr = proxy.addr;
         clients.push(tokio::spawn(async move {
-            tokio::time::timeout(WAIT, fake_vendor::send(addr, req)).await
+            tokio::time::timeout(SLOW_WAIT, fake_vendor::send(addr, req)).await
         }));
     }
     assert!(
-        fake.wait_for(10, WAIT).await,
+        fake.wait_for(10, SLOW_WAIT).await,
         "the calls did not reach the vendor: {}",
         fake.count()
     );
@@ -940,7 +920,7 @@ async fn sigterm_drains_in_flight_calls_and_records_their_outcomes() {
         }
     }
     let st = proxy
-        .wait_exit(WAIT)
+        .wait_exit(SLOW_WAIT)
         .await
         .expect("the proxy did not exit after SIGTERM");
     assert!(st.success(), "exit status after SIGTERM: {st}\n{}", proxy.log_text());

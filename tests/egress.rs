@@ -8,53 +8,39 @@
 //! hosts are resolved to that front with `[forward.resolve]`. Each test starts its own fake
 //! vendor, front and in-process proxy with a fresh audit database.
 
-#[allow(dead_code)]
-mod support {
-    pub mod fake_vendor;
-    pub mod sigv4;
-    pub mod tls;
-}
+mod support;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Request;
-use retention_proxy::audit::query::{self, Filter, Verification};
-use retention_proxy::config::Config;
-use retention_proxy::server::{self, Listeners};
+use retention_proxy::audit::query::Verification;
 use serde_json::{Value, json};
+use support::binary::BIN;
 use support::fake_vendor::{EXAMPLE_ACCESS_KEY_ID, FakeVendor, FakeVendorOpts, Received, SimpleResponse};
-use support::sigv4;
+use support::fixtures::{ACCOUNT, CHIME_HOST, IDENTITY_HOST, MESSAGING_HOST, SLACK_HOST, SLACK_SET, WAIT};
+use support::in_process::{InProcessProxy, parse_config, read_audit, stored_bytes};
 use support::tls::{
     self, EchoServer, Head, Http1, TestCa, TlsFront, basic_auth, basic_auth_value, connect_tunnel, read_to_close,
     tls_handshake,
 };
+use support::{body_text, contains_bytes, sigv4, toml_str};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-const CHIME_HOST: &str = "chime.us-east-1.amazonaws.com";
-const MESSAGING_HOST: &str = "messaging-chime.us-east-1.amazonaws.com";
-const IDENTITY_HOST: &str = "identity-chime.us-east-1.amazonaws.com";
-const SLACK_HOST: &str = "slack.com";
 /// An allowed host that is not a vendor host: blind tunnel, resolved to the echo server.
 const BLIND_HOST: &str = "blind.test";
 /// A private endpoint name listed in `forward.intercept_hosts`, resolved to the TLS front.
 const PRIVATE_HOST: &str = "chime-vpce.corp.example";
 /// Resolved (to the canary) but not in `allow_hosts`.
 const CANARY_HOST: &str = "canary.test";
-const ACCOUNT: &str = "12a3456b-7c89-012d-3456-78901e23fg45";
 const SLACK_TOKEN: &str = "xoxp-4444444444-4444444444-4444444444-egressTokenegressTokenegress01";
-const SLACK_SET: &str = "/api/admin.conversations.setCustomRetention";
-const USER: &str = "alice";
+/// A user of `forward.users`.
+const PROXY_USER: &str = "alice";
 const PASSWORD: &str = "corr3ct horse:battery";
-const WAIT: Duration = Duration::from_secs(10);
 
 /// One Argon2 hash for the whole file (hashing is deliberately slow).
 fn alice_hash() -> &'static str {
@@ -67,7 +53,7 @@ fn alice_hash() -> &'static str {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone)]
-struct Opts {
+struct EgressOpts {
     /// Configure `forward.ca_cert`/`ca_key`.
     intercept: bool,
     /// Configure `upstreams.ca_file` with the test upstream CA.
@@ -78,9 +64,9 @@ struct Opts {
     users: bool,
 }
 
-impl Default for Opts {
+impl Default for EgressOpts {
     fn default() -> Self {
-        Opts {
+        EgressOpts {
             intercept: true,
             trust_upstream: true,
             max_tunnels: None,
@@ -91,7 +77,7 @@ impl Default for Opts {
     }
 }
 
-struct Env {
+struct EgressEnv {
     _dir: tempfile::TempDir,
     fake: FakeVendor,
     front: TlsFront,
@@ -101,30 +87,11 @@ struct Env {
     intercept_ca_pem: String,
     /// The CA of the vendor's (the TLS front's) certificate.
     upstream_ca: TestCa,
-    proxy: InProcess,
+    proxy: InProcessProxy,
 }
 
-struct InProcess {
-    addr: SocketAddr,
-    db: PathBuf,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), server::RunError>>>,
-}
-
-impl Drop for InProcess {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-fn toml_str(s: &str) -> String {
-    serde_json::to_string(s).expect("a string serialises")
-}
-
-impl Env {
-    async fn start(opts: Opts) -> Env {
+impl EgressEnv {
+    async fn start(opts: EgressOpts) -> EgressEnv {
         let dir = tempfile::tempdir().expect("temporary directory");
         let fake = FakeVendor::start(FakeVendorOpts::with_example_key()).await;
         let upstream_ca = TestCa::new("egress test upstream CA");
@@ -180,7 +147,12 @@ impl Env {
             let _ = writeln!(t, "tls_handshake_timeout = {}", toml_str(d));
         }
         if opts.users {
-            let _ = writeln!(t, "\n[forward.users]\n{} = {}", toml_str(USER), toml_str(alice_hash()));
+            let _ = writeln!(
+                t,
+                "\n[forward.users]\n{} = {}",
+                toml_str(PROXY_USER),
+                toml_str(alice_hash())
+            );
         }
         t.push_str("\n[forward.resolve]\n");
         for host in [CHIME_HOST, MESSAGING_HOST, IDENTITY_HOST, SLACK_HOST, PRIVATE_HOST] {
@@ -199,22 +171,9 @@ impl Env {
             toml_str(&format!("http://{}", canary.addr))
         );
 
-        let cfg = Config::from_toml_str(&t, "egress-test.toml").unwrap_or_else(|e| panic!("config: {e}\n{t}"));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
-        let addr = listener.local_addr().expect("proxy address");
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(
-            Listeners {
-                proxy: listener,
-                admin: None,
-            },
-            cfg,
-            None,
-            async {
-                let _ = rx.await;
-            },
-        ));
-        Env {
+        let cfg = parse_config(&t, "egress-test.toml");
+        let proxy = InProcessProxy::spawn(cfg, db, None, false).await;
+        EgressEnv {
             _dir: dir,
             fake,
             front,
@@ -222,12 +181,7 @@ impl Env {
             canary,
             intercept_ca_pem,
             upstream_ca,
-            proxy: InProcess {
-                addr,
-                db,
-                shutdown: Some(tx),
-                task: Some(task),
-            },
+            proxy,
         }
     }
 
@@ -250,48 +204,27 @@ impl Env {
 
     /// Every merged event committed so far.
     fn events(&self) -> Vec<Value> {
-        read_events(&self.proxy.db).0
+        read_events(&self.proxy.db_path).0
     }
 
     /// The raw bytes of the database files.
     fn stored_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for suffix in ["", "-wal", "-journal"] {
-            let mut p = self.proxy.db.as_os_str().to_owned();
-            p.push(suffix);
-            if let Ok(b) = std::fs::read(PathBuf::from(p)) {
-                out.extend_from_slice(&b);
-            }
-        }
-        out
+        stored_bytes(&self.proxy.db_path)
     }
 
     /// Stops the proxy (drains, commits).
     async fn stop(&mut self) {
-        if let Some(tx) = self.proxy.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.proxy.task.take() {
-            match tokio::time::timeout(Duration::from_secs(15), task).await {
-                Ok(Ok(Ok(()))) => {}
-                other => panic!("the proxy did not stop cleanly: {other:?}"),
-            }
-        }
+        self.proxy.shutdown().await;
     }
 }
 
+/// The events and the chain check; none (and intact) before the database exists.
 fn read_events(db: &Path) -> (Vec<Value>, Verification) {
     if !db.exists() {
         return (Vec::new(), Verification::Intact { records: 0 });
     }
-    let conn = retention_proxy::audit::open_reader(db).unwrap_or_else(|e| panic!("open the audit database: {e}"));
-    let events = conn.query(&Filter::default()).unwrap_or_else(|e| panic!("query: {e}"));
-    let v = query::verify(conn.as_ref()).unwrap_or_else(|e| panic!("verify: {e}"));
-    (events, v)
-}
-
-fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+    let log = read_audit(db);
+    (log.events, log.verification)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -348,10 +281,6 @@ async fn send_plain(addr: SocketAddr, req: Request<Bytes>) -> SimpleResponse {
         .expect("request to the proxy")
 }
 
-fn body_text(r: &SimpleResponse) -> String {
-    String::from_utf8_lossy(&r.body).into_owned()
-}
-
 fn check_tls_details(ev: &Value, host: &str) {
     let t = &ev["tlsDetails"];
     let v = t["tlsVersion"].as_str().unwrap_or("");
@@ -371,7 +300,7 @@ fn check_tls_details(ev: &Value, host: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn intercepted_chime_calls_are_audited_and_reach_the_vendor_with_the_client_signature() {
-    let mut env = Env::start(Opts::default()).await;
+    let mut env = EgressEnv::start(EgressOpts::default()).await;
     let (mut http, version) = env.intercepted(CHIME_HOST, &[]).await;
 
     let put = signed("PUT", CHIME_HOST, &retention_path(), &retention_body(365, 180), false);
@@ -408,7 +337,7 @@ async fn intercepted_chime_calls_are_audited_and_reach_the_vendor_with_the_clien
 
     drop(http);
     env.stop().await;
-    let (events, verification) = read_events(&env.proxy.db);
+    let (events, verification) = read_events(&env.proxy.db_path);
     assert!(matches!(verification, Verification::Intact { .. }), "{verification:?}");
     assert_eq!(events.len(), 2, "{events:#?}");
     let ev = &events[0];
@@ -461,7 +390,7 @@ async fn intercepted_chime_calls_are_audited_and_reach_the_vendor_with_the_clien
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn intercepted_slack_call_is_audited_and_other_calls_pass_through() {
-    let mut env = Env::start(Opts::default()).await;
+    let mut env = EgressEnv::start(EgressOpts::default()).await;
     let (mut http, _) = env.intercepted(SLACK_HOST, &[]).await;
     let resp = http
         .send(slack_set("C0EGRESS1", 400))
@@ -517,7 +446,7 @@ async fn intercepted_slack_call_is_audited_and_other_calls_pass_through() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_that_does_not_trust_the_interception_ca_fails_and_nothing_is_forwarded() {
-    let mut env = Env::start(Opts::default()).await;
+    let mut env = EgressEnv::start(EgressOpts::default()).await;
     // Trusts the vendor's real CA, not the proxy's: the interception must be detected.
     let (head, stream) = connect_tunnel(env.proxy.addr, &format!("{CHIME_HOST}:443"), &[]).await;
     assert_eq!(head.status, 200, "{}", head.text);
@@ -549,9 +478,9 @@ async fn client_that_does_not_trust_the_interception_ca_fails_and_nothing_is_for
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_certificate_is_verified() {
     // No upstreams.ca_file: the vendor's certificate is not trusted, so nothing may be sent.
-    let mut env = Env::start(Opts {
+    let mut env = EgressEnv::start(EgressOpts {
         trust_upstream: false,
-        ..Opts::default()
+        ..EgressOpts::default()
     })
     .await;
     let (mut http, _) = env.intercepted(CHIME_HOST, &[]).await;
@@ -582,7 +511,7 @@ async fn upstream_certificate_is_verified() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn intercept_hosts_are_intercepted_and_their_calls_audited() {
-    let mut env = Env::start(Opts::default()).await;
+    let mut env = EgressEnv::start(EgressOpts::default()).await;
     let (mut http, _) = env.intercepted(PRIVATE_HOST, &[]).await;
     let resp = http
         .send(signed(
@@ -619,7 +548,7 @@ async fn intercept_hosts_are_intercepted_and_their_calls_audited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blind_tunnel_to_an_allowed_non_vendor_host_round_trips_bytes() {
-    let mut env = Env::start(Opts::default()).await;
+    let mut env = EgressEnv::start(EgressOpts::default()).await;
     let (head, mut stream) = connect_tunnel(env.proxy.addr, &format!("{BLIND_HOST}:443"), &[]).await;
     assert_eq!(head.status, 200, "{}", head.text);
     // Arbitrary bytes, including what looks like a TLS record and an HTTP request.
@@ -642,7 +571,7 @@ async fn blind_tunnel_to_an_allowed_non_vendor_host_round_trips_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_to_a_host_outside_allow_hosts_is_403_and_opens_nothing() {
-    let mut env = Env::start(Opts::default()).await;
+    let mut env = EgressEnv::start(EgressOpts::default()).await;
     let canary_port = env.canary.addr.port();
     for target in [
         format!("{CANARY_HOST}:443"),
@@ -664,9 +593,9 @@ async fn connect_to_a_host_outside_allow_hosts_is_403_and_opens_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_to_a_vendor_host_without_a_ca_is_403_never_a_blind_tunnel() {
-    let mut env = Env::start(Opts {
+    let mut env = EgressEnv::start(EgressOpts {
         intercept: false,
-        ..Opts::default()
+        ..EgressOpts::default()
     })
     .await;
     for host in [
@@ -715,15 +644,15 @@ fn assert_407(head: &Head, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_needs_proxy_authentication_and_records_the_proxy_user() {
-    let mut env = Env::start(Opts {
+    let mut env = EgressEnv::start(EgressOpts {
         users: true,
-        ..Opts::default()
+        ..EgressOpts::default()
     })
     .await;
     let target = format!("{CHIME_HOST}:443");
     let (head, _) = connect_tunnel(env.proxy.addr, &target, &[]).await;
     assert_407(&head, "no Proxy-Authorization");
-    let (head, _) = connect_tunnel(env.proxy.addr, &target, &[basic_auth(USER, "wrong")]).await;
+    let (head, _) = connect_tunnel(env.proxy.addr, &target, &[basic_auth(PROXY_USER, "wrong")]).await;
     assert_407(&head, "wrong password");
     let (head, _) = connect_tunnel(env.proxy.addr, &target, &[basic_auth("mallory", PASSWORD)]).await;
     assert_407(&head, "unknown user");
@@ -739,7 +668,7 @@ async fn connect_needs_proxy_authentication_and_records_the_proxy_user() {
     assert_407(&head, "blind host without credentials");
     assert_eq!(env.echo.accepted(), 0);
 
-    let (mut http, _) = env.intercepted(CHIME_HOST, &[basic_auth(USER, PASSWORD)]).await;
+    let (mut http, _) = env.intercepted(CHIME_HOST, &[basic_auth(PROXY_USER, PASSWORD)]).await;
     let resp = http
         .send(signed(
             "PUT",
@@ -756,7 +685,7 @@ async fn connect_needs_proxy_authentication_and_records_the_proxy_user() {
     assert_eq!(env.fake.count(), 1);
     let events = env.events();
     assert_eq!(events.len(), 1, "{events:#?}");
-    assert_eq!(events[0]["userIdentity"]["proxyUser"], USER, "{:#}", events[0]);
+    assert_eq!(events[0]["userIdentity"]["proxyUser"], PROXY_USER, "{:#}", events[0]);
     assert_eq!(events[0]["outcome"], "forwarded");
     check_tls_details(&events[0], CHIME_HOST);
     assert!(
@@ -767,9 +696,9 @@ async fn connect_needs_proxy_authentication_and_records_the_proxy_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absolute_form_requests_need_proxy_authentication() {
-    let mut env = Env::start(Opts {
+    let mut env = EgressEnv::start(EgressOpts {
         users: true,
-        ..Opts::default()
+        ..EgressOpts::default()
     })
     .await;
     let put = || signed("PUT", CHIME_HOST, &retention_path(), &retention_body(500, 500), true);
@@ -785,7 +714,7 @@ async fn absolute_form_requests_need_proxy_authentication() {
     let mut wrong = put();
     wrong
         .headers_mut()
-        .insert("proxy-authorization", basic_auth_value(USER, "nope"));
+        .insert("proxy-authorization", basic_auth_value(PROXY_USER, "nope"));
     let resp = send_plain(env.proxy.addr, wrong).await;
     assert_eq!(resp.status, 407, "{}", body_text(&resp));
     assert_eq!(env.fake.count(), 0, "an unauthenticated request reached the vendor");
@@ -794,7 +723,7 @@ async fn absolute_form_requests_need_proxy_authentication() {
     let mut right = put();
     right
         .headers_mut()
-        .insert("proxy-authorization", basic_auth_value(USER, PASSWORD));
+        .insert("proxy-authorization", basic_auth_value(PROXY_USER, PASSWORD));
     let resp = send_plain(env.proxy.addr, right).await;
     assert_eq!(resp.status, 200, "{}", body_text(&resp));
     let got = env.fake.received();
@@ -807,7 +736,7 @@ async fn absolute_form_requests_need_proxy_authentication() {
     env.stop().await;
     let events = env.events();
     assert_eq!(events.len(), 1, "{events:#?}");
-    assert_eq!(events[0]["userIdentity"]["proxyUser"], USER);
+    assert_eq!(events[0]["userIdentity"]["proxyUser"], PROXY_USER);
     assert_eq!(events[0]["proxyMode"], "forward");
     assert!(events[0].get("tlsDetails").is_none_or(Value::is_null), "not a tunnel");
     assert!(
@@ -822,9 +751,9 @@ async fn absolute_form_requests_need_proxy_authentication() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_tunnels_refuses_a_second_concurrent_tunnel_with_503() {
-    let mut env = Env::start(Opts {
+    let mut env = EgressEnv::start(EgressOpts {
         max_tunnels: Some(1),
-        ..Opts::default()
+        ..EgressOpts::default()
     })
     .await;
     let (head, mut first) = connect_tunnel(env.proxy.addr, &format!("{BLIND_HOST}:443"), &[]).await;
@@ -881,9 +810,9 @@ async fn time_to_eof<S: tokio::io::AsyncRead + Unpin>(s: &mut S, limit: Duration
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_blind_tunnel_is_closed_after_tunnel_idle_timeout() {
-    let mut env = Env::start(Opts {
+    let mut env = EgressEnv::start(EgressOpts {
         tunnel_idle_timeout: Some("300ms"),
-        ..Opts::default()
+        ..EgressOpts::default()
     })
     .await;
     let (head, mut s) = connect_tunnel(env.proxy.addr, &format!("{BLIND_HOST}:443"), &[]).await;
@@ -910,10 +839,10 @@ async fn idle_blind_tunnel_is_closed_after_tunnel_idle_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_intercepted_tunnel_is_closed_after_tunnel_idle_timeout() {
-    let mut env = Env::start(Opts {
+    let mut env = EgressEnv::start(EgressOpts {
         tunnel_idle_timeout: Some("300ms"),
         max_tunnels: Some(1),
-        ..Opts::default()
+        ..EgressOpts::default()
     })
     .await;
     let (head, stream) = connect_tunnel(env.proxy.addr, &format!("{CHIME_HOST}:443"), &[]).await;
@@ -933,10 +862,10 @@ async fn idle_intercepted_tunnel_is_closed_after_tunnel_idle_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tunnel_without_a_client_handshake_is_closed_after_tls_handshake_timeout() {
-    let mut env = Env::start(Opts {
+    let mut env = EgressEnv::start(EgressOpts {
         tls_handshake_timeout: Some("300ms"),
         max_tunnels: Some(1),
-        ..Opts::default()
+        ..EgressOpts::default()
     })
     .await;
     let (head, mut s) = connect_tunnel(env.proxy.addr, &format!("{CHIME_HOST}:443"), &[]).await;
@@ -962,8 +891,6 @@ async fn tunnel_without_a_client_handshake_is_closed_after_tls_handshake_timeout
 // ---------------------------------------------------------------------------------------------
 // `ca init`
 // ---------------------------------------------------------------------------------------------
-
-const BIN: &str = env!("CARGO_BIN_EXE_retention-proxy");
 
 #[test]
 fn ca_init_creates_a_usable_ca_once() {

@@ -1,24 +1,17 @@
 //! `server.tls_cert` / `server.tls_key`: the proxy listener itself speaks TLS, and calls made
 //! over it are recognised, audited and forwarded like any other.
 
-#[allow(dead_code)]
-mod support {
-    pub mod fake_vendor;
-    pub mod sigv4;
-    pub mod tls;
-}
+mod support;
 
 use std::time::Duration;
 
 use base64::Engine;
-use retention_proxy::audit::query::Filter;
-use retention_proxy::config::Config;
-use retention_proxy::server::{self, Listeners};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use support::fake_vendor::{FakeVendor, FakeVendorOpts};
+use support::in_process::{InProcessProxy, parse_config};
 use support::tls::{TestCa, client_config, read_to_close, tls_handshake};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 fn pem(label: &str, der: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
@@ -52,21 +45,9 @@ async fn calls_over_a_tls_listener_are_audited_and_plain_http_is_not_served() {
         db.display(),
         vendor.url()
     );
-    let config = Config::from_toml_str(&toml, "tls.toml").expect("config");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server::run(
-        Listeners {
-            proxy: listener,
-            admin: None,
-        },
-        config,
-        None,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let config = parse_config(&toml, "tls.toml");
+    let proxy = InProcessProxy::spawn(config, db, None, false).await;
+    let addr = proxy.addr;
 
     let body = "channel_id=C0123456789&duration_days=400";
     let request = format!(
@@ -91,10 +72,7 @@ async fn calls_over_a_tls_listener_are_audited_and_plain_http_is_not_served() {
     assert!(!String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
     assert_eq!(vendor.count(), 1, "nothing more reached the vendor");
 
-    stop.send(()).unwrap();
-    task.await.unwrap().unwrap();
-    let conn = retention_proxy::audit::open_reader(&db).unwrap();
-    let events = conn.query(&Filter::default()).unwrap();
+    let events = proxy.stop().await.events;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["eventName"], "admin.conversations.setCustomRetention");
     assert_eq!(events[0]["outcome"], "forwarded");

@@ -4,25 +4,18 @@
 //! next client, upstreams that close (announced or silently), no cross-talk under load, and
 //! the cap on idle connections kept per upstream.
 
-#[allow(dead_code)]
-mod support {
-    pub mod fake_vendor;
-    pub mod harness;
-    pub mod sigv4;
-}
+mod support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use retention_proxy::config::Config;
-use retention_proxy::server::{self, Listeners};
 use serde_json::{Value, json};
-use support::harness::{ProxySettings, WAIT, config_toml};
+use support::fixtures::WAIT;
+use support::in_process::{InProcessProxy, ProxySettings, config_toml, parse_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 
 const PATH: &str = "/api/chat.postMessage";
 
@@ -175,35 +168,22 @@ impl Upstream {
 }
 
 /// The real proxy, in-process, with every upstream at the test upstream; stops when dropped.
-struct Running {
-    addr: SocketAddr,
-    _stop: oneshot::Sender<()>,
-    _dir: tempfile::TempDir,
-}
-
-async fn start_proxy(up: &Upstream, max_connections: Option<usize>) -> Running {
+async fn start_proxy(up: &Upstream, max_connections: Option<usize>) -> InProcessProxy {
     let dir = tempfile::tempdir().expect("temporary directory");
     let url = format!("http://{}", up.addr);
-    let text = config_toml(&url, &dir.path().join("audit.db"), &ProxySettings::default());
-    let mut cfg = Config::from_toml_str(&text, "upstream_reuse.toml").unwrap_or_else(|e| panic!("config: {e}"));
+    let db = dir.path().join("audit.db");
+    let mut cfg = parse_config(
+        &config_toml(&url, &db, &ProxySettings::default()),
+        "upstream_reuse.toml",
+    );
     if let Some(n) = max_connections {
         cfg.server.max_connections = n;
     }
-    let proxy = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
-    let addr = proxy.local_addr().expect("proxy address");
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(server::run(Listeners { proxy, admin: None }, cfg, None, async {
-        let _ = stopped.await;
-    }));
-    Running {
-        addr,
-        _stop: stop,
-        _dir: dir,
-    }
+    InProcessProxy::spawn(cfg, db, None, false).await.keeping(dir)
 }
 
 /// A keep-alive client connection to the proxy.
-async fn client(proxy: &Running) -> Wire {
+async fn client(proxy: &InProcessProxy) -> Wire {
     Wire::new(TcpStream::connect(proxy.addr).await.expect("connect to the proxy"))
 }
 

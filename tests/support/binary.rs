@@ -12,14 +12,11 @@ use bytes::Bytes;
 use http::Request;
 
 use super::fake_vendor;
+use super::fixtures::{PROXY_ACCESS_KEY_ID, PROXY_SECRET_ACCESS_KEY};
+use super::toml_str;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_retention-proxy");
-
-/// The proxy's own AWS credentials (re-signing in reverse mode); the fake vendor must know them.
-pub const PROXY_ACCESS_KEY_ID: &str = "AKIAPROXYEXAMPLE0001";
-/// Secret of [`PROXY_ACCESS_KEY_ID`].
-pub const PROXY_SECRET_ACCESS_KEY: &str = "pRoXy/S3cr3tK3yF0rT3sts/EXAMPLEKEY00001";
 
 /// How long the proxy may take to become healthy.
 pub const READY_WAIT: Duration = Duration::from_secs(20);
@@ -32,14 +29,9 @@ pub fn free_port() -> u16 {
         .expect("bind 127.0.0.1:0")
 }
 
-/// A TOML basic string.
-pub fn toml_str(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
-}
-
-/// What a proxy started by [`Proxy::start`] is configured with.
+/// What a proxy started by [`BinaryProxy::start`] is configured with.
 #[derive(Debug, Clone)]
-pub struct ProxyOpts {
+pub struct BinaryProxyOpts {
     /// Every upstream and every `[forward.resolve]` vendor host point here.
     pub upstream: String,
     /// `audit.fail_mode`.
@@ -50,10 +42,10 @@ pub struct ProxyOpts {
     pub env: Vec<(String, String)>,
 }
 
-impl ProxyOpts {
+impl BinaryProxyOpts {
     /// Fail-closed proxy in front of `upstream`, nothing else.
-    pub fn new(upstream: &str) -> ProxyOpts {
-        ProxyOpts {
+    pub fn new(upstream: &str) -> BinaryProxyOpts {
+        BinaryProxyOpts {
             upstream: upstream.to_string(),
             fail_mode: "closed",
             extra_toml: String::new(),
@@ -63,7 +55,7 @@ impl ProxyOpts {
 }
 
 /// The configuration file text for a proxy on `listen`/`admin` writing `db`.
-pub fn config_text(listen: SocketAddr, admin: SocketAddr, db: &Path, opts: &ProxyOpts) -> String {
+pub fn config_text(listen: SocketAddr, admin: SocketAddr, db: &Path, opts: &BinaryProxyOpts) -> String {
     let up = toml_str(&opts.upstream);
     let mut s = format!(
         "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\nshutdown_grace = \"10s\"\n\n\
@@ -83,8 +75,9 @@ pub fn config_text(listen: SocketAddr, admin: SocketAddr, db: &Path, opts: &Prox
     s
 }
 
-/// A running `retention-proxy serve`. Dropping it kills the process if it still runs.
-pub struct Proxy {
+/// The built binary running `retention-proxy serve` as a child process (as opposed to
+/// [`super::in_process::InProcessProxy`]). Dropping it kills the process if it still runs.
+pub struct BinaryProxy {
     child: Child,
     exit: Option<ExitStatus>,
     /// The proxy listener.
@@ -99,10 +92,10 @@ pub struct Proxy {
     pub log: PathBuf,
 }
 
-impl Proxy {
+impl BinaryProxy {
     /// Writes a config into `dir` (database `dir/audit.db`), starts the binary and waits until
     /// `/healthz` answers. Retries with other ports if a picked port was taken meanwhile.
-    pub async fn start(dir: &Path, opts: &ProxyOpts) -> Proxy {
+    pub async fn start(dir: &Path, opts: &BinaryProxyOpts) -> BinaryProxy {
         let db = dir.join("audit.db");
         let mut last_log = String::new();
         for attempt in 0..5 {
@@ -133,7 +126,7 @@ impl Proxy {
                 cmd.env(k, v);
             }
             let child = cmd.spawn().expect("spawn the proxy binary");
-            let mut p = Proxy {
+            let mut p = BinaryProxy {
                 child,
                 exit: None,
                 addr,
@@ -253,7 +246,7 @@ impl Proxy {
     }
 }
 
-impl Drop for Proxy {
+impl Drop for BinaryProxy {
     fn drop(&mut self) {
         self.kill();
     }
@@ -267,6 +260,18 @@ pub fn run(args: &[&str]) -> Output {
         .env_remove("RETENTION_PROXY_CONFIG")
         .output()
         .expect("run the proxy binary")
+}
+
+/// `run`, asserting success; stdout as text.
+pub fn run_ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed ({:?}): {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).expect("UTF-8 output")
 }
 
 /// `run` from an async test without blocking its runtime.
