@@ -8,7 +8,7 @@ use std::time::Instant;
 use http::{HeaderMap, Method};
 use retention_proxy::config::Config;
 use retention_proxy::policy;
-use retention_proxy::vendor::{self, Family, RequestParts};
+use retention_proxy::vendors::{self, Family, RequestParts};
 
 fn main() {
     let body = br#"{"RetentionSettings": {"RoomRetentionSettings": {"RetentionDays": 400}, "ConversationRetentionSettings": {"RetentionDays": 180}}}"#;
@@ -26,7 +26,7 @@ fn main() {
             ));
         }
         let config = Config::from_toml_str(&toml, "bench").expect("config");
-        let m = vendor::classify(Family::Chime, &Method::PUT, path).expect("recognised");
+        let m = vendors::classify(Family::Chime, &Method::PUT, path).expect("recognised");
         let parts = RequestParts {
             method: &Method::PUT,
             query: None,

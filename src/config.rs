@@ -370,7 +370,7 @@ impl ForwardConfig {
     /// Whether CONNECT to `host` (normalised) must be intercepted (a vendor API host, or a
     /// configured one).
     pub fn intercepts(&self, host: &str) -> bool {
-        crate::vendor::family_for_host(host).is_some() || self.intercept_hosts.iter().any(|h| h == host)
+        crate::vendors::family_for_host(host).is_some() || self.intercept_hosts.iter().any(|h| h == host)
     }
 
     /// Where the forward proxy sends a request for `host` (normalised) and `port`: its

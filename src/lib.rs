@@ -2,20 +2,25 @@
 //! (Amazon Chime, Amazon Chime SDK, Slack).
 //!
 //! # Layout
+//! A folder per layer, top to bottom; arrows point down only.
+//! - [`server`]: bind, run, shutdown order; dispatches each request on the proxy listener
+//!   (proxy authentication, then `CONNECT` → [`tunnel`], the rest → [`proxy`]).
+//! - [`proxy`]: the request path. [`proxy::route`] chooses the upstream,
+//!   [`proxy::passthrough`] streams what is not a retention call, [`proxy::call`] is the
+//!   audited call read top to bottom: read → judge → record → forward → record outcome.
+//! - [`tunnel`]: `CONNECT`, blind or with the client's TLS terminated by a leaf from
+//!   [`tunnel::ca`].
+//! - [`admin`]: the admin listener — health, readiness, metrics, `/v1/events`, LookupEvents.
+//! - [`cli`]: `audit …`, `policy test`, `check-config`, `ca init`, `hash-password`.
+//! - [`policy`]: the decision for one call, and the compiled [`policy::guardrail`] rules.
+//! - [`audit`]: records and the hash chain, what of a call is stored ([`audit::event`]), the
+//!   writer thread, the store's two sides (`Backend` to write, `Reader` to read) and their
+//!   SQLite implementation ([`audit::sqlite`]), queries, verify and export.
 //! - [`config`]: raw TOML → validated [`config::Config`].
-//! - [`server`]: listeners, connection handling, ordered shutdown (`run`).
-//! - [`proxy`]: the request path — route, recognise, guard, record, forward, record outcome.
-//! - [`recognise`]: which SPEC §1 call a request is; strict body parsing ([`strict_json`]).
-//! - [`guardrail`]: compiled rules and their pure evaluation; [`policy`]: the whole decision
-//!   for one call (read strictly → refuse or forward with a verdict), shared with `policy test`.
-//! - [`event`]: what of a call is stored (the redaction boundary).
-//! - [`audit`]: hash-chained records written as canonical text, the writer thread, the SQLite
-//!   store and its checkpoint thread, queries, verify;
-//!   [`export`]: CloudTrail, JSON lines and CSV exports.
-//! - [`aws`]: SigV4 identity, proxy credentials, re-signing. [`upstream`]: upstream connections, one kept per client connection.
-//! - [`lookup`]: CloudTrail LookupEvents on the admin listener.
-//! - [`auth`]: proxy authentication (Basic, Argon2 hashes).
-//! - [`tunnel`]: CONNECT (blind tunnels and TLS interception); [`intercept`]: the CA and leaf certificates. [`admin`]: health, readiness, metrics, events. [`errors`]: vendor-shaped answers.
+//! - [`vendors`]: what each vendor API is — hosts, paths, parsing, error shapes, how its answers
+//!   read — one file per vendor; SigV4 identity and re-signing.
+//! - [`http`]: bodies, header rules, upstream connections, proxy authentication, TLS.
+//! - [`retention`]: the vocabulary every layer shares: a retention value, a target, a change.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -29,4 +34,4 @@ pub mod proxy;
 pub mod retention;
 pub mod server;
 pub mod tunnel;
-pub mod vendor;
+pub mod vendors;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use retention_proxy::cli::{self, Cli, Command, LogFormat};
 use retention_proxy::server;
-use retention_proxy::vendor::aws_sigv4 as aws;
+use retention_proxy::vendors::aws_sigv4 as aws;
 use tracing_subscriber::EnvFilter;
 
 fn init_tracing(format: LogFormat) {

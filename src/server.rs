@@ -34,7 +34,7 @@ use crate::http::upstream;
 use crate::proxy::{self, App, Conn};
 use crate::tunnel::ca::{InterceptError, Interceptor};
 use crate::tunnel::{self, Tunnels};
-use crate::vendor::aws_sigv4::AwsCredentials;
+use crate::vendors::aws_sigv4::AwsCredentials;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -165,7 +165,7 @@ pub async fn run(
             metrics,
             credentials,
             token_key: TokenKey::new(&hmac_key),
-            reverse: proxy::route::ReverseTargets::new(&config.upstreams)
+            reverse: proxy::state::ReverseTargets::new(&config.upstreams)
                 .map_err(|e| RunError::Upstream(e.to_string()))?,
             config,
         }),

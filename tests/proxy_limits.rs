@@ -10,7 +10,9 @@ use serde_json::json;
 use support::body_text;
 use support::checks::Checks;
 use support::clients::{AwsCall, Mode, send_raw, slack_request};
-use support::fixtures::{ACCOUNT, CHANNEL, CHIME_HOST, IDENTITY_HOST, MESSAGING_HOST, SLACK_SET, SLACK_TOKEN, USER};
+use support::fixtures::{
+    ACCOUNT, CHANNEL, CHIME_HOST, IDENTITY_HOST, MESSAGING_HOST, SLACK_SET, SLACK_TOKEN, USER, WAIT,
+};
 use support::in_process::ProxySettings;
 use support::modes::{
     Api, BEARER, Env, FORM, INVOCATION_ID, channel_expiration_path, check_intact, check_previous, retention_path,
@@ -369,4 +371,57 @@ async fn forward_body_at_limit_and_chunked_body_are_forwarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reverse_body_at_limit_and_chunked_body_are_forwarded() {
     body_at_limit_and_chunked(Mode::Reverse).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A body that breaks off
+// ---------------------------------------------------------------------------------------------
+
+/// A retention call whose client stops sending half-way through its declared body and closes:
+/// the call still leaves an event (outcome `rejected`, the reason in `errorMessage`), and
+/// nothing reaches the vendor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_breaks_off_is_recorded_as_rejected_and_not_forwarded() {
+    use tokio::io::AsyncWriteExt;
+    let env = Env::start(Mode::Reverse, ProxySettings::default()).await;
+    let mut c = Checks::new("a body that breaks off");
+    let body = format!("token={SLACK_TOKEN}&channel_id=C0123456789&duration_days=30");
+    let head = format!(
+        "POST {SLACK_SET} HTTP/1.1\r\nHost: {}\r\nContent-Type: {FORM}\r\nContent-Length: {}\r\n\r\n",
+        env.proxy.host(),
+        body.len() + 100
+    );
+    let mut s = tokio::net::TcpStream::connect(env.proxy.addr).await.expect("connect");
+    s.write_all(head.as_bytes()).await.expect("send the head");
+    s.write_all(body.as_bytes()).await.expect("send part of the body");
+    // Half-close: the proxy reads the end of the stream before the declared length.
+    s.shutdown().await.expect("half-close");
+    let deadline = std::time::Instant::now() + WAIT;
+    // The proxy may still be creating its database when the test first looks.
+    let newest = || {
+        let reader = retention_proxy::audit::open_reader(&env.proxy.db_path).ok()?;
+        reader.query(&Default::default()).ok()?.pop()
+    };
+    let event = loop {
+        if let Some(e) = newest() {
+            break e;
+        }
+        assert!(std::time::Instant::now() < deadline, "no event for the broken-off call");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    c.eq(
+        "eventName",
+        &event["eventName"],
+        &json!("admin.conversations.setCustomRetention"),
+    );
+    c.eq("outcome", &event["outcome"], &json!("rejected"));
+    c.ok(
+        "errorMessage names the body",
+        event["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("the request body could not be read")),
+        &event["errorMessage"],
+    );
+    c.eq("requests the vendor received", env.fake.count(), 0);
+    c.finish();
 }

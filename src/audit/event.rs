@@ -8,7 +8,7 @@ use crate::audit::canonical::{self, Nested};
 use crate::audit::{IndexFields, NewRecord, ObjectText, RecordKind};
 use crate::policy::guardrail::Verdict;
 use crate::retention::{Change, Observed, RetentionValue};
-use crate::vendor::{Call, Operation, arn_account, resolved_resource};
+use crate::vendors::{Call, Operation, arn_account, resolved_resource};
 
 /// The CloudTrail record version this proxy writes.
 pub const EVENT_VERSION: &str = "1.09";

@@ -64,7 +64,7 @@ pub fn cloudtrail_record(e: Value) -> Value {
                 let account: Option<Value> = id
                     .as_str()
                     .filter(|s| s.starts_with("arn:"))
-                    .and_then(crate::vendor::arn_account)
+                    .and_then(crate::vendors::arn_account)
                     .map(|a| json!(a));
                 o.insert("ARN".into(), id);
                 if let Some(a) = account {

@@ -62,7 +62,7 @@ pub fn run(config: &Config, path: &PathBuf) -> Result<ExitCode, String> {
     use crate::policy::guardrail;
     use crate::policy::{self, Judgement, Unreadable};
     use crate::proxy::{call, route};
-    use crate::vendor::{self, RequestParts, aws_sigv4};
+    use crate::vendors::{self, RequestParts, aws_sigv4};
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let req = parse_raw_request(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     let uri: http::Uri = req
@@ -70,8 +70,8 @@ pub fn run(config: &Config, path: &PathBuf) -> Result<ExitCode, String> {
         .parse()
         .map_err(|_| format!("{:?} is not a request target", req.target))?;
     // The proxy's own routing and recognition, as for a request on its listener.
-    let reverse =
-        route::ReverseTargets::new(&config.upstreams).map_err(|e| format!("cannot address an upstream: {e}"))?;
+    let reverse = crate::proxy::state::ReverseTargets::new(&config.upstreams)
+        .map_err(|e| format!("cannot address an upstream: {e}"))?;
     let mut head = http::Request::builder().method(req.method.clone()).uri(uri.clone());
     for (k, v) in &req.headers {
         head = head.header(k, v);
@@ -91,7 +91,7 @@ pub fn run(config: &Config, path: &PathBuf) -> Result<ExitCode, String> {
             return Ok(ExitCode::from(2));
         }
     };
-    let matched = family.and_then(|f| vendor::classify_any(f, &req.method, uri.path()));
+    let matched = family.and_then(|f| vendors::classify_any(f, &req.method, uri.path()));
     let Some((m, odd_path)) = matched else {
         println!("request:  {} {}", req.method, req.target);
         println!("not a retention call: it would be streamed through without audit or guardrails");

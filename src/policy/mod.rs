@@ -5,8 +5,8 @@
 
 pub mod guardrail;
 
-use crate::vendor::errors::VendorError;
-use crate::vendor::{self, Call, Matched, RequestParts};
+use crate::vendors::errors::VendorError;
+use crate::vendors::{self, Call, Matched, RequestParts};
 use guardrail::{Decision, Facts, Guardrail, Verdict};
 
 /// Why an intercepted call could not be read.
@@ -59,9 +59,9 @@ pub fn read(
 ) -> (Call, Option<Unreadable>) {
     let body = match body {
         Ok(b) => b,
-        Err(why) => return (vendor::empty_call(m.op), Some(why)),
+        Err(why) => return (vendors::empty_call(m.op), Some(why)),
     };
-    match vendor::parse(m, parts, body) {
+    match vendors::parse(m, parts, body) {
         Ok(c) if odd_path => {
             let message = "the request path is not in canonical form".to_string();
             (
@@ -100,7 +100,7 @@ pub fn judge(rules: &[Guardrail], call: &Call, problem: Option<Unreadable>, prin
             // Input a guardrail cannot judge with certainty is refused as a guardrail refusal
             // whenever an enforcing rule could apply; otherwise as the vendor would refuse it.
             Unreadable::Invalid { message, ambiguous } => {
-                let targets = vendor::targets_of(call.op);
+                let targets = vendors::targets_of(call.op);
                 match ambiguous
                     .then(|| guardrail::unreadable(rules, targets, &message))
                     .flatten()

@@ -27,9 +27,9 @@ use crate::http::headers::{header_str, source_ip, strip_hop_by_hop};
 use crate::policy::guardrail::Verdict;
 use crate::policy::{self, Judgement, Unreadable};
 use crate::retention::RetentionValue;
-use crate::vendor::aws_sigv4::{self, ClaimedIdentity};
-use crate::vendor::errors::VendorError;
-use crate::vendor::{self, Call, Family, Matched, Operation, RequestParts};
+use crate::vendors::aws_sigv4::{self, ClaimedIdentity};
+use crate::vendors::errors::VendorError;
+use crate::vendors::{self, Call, Family, Matched, Operation, RequestParts};
 
 /// Largest intercepted response the proxy reads to record it.
 const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
@@ -145,7 +145,7 @@ fn facts(
 fn region(route: &Route, claimed: &ClaimedIdentity) -> Option<String> {
     claimed.region.clone().or_else(|| {
         let vendor_host = route.host.to_str().unwrap_or("").split(':').next().unwrap_or("");
-        vendor::region_of_host(vendor_host).or_else(|| vendor::region_of_host(&route.target.upstream.host))
+        vendors::region_of_host(vendor_host).or_else(|| vendors::region_of_host(&route.target.upstream.host))
     })
 }
 
@@ -173,17 +173,6 @@ pub fn caller(
     }
 }
 
-/// What the call itself adds to its caller: a Slack token's fingerprint (under `token_key`,
-/// when there is one), a bearer in the body, and the identity type. Shared with `policy test`.
-pub fn identify(caller: &mut Caller, token_key: Option<&TokenKey>, call: &Call) {
-    if let Some(tok) = &call.slack_token {
-        caller.token_fingerprint = token_key.map(|k| k.fingerprint(tok));
-        caller.token_type = Some(event::token_type(tok));
-    }
-    caller.kind = vendor::identity_type(call, caller.access_key_id.as_deref()).to_string();
-    caller.chime_bearer = call.chime_bearer.clone().or(caller.chime_bearer.take());
-}
-
 /// The body, read whole up to `server.max_body_bytes`; why not when it cannot be.
 async fn read_body(app: &App, facts: &CallFacts, headers: &HeaderMap, body: Incoming) -> Result<Bytes, Unreadable> {
     let limit = app.config.server.max_body_bytes;
@@ -199,6 +188,17 @@ async fn read_body(app: &App, facts: &CallFacts, headers: &HeaderMap, body: Inco
             Err(Unreadable::Broken(e.to_string()))
         }
     }
+}
+
+/// What the call itself adds to its caller: a Slack token's fingerprint (under `token_key`,
+/// when there is one), a bearer in the body, and the identity type. Shared with `policy test`.
+pub fn identify(caller: &mut Caller, token_key: Option<&TokenKey>, call: &Call) {
+    if let Some(tok) = &call.slack_token {
+        caller.token_fingerprint = token_key.map(|k| k.fingerprint(tok));
+        caller.token_type = Some(event::token_type(tok));
+    }
+    caller.kind = vendors::identity_type(call, caller.access_key_id.as_deref()).to_string();
+    caller.chime_bearer = call.chime_bearer.clone().or(caller.chime_bearer.take());
 }
 
 /// Answers a call the proxy refuses itself, after recording it.
@@ -331,7 +331,7 @@ async fn record_outcome(
             (err.response(family, &facts.event_id), a)
         }
     };
-    let observed = vendor::observed_in_response(call, answer.status, &answer.response);
+    let observed = vendors::observed_in_response(call, answer.status, &answer.response);
     let outcome = event::outcome_record(facts, call, &answer, observed, format_time(OffsetDateTime::now_utc()));
     if let Err(e) = app.audit.append(outcome).await {
         warn_call!(facts, error = %e, "outcome could not be recorded; the event stays 'unknown'");
@@ -347,7 +347,7 @@ fn describe_answer(family: Family, resp: &Response<()>, bytes: &Bytes, started: 
     } else {
         serde_json::from_slice(bytes).unwrap_or(Value::Null)
     };
-    let read = vendor::read_answer(family, resp.status().as_u16(), resp.headers(), &response);
+    let read = vendors::read_answer(family, resp.status().as_u16(), resp.headers(), &response);
     Answer {
         outcome: "forwarded",
         status: resp.status().as_u16(),

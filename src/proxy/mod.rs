@@ -18,8 +18,8 @@ pub use state::{App, Conn, TlsTunnel};
 
 use crate::admin::metrics::RouteLabels;
 use crate::http::body::{ProxyBody, plain};
-use crate::vendor::errors::VendorError;
-use crate::vendor::{self, aws_sigv4};
+use crate::vendors::errors::VendorError;
+use crate::vendors::{self, aws_sigv4};
 use route::Route;
 
 /// Serves one request, as [`handle_request`] does, behind a box: a terminated tunnel's
@@ -55,7 +55,7 @@ pub async fn handle_request(app: Arc<App>, conn: Conn, req: Request<Incoming>) -
     // audited (and refused), never streamed through unaudited.
     let matched = route
         .family
-        .and_then(|f| vendor::classify_any(f, req.method(), req.uri().path()));
+        .and_then(|f| vendors::classify_any(f, req.method(), req.uri().path()));
     match matched {
         None => passthrough::serve(&app, &conn, route, req).await,
         // Boxed: the audited call's state is large, and every pass-through request would
@@ -80,7 +80,7 @@ fn resign<B>(
     }
     let region = region_hint
         .map(str::to_string)
-        .or_else(|| vendor::region_of_host(&route.target.upstream.host))
+        .or_else(|| vendors::region_of_host(&route.target.upstream.host))
         .unwrap_or_else(|| "us-east-1".into());
     aws_sigv4::resign(req, creds, &region, body).map_err(|e| VendorError::internal(e.to_string()))
 }

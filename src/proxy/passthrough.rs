@@ -12,9 +12,9 @@ use super::{new_id, resign};
 use crate::audit::event::Way;
 use crate::http::body::{ProxyBody, full, plain};
 use crate::http::headers::{header_str, strip_hop_by_hop};
-use crate::vendor::Family;
-use crate::vendor::aws_sigv4;
-use crate::vendor::errors::VendorError;
+use crate::vendors::Family;
+use crate::vendors::aws_sigv4;
+use crate::vendors::errors::VendorError;
 
 /// Streams a request we do not audit: no buffering (except an AWS body that must be
 /// re-signed in reverse mode and fits the limit), no event.

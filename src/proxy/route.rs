@@ -9,73 +9,12 @@ use http::header::HOST;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use tracing::warn;
 
-use super::state::TlsTunnel;
+use super::state::{ReverseTargets, Target, TlsTunnel};
 use crate::audit::event::Way;
-use crate::config::{Config, Scheme, Upstream, UpstreamsConfig};
+use crate::config::Config;
 use crate::http::body::{ProxyBody, plain};
 use crate::http::headers::{append_forwarded_for, normalise_host, strip_hop_by_hop};
-use crate::vendor::{self, Family};
-
-/// An upstream with its URI scheme and authority worked out once (at start-up for the
-/// reverse-proxy upstreams, per request in forward mode).
-#[derive(Debug)]
-pub struct Target {
-    /// The upstream.
-    pub upstream: Upstream,
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
-    /// The authority as a `Host` value.
-    host: HeaderValue,
-}
-
-impl Target {
-    /// Prepares `upstream`; fails only for a host that cannot appear in a URI.
-    pub fn new(upstream: Upstream) -> Result<Arc<Target>, http::Error> {
-        let a = authority(&upstream);
-        let host = HeaderValue::from_str(&a)?;
-        let authority = http::uri::Authority::try_from(a)?;
-        let scheme = match upstream.scheme {
-            Scheme::Http => http::uri::Scheme::HTTP,
-            Scheme::Https => http::uri::Scheme::HTTPS,
-        };
-        Ok(Arc::new(Target {
-            upstream,
-            scheme,
-            authority,
-            host,
-        }))
-    }
-}
-
-/// The four reverse-proxy upstreams, prepared.
-#[derive(Debug)]
-pub struct ReverseTargets {
-    chime: Arc<Target>,
-    chime_messaging: Arc<Target>,
-    chime_identity: Arc<Target>,
-    slack: Arc<Target>,
-}
-
-impl ReverseTargets {
-    /// Prepares `[upstreams]`.
-    pub fn new(up: &UpstreamsConfig) -> Result<ReverseTargets, http::Error> {
-        Ok(ReverseTargets {
-            chime: Target::new(up.chime.clone())?,
-            chime_messaging: Target::new(up.chime_messaging.clone())?,
-            chime_identity: Target::new(up.chime_identity.clone())?,
-            slack: Target::new(up.slack.clone())?,
-        })
-    }
-
-    fn get(&self, f: Family) -> &Arc<Target> {
-        match f {
-            Family::Chime => &self.chime,
-            Family::ChimeMessaging => &self.chime_messaging,
-            Family::ChimeIdentity => &self.chime_identity,
-            Family::Slack => &self.slack,
-        }
-    }
-}
+use crate::vendors::{self, Family};
 
 /// Where a request goes.
 pub struct Route {
@@ -143,12 +82,12 @@ pub fn choose<B>(
         return forward_route(config, peer, uri);
     }
     let path = uri.path();
-    let Some(family) = vendor::route_family(path) else {
+    let Some(family) = vendors::route_family(path) else {
         return Err(Box::new(plain(
             StatusCode::NOT_FOUND,
             &format!(
                 "retention-proxy: no route for {path:?}; known prefixes: {}",
-                vendor::ROUTE_PREFIXES
+                vendors::ROUTE_PREFIXES
             ),
         )));
     };
@@ -194,26 +133,15 @@ fn forward_route(config: &Config, peer: SocketAddr, uri: &Uri) -> Result<Route, 
 /// The vendor family of a forward-proxy destination: a Chime, Chime SDK or Slack API host by
 /// name, or a configured `forward.intercept_hosts` host (a private endpoint) by path.
 fn vendor_family(config: &Config, host: &str, path: &str) -> Option<Family> {
-    vendor::family_for_host(host).or_else(|| {
+    vendors::family_for_host(host).or_else(|| {
         let h = normalise_host(host);
         config
             .forward
             .intercept_hosts
             .contains(&h)
-            .then(|| vendor::route_family(path))
+            .then(|| vendors::route_family(path))
             .flatten()
     })
-}
-
-/// `host[:port]`, the port omitted when it is the scheme's default.
-fn authority(u: &Upstream) -> String {
-    let default = matches!((u.scheme, u.port), (Scheme::Https, 443) | (Scheme::Http, 80));
-    let host = if u.host.contains(':') {
-        format!("[{}]", u.host)
-    } else {
-        u.host.clone()
-    };
-    if default { host } else { format!("{host}:{}", u.port) }
 }
 
 /// The client's path and query (moved, not re-parsed) on the upstream's scheme and authority.

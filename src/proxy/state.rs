@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
-use super::route::ReverseTargets;
 use crate::admin::metrics::Metrics;
 use crate::audit::AuditHandle;
 use crate::audit::event::TokenKey;
-use crate::config::Config;
+use crate::config::{Config, Scheme, Upstream, UpstreamsConfig};
 use crate::http::upstream::{Affinity, Dialer};
-use crate::vendor::aws_sigv4::AwsCredentials;
+use crate::vendors::Family;
+use crate::vendors::aws_sigv4::AwsCredentials;
 
 /// Shared state of the proxy listener.
 pub struct App {
@@ -74,4 +74,79 @@ pub struct TlsTunnel {
     pub cipher_suite: String,
     /// The proxy user who opened the tunnel.
     pub proxy_user: Option<String>,
+}
+
+/// An upstream with its URI scheme and authority worked out once (at start-up for the
+/// reverse-proxy upstreams, per request in forward mode).
+#[derive(Debug)]
+pub struct Target {
+    /// The upstream.
+    pub upstream: Upstream,
+    /// Its URI scheme.
+    pub(super) scheme: http::uri::Scheme,
+    /// Its URI authority.
+    pub(super) authority: http::uri::Authority,
+    /// The authority as a `Host` value.
+    pub(super) host: HeaderValue,
+}
+
+impl Target {
+    /// Prepares `upstream`; fails only for a host that cannot appear in a URI.
+    pub fn new(upstream: Upstream) -> Result<Arc<Target>, http::Error> {
+        let a = authority(&upstream);
+        let host = HeaderValue::from_str(&a)?;
+        let authority = http::uri::Authority::try_from(a)?;
+        let scheme = match upstream.scheme {
+            Scheme::Http => http::uri::Scheme::HTTP,
+            Scheme::Https => http::uri::Scheme::HTTPS,
+        };
+        Ok(Arc::new(Target {
+            upstream,
+            scheme,
+            authority,
+            host,
+        }))
+    }
+}
+
+/// The four reverse-proxy upstreams, prepared.
+#[derive(Debug)]
+pub struct ReverseTargets {
+    chime: Arc<Target>,
+    chime_messaging: Arc<Target>,
+    chime_identity: Arc<Target>,
+    slack: Arc<Target>,
+}
+
+impl ReverseTargets {
+    /// Prepares `[upstreams]`.
+    pub fn new(up: &UpstreamsConfig) -> Result<ReverseTargets, http::Error> {
+        Ok(ReverseTargets {
+            chime: Target::new(up.chime.clone())?,
+            chime_messaging: Target::new(up.chime_messaging.clone())?,
+            chime_identity: Target::new(up.chime_identity.clone())?,
+            slack: Target::new(up.slack.clone())?,
+        })
+    }
+
+    /// The upstream of `f`.
+    pub fn get(&self, f: Family) -> &Arc<Target> {
+        match f {
+            Family::Chime => &self.chime,
+            Family::ChimeMessaging => &self.chime_messaging,
+            Family::ChimeIdentity => &self.chime_identity,
+            Family::Slack => &self.slack,
+        }
+    }
+}
+
+/// `host[:port]`, the port omitted when it is the scheme's default.
+fn authority(u: &Upstream) -> String {
+    let default = matches!((u.scheme, u.port), (Scheme::Https, 443) | (Scheme::Http, 80));
+    let host = if u.host.contains(':') {
+        format!("[{}]", u.host)
+    } else {
+        u.host.clone()
+    };
+    if default { host } else { format!("{host}:{}", u.port) }
 }

@@ -11,9 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use retention_proxy::audit::query::{self, Filter, Verification};
-use retention_proxy::vendors::aws_sigv4::AwsCredentials;
 use retention_proxy::config::Config;
 use retention_proxy::server::{self, Listeners};
+use retention_proxy::vendors::aws_sigv4::AwsCredentials;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -209,7 +209,9 @@ impl InProcessProxy {
 /// Reads every merged event and verifies the chain.
 pub fn read_audit(db: &Path) -> AuditLog {
     let conn = retention_proxy::audit::open_reader(db).unwrap_or_else(|e| panic!("open the audit database: {e}"));
-    let events = conn.query(&Filter::default()).unwrap_or_else(|e| panic!("query the audit log: {e}"));
+    let events = conn
+        .query(&Filter::default())
+        .unwrap_or_else(|e| panic!("query the audit log: {e}"));
     let verification = query::verify(conn.as_ref()).unwrap_or_else(|e| panic!("verify the audit log: {e}"));
     AuditLog {
         events,

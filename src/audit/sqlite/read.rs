@@ -150,7 +150,7 @@ fn select(f: &Filter) -> (String, Vec<Sql>) {
     if let Some(s) = &f.source {
         cond(
             " AND r.event_source = ?",
-            Sql::Text(crate::vendor::event_source_named(s)),
+            Sql::Text(crate::vendors::event_source_named(s)),
         );
     }
     if let Some(s) = &f.decision {

@@ -1,12 +1,10 @@
-//! Answers the proxy gives itself, in the shape each vendor's clients understand
-//! (see the captured error matrix): AWS errors carry `x-amzn-ErrorType` and a modeled body,
-//! Slack errors are `{"ok":false,"error":…}`.
+//! Answers the proxy gives itself instead of the vendor: [`VendorError`] describes a refusal
+//! once, for every vendor (status, AWS code, Slack error, message); each vendor's file renders
+//! it (through `VendorError::response`, in the vendors module) in the shape that vendor's clients understand (see the captured error matrix).
 
-use http::{HeaderValue, Response, StatusCode};
-use serde_json::json;
+use http::StatusCode;
 
-use crate::http::body::{ProxyBody, full, plain};
-use crate::vendor::Family;
+use crate::vendors::Family;
 
 /// A reply the proxy makes instead of the vendor.
 #[derive(Debug, Clone)]
@@ -117,47 +115,6 @@ impl VendorError {
         } else {
             self.slack_status
         }
-    }
-
-    /// Renders the vendor-shaped response; `request_id` becomes `x-amzn-RequestId`.
-    pub fn response(&self, family: Family, request_id: &str) -> Response<ProxyBody> {
-        let (status, body, err_type) = if family.is_aws() {
-            let code = self.aws_code.strip_suffix("Exception").unwrap_or(self.aws_code);
-            (
-                self.status,
-                json!({"Code": code, "Message": self.message}),
-                Some(self.aws_code),
-            )
-        } else {
-            (
-                self.slack_status,
-                json!({"ok": false, "error": self.slack_error, "detail": self.message}),
-                None,
-            )
-        };
-        let mut r = Response::builder().status(status).header(
-            "content-type",
-            if family.is_aws() {
-                "application/json"
-            } else {
-                "application/json; charset=utf-8"
-            },
-        );
-        if let Some(t) = err_type {
-            r = r.header("x-amzn-ErrorType", t);
-        }
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            r = r.header(
-                if family.is_aws() {
-                    "x-amzn-RequestId"
-                } else {
-                    "x-slack-req-id"
-                },
-                v,
-            );
-        }
-        r.body(full(body.to_string()))
-            .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))
     }
 }
 
