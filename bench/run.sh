@@ -14,7 +14,10 @@
 #        FLOOR (1 adds the floor target), MAX_STEAL (%, default 100) and RETRIES (default 3): a run
 #        with more hypervisor steal than MAX_STEAL is run again, up to RETRIES times, and the run
 #        with the least steal is kept,
-#        PROXY_CPU / LOAD_CPU (taskset pinning, default 1 / 0; PIN=0 disables).
+#        PROXY_CPU / LOAD_CPU (taskset pinning, default 1 / 0; PIN=0 disables),
+#        BASELINE_BIN (a retention-proxy binary built from an earlier commit: adds its pass-through
+#        and audited targets, `base_pass` and `base_aud`, to the same run, for before/after ratios).
+BASELINE_BIN="${BASELINE_BIN:-}"
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
@@ -31,7 +34,7 @@ trap cleanup EXIT INT TERM
 # Runs "$2..." pinned to CPU "$1" (taskset execs the command, so $! is the process itself).
 pin() { if [ "$PIN" = 1 ] && command -v taskset >/dev/null; then exec taskset -c "$1" "${@:2}"; else exec "${@:2}"; fi; }
 
-UP=18480 NGX=18481 RP=18482 ADMIN=18483 HAP=18484 FLR=18486
+UP=18480 NGX=18481 RP=18482 ADMIN=18483 HAP=18484 FLR=18486 RPB=18487 ADMINB=18488
 cat > "$run/upstream.conf" <<NGINX
 worker_processes 1; daemon off; pid $run/up.pid; error_log $run/up.err warn;
 events { worker_connections 4096; }
@@ -81,6 +84,7 @@ chime_messaging = "http://127.0.0.1:$UP"
 chime_identity = "http://127.0.0.1:$UP"
 slack = "http://127.0.0.1:$UP"
 TOML
+sed -e "s/:$RP\"/:$RPB\"/; s/:$ADMIN\"/:$ADMINB\"/; s|$run/audit.db|$run/audit-base.db|" "$run/rp.toml" > "$run/rpb.toml"
 cat > "$run/load.lua" <<'LUA'
 wrk.method = os.getenv("METHOD") or "GET"
 local body = os.getenv("BODY")
@@ -120,6 +124,11 @@ t0=$(date +%s%N)
 for _ in $(seq 1 1000); do curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null 2>&1 && break; sleep 0.002; done
 t1=$(date +%s%N)
 ready_ms=$(( (t1 - t0) / 1000000 ))
+base_pid=""
+if [ -n "$BASELINE_BIN" ]; then
+  (pin "$PROXY_CPU" "$BASELINE_BIN" serve --config "$run/rpb.toml" 2>"$run/rpb.log") & base_pid=$!; pids+=($base_pid)
+  for _ in $(seq 1 1000); do curl -sf "http://127.0.0.1:$ADMINB/readyz" >/dev/null 2>&1 && break; sleep 0.002; done
+fi
 nginx_pid=$(cat "$run/px.pid" 2>/dev/null || echo "")
 nginx_worker=$(pgrep -P "$nginx_pid" | head -1); nginx_worker=${nginx_worker:-$nginx_pid}
 metric() { curl -s "http://127.0.0.1:$ADMIN/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
@@ -142,10 +151,11 @@ targets=(nginx)
 [ -n "$haproxy_pid" ] && targets+=(haproxy)
 [ -n "$floor_pid" ] && targets+=(floor)
 targets+=(pass audited)
+[ -n "$base_pid" ] && targets+=(base_pass base_aud)
 for t in "${targets[@]}"; do rps[$t]=""; cpu[$t]=""; done
 for rep in $(seq 1 "$REPS"); do
   for t in "${targets[@]}"; do
-    case $t in nginx) tpid=$nginx_worker;; haproxy) tpid=$haproxy_pid;; floor) tpid=$floor_pid;; *) tpid=$rp_pid;; esac
+    case $t in nginx) tpid=$nginx_worker;; haproxy) tpid=$haproxy_pid;; floor) tpid=$floor_pid;; base_*) tpid=$base_pid;; *) tpid=$rp_pid;; esac
     best_line="" best_steal=101 best_ticks=0
     for attempt in $(seq 0 "$RETRIES"); do
       c0=$(cpu_ticks "$tpid"); read -r st0 all0 < <(steal_ticks)
@@ -155,6 +165,8 @@ for rep in $(seq 1 "$REPS"); do
         floor)   line=$(one floor "http://127.0.0.1:$FLR/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
         pass)    line=$(one pass "http://127.0.0.1:$RP/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
         audited) line=$(one audited "http://127.0.0.1:$RP/api/admin.conversations.setCustomRetention" POST 'channel_id=C0123456789&duration_days=400' application/x-www-form-urlencoded) ;;
+        base_pass) line=$(one base_pass "http://127.0.0.1:$RPB/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
+        base_aud) line=$(one base_aud "http://127.0.0.1:$RPB/api/admin.conversations.setCustomRetention" POST 'channel_id=C0123456789&duration_days=400' application/x-www-form-urlencoded) ;;
       esac
       c1=$(cpu_ticks "$tpid"); read -r st1 all1 < <(steal_ticks)
       steal=$(awk -v s="$((st1 - st0))" -v a="$((all1 - all0))" 'BEGIN{ if (a > 0) printf "%.0f", 100 * s / a; else print 0 }')
@@ -174,11 +186,11 @@ n_rps=$(median "${rps[nginx]}"); p_rps=$(median "${rps[pass]}")
 events=$("$bin" audit query --db "$run/audit.db" --format jsonl --event-name admin.conversations.setCustomRetention | wc -l)
 printf '\nmachine: %s cores; wrk -t%s -c%s -d%ss x %s reps; proxy pinned to CPU %s, load+upstream to CPU %s (PIN=%s)\n' \
   "$(nproc)" "$WRK_THREADS" "$CONNS" "$DURATION" "$REPS" "$PROXY_CPU" "$LOAD_CPU" "$PIN"
-printf '%-8s %10s %8s %8s %9s %10s %10s %12s %7s %s\n' target req/s p50_us p99_us x_nginx x_pass cpu_us/rq peak_rss_MiB steal% errors
+printf '%-9s %10s %8s %8s %9s %10s %10s %12s %7s %s\n' target req/s p50_us p99_us x_nginx x_pass cpu_us/rq peak_rss_MiB steal% errors
 for t in "${targets[@]}"; do
   m=$(median "${rps[$t]}")
-  case $t in nginx) rss=$(rss_kib "$nginx_pid");; haproxy) rss=$(rss_kib "$haproxy_pid");; floor) rss=$(rss_kib "$floor_pid");; *) rss=$(rss_kib "$rp_pid");; esac
-  printf '%-8s %10.0f %8s %8s %9.2f %10.2f %10s %12.1f %7s %s\n' "$t" "$m" "$(median "${p50[$t]}")" "$(median "${p99[$t]}")" \
+  case $t in nginx) rss=$(rss_kib "$nginx_pid");; haproxy) rss=$(rss_kib "$haproxy_pid");; floor) rss=$(rss_kib "$floor_pid");; base_*) rss=$(rss_kib "$base_pid");; *) rss=$(rss_kib "$rp_pid");; esac
+  printf '%-9s %10.0f %8s %8s %9.2f %10.2f %10s %12.1f %7s %s\n' "$t" "$m" "$(median "${p50[$t]}")" "$(median "${p99[$t]}")" \
     "$(awk -v a="$m" -v b="$n_rps" 'BEGIN{print a/b}')" "$(awk -v a="$m" -v b="$p_rps" 'BEGIN{print a/b}')" "$(median "${cpu[$t]}")" \
     "$(awk -v k="$rss" 'BEGIN{print k/1024}')" "$(median "${stl[$t]}")" "${errs[$t]}"
 done
@@ -193,3 +205,9 @@ printf 'mean group commit (fsync included): %s us; audited latency added to pass
   "$commit_us" "$(( $(median "${p50[audited]}") - $(median "${p50[pass]}") ))" \
   "$(( $(median "${p99[audited]}") - $(median "${p99[pass]}") ))" "$((commit_us + 1000))"
 "$bin" audit verify --db "$run/audit.db" >&2
+if [ -n "$base_pid" ]; then
+  printf 'against the baseline binary in the same run: pass-through %.3fx, audited %.3fx (req/s); CPU per request: pass %s vs %s us, audited %s vs %s us\n' \
+    "$(awk -v a="$p_rps" -v b="$(median "${rps[base_pass]}")" 'BEGIN{print a/b}')" \
+    "$(awk -v a="$(median "${rps[audited]}")" -v b="$(median "${rps[base_aud]}")" 'BEGIN{print a/b}')" \
+    "$(median "${cpu[pass]}")" "$(median "${cpu[base_pass]}")" "$(median "${cpu[audited]}")" "$(median "${cpu[base_aud]}")"
+fi

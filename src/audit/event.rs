@@ -90,11 +90,6 @@ impl std::fmt::Debug for TokenKey {
     }
 }
 
-/// Fingerprints a Slack token under `key` (see [`TokenKey`], which request handling uses).
-pub fn token_fingerprint(key: &[u8], token: &str) -> String {
-    TokenKey::new(key).fingerprint(token)
-}
-
 /// The Slack token family (`xoxp`, `xoxb`, …), never the token.
 pub fn token_type(token: &str) -> String {
     match token.split('-').next() {
@@ -687,14 +682,14 @@ mod tests {
 
     #[test]
     fn fingerprints_are_keyed_and_stable() {
-        let a = token_fingerprint(b"key-one-key-one!", "xoxp-123");
-        assert_eq!(a, token_fingerprint(b"key-one-key-one!", "xoxp-123"));
-        assert_ne!(a, token_fingerprint(b"key-two-key-two!", "xoxp-123"));
+        let a = TokenKey::new(b"key-one-key-one!").fingerprint("xoxp-123");
+        assert_eq!(a, TokenKey::new(b"key-one-key-one!").fingerprint("xoxp-123"));
+        assert_ne!(a, TokenKey::new(b"key-two-key-two!").fingerprint("xoxp-123"));
         assert!(a.starts_with("hmac-sha256:") && a.len() == "hmac-sha256:".len() + 64);
         assert!(!a.contains("xoxp"));
         // RFC 4231 test case 2: the fingerprint is plain HMAC-SHA256, so earlier logs still match.
         assert_eq!(
-            token_fingerprint(b"Jefe", "what do ya want for nothing?"),
+            TokenKey::new(b"Jefe").fingerprint("what do ya want for nothing?"),
             "hmac-sha256:5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
         assert_eq!(token_type("xoxb-1-2"), "xoxb");

@@ -19,7 +19,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AuditError, Backend, Linked, NewRecord, link};
-use crate::retention::{Observed, RetentionValue, Target};
+use crate::retention::{RetentionValue, Target};
 
 /// Largest number of records committed in one transaction.
 const MAX_GROUP: usize = 512;
@@ -273,19 +273,13 @@ fn run<B: Backend>(
     }
 }
 
-/// Remembered values as `Observed`, for backends that store them.
-pub fn observed_rows(linked: &[Linked]) -> impl Iterator<Item = (&Observed, u64)> {
-    linked
-        .iter()
-        .flat_map(|l| l.record.observed.iter().map(move |o| (o, l.seq)))
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
     use crate::audit::{GENESIS, IndexFields, RecordKind, canonical::ObjectText};
+    use crate::retention::Observed;
 
     /// An in-memory store that can be told to fail its commits.
     struct Memory {
