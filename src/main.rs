@@ -1,12 +1,14 @@
 //! The `retention-proxy` binary: arguments, tracing, configuration, signals. Everything else
 //! lives in the library.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use retention_proxy::cli::{self, Cli, Command, LogFormat};
 use retention_proxy::server;
 use retention_proxy::vendors::aws_sigv4 as aws;
+use tokio::sync::mpsc;
 use tracing_subscriber::EnvFilter;
 
 fn init_tracing(format: LogFormat) {
@@ -33,6 +35,37 @@ async fn shutdown_signal() {
     }
 }
 
+/// Turns every SIGHUP into a request to reload the guardrails from `config`.
+fn reloads_on_sighup(config: Option<PathBuf>) -> mpsc::Receiver<server::ReloadRequest> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = mpsc::channel(1);
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let Some(path) = &config else {
+                        tracing::warn!(
+                            "SIGHUP received, but the proxy runs on its embedded defaults: there is no file to reload"
+                        );
+                        continue;
+                    };
+                    tracing::info!(file = %path.display(), "SIGHUP received: reloading the guardrails");
+                    let request = server::ReloadRequest {
+                        path: path.clone(),
+                        trigger: "SIGHUP".into(),
+                    };
+                    // One waiting reload reads the file as it is then: a second is not needed.
+                    if tx.try_send(request).is_err() && tx.is_closed() {
+                        break;
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot handle SIGHUP: changed guardrails need a restart"),
+    }
+    rx
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let Command::Serve { config, log_format } = cli.command else {
@@ -40,6 +73,7 @@ fn main() -> ExitCode {
     };
     init_tracing(log_format);
     // Every configuration problem is reported before any port is bound.
+    let config_path = config.clone();
     let config = match cli::load_config(config.as_ref()) {
         Ok(c) => c,
         Err(e) => {
@@ -66,6 +100,8 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Before anything slow: a SIGHUP must never end the process.
+        let reloads = reloads_on_sighup(config_path);
         let listeners = match server::bind(&config).await {
             Ok(l) => l,
             Err(e) => {
@@ -73,7 +109,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match server::run(listeners, config, credentials, shutdown_signal()).await {
+        match server::run_with_reloads(listeners, config, credentials, shutdown_signal(), reloads).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("retention-proxy: {e}");

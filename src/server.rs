@@ -131,12 +131,28 @@ async fn dispatch(front: Arc<Front>, mut conn: Conn, req: Request<Incoming>) -> 
     proxy::handle_request(app.clone(), conn, req).await
 }
 
-/// Runs the proxy (and admin listener) until `shutdown` resolves.
+pub use crate::proxy::reload::ReloadRequest;
+
+/// Runs the proxy (and admin listener) until `shutdown` resolves; its guardrails stay those
+/// of `config`.
 pub async fn run(
     listeners: Listeners,
     config: Config,
     credentials: Option<AwsCredentials>,
     shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let (_none, reloads) = tokio::sync::mpsc::channel(1);
+    run_with_reloads(listeners, config, credentials, shutdown, reloads).await
+}
+
+/// [`run`], reloading the guardrails on each request `reloads` brings (SIGHUP in the
+/// binary; tests send their own), one at a time, until shutdown.
+pub async fn run_with_reloads(
+    listeners: Listeners,
+    config: Config,
+    credentials: Option<AwsCredentials>,
+    shutdown: impl Future<Output = ()>,
+    mut reloads: tokio::sync::mpsc::Receiver<ReloadRequest>,
 ) -> Result<(), RunError> {
     let store = SqliteStore::open(&config.audit.path)?;
     let checkpointer = sqlite::Checkpointer::start(&config.audit.path, sqlite::Checkpointer::INTERVAL)?;
@@ -167,6 +183,10 @@ pub async fn run(
             token_key: TokenKey::new(&hmac_key),
             reverse: proxy::state::ReverseTargets::new(&config.upstreams)
                 .map_err(|e| RunError::Upstream(e.to_string()))?,
+            guardrails: proxy::state::Guardrails::new(proxy::state::RuleSet {
+                rules: config.guardrails.clone(),
+                raw: config.raw.guardrails.clone(),
+            }),
             config,
         }),
     });
@@ -175,6 +195,22 @@ pub async fn run(
     let graceful = GracefulShutdown::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ticker = tokio::spawn(keep_a_timer_due());
+    let reloader = {
+        let (app, mut stop) = (app.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    r = reloads.recv() => match r {
+                        Some(r) => {
+                            let _ = proxy::reload::reload(&app, &r).await;
+                        }
+                        None => break,
+                    },
+                }
+            }
+        })
+    };
     if let Some(a) = listeners.admin.as_ref().and_then(|l| l.local_addr().ok()) {
         info!(listen = %a, "admin listening");
     }
@@ -296,6 +332,7 @@ pub async fn run(
     if let Some(t) = admin_task {
         let _ = t.await;
     }
+    let _ = reloader.await;
     ticker.abort();
     drop(front);
     drop(app);

@@ -13,9 +13,13 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::audit::AuditHandle;
+use crate::audit::{AuditError, AuditHandle};
 use crate::http::body::{ProxyBody, full, plain};
 use metrics::Metrics;
+
+/// How long `/readyz` waits for the audit writer's answer (a commit in progress, a lock
+/// held elsewhere for up to the store's busy timeout).
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the admin listener needs.
 pub struct Admin {
@@ -76,9 +80,17 @@ pub async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Response<Proxy
     }
     match req.uri().path() {
         "/healthz" => plain(StatusCode::OK, "ok"),
-        "/readyz" => match admin.audit.probe().await {
-            Ok(()) => plain(StatusCode::OK, "ready"),
-            Err(e) => plain(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {e}")),
+        "/readyz" => match tokio::time::timeout(READY_WAIT, admin.audit.probe()).await {
+            Ok(Ok(())) => plain(StatusCode::OK, "ready"),
+            Ok(Err(AuditError::Write(why))) => plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("not ready: the audit store cannot commit now: {why}"),
+            ),
+            Ok(Err(e)) => plain(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {e}")),
+            Err(_) => plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("not ready: the audit writer did not answer within {READY_WAIT:?}"),
+            ),
         },
         "/metrics" => {
             if !authorised(&admin, &req) {

@@ -9,6 +9,7 @@ pub mod canonical;
 pub mod event;
 pub mod export;
 pub mod query;
+pub mod reload;
 pub mod sqlite;
 pub mod writer;
 
@@ -33,6 +34,10 @@ pub enum AuditError {
         /// Why.
         reason: String,
     },
+    /// The store refused the write; the record (an outcome link) is kept and committed when
+    /// the store takes writes again.
+    #[error("audit store write failed: {0}; the record is kept and committed when the store recovers")]
+    Pending(String),
     /// The writer has stopped (shutdown or a crash of its thread).
     #[error("the audit writer is not running")]
     Closed,
@@ -139,7 +144,8 @@ pub trait Backend: Send + 'static {
     fn head(&mut self) -> Result<(u64, String), AuditError>;
     /// Appends a group of linked records durably, all or none.
     fn append(&mut self, batch: &[Linked]) -> Result<(), AuditError>;
-    /// Checks that a write would succeed now (for `/readyz`).
+    /// Checks that a commit would succeed now (for `/readyz`): the files can be written,
+    /// the lock can be taken, the schema takes a record. The error says why not.
     fn probe(&mut self) -> Result<(), AuditError>;
     /// Every remembered retention value, to seed the `previous` memory at start.
     fn last_seen(&mut self) -> Result<Vec<Observed>, AuditError>;

@@ -10,7 +10,7 @@
 //! the first record of a burst wakes the writer, which yields once so that the runtime can
 //! finish its turn and queue the rest of the burst for the same commit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AuditError, Backend, Linked, NewRecord, link};
+use super::{AuditError, Backend, Linked, NewRecord, ObjectText, RecordKind, link};
 use crate::retention::{RetentionValue, Target};
 
 /// Largest number of records committed in one transaction.
@@ -33,8 +33,18 @@ type Answers = Vec<(Ack, Result<u64, AuditError>)>;
 enum Msg {
     Append(Box<NewRecord>, Ack),
     Probe(oneshot::Sender<Result<(), AuditError>>),
+    /// Commit the outcome links kept through a failure, if any.
+    Retry,
     Shutdown,
 }
+
+/// Most outcome links kept through a store failure for a later commit. Past it, an outcome
+/// link that fails is dropped (logged) and its event stays `unknown`: a bounded memory, and
+/// the request link already proves the call was sent.
+pub const MAX_PENDING_OUTCOMES: usize = 1024;
+
+/// How often kept outcome links are retried when nothing else commits.
+const RETRY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Counters the writer keeps for `/metrics`.
 #[derive(Debug, Default)]
@@ -47,6 +57,8 @@ pub struct WriterStats {
     pub failures: AtomicU64,
     /// Records waiting in the channel.
     pub queued: AtomicU64,
+    /// Outcome links kept through a failed commit, waiting to be committed.
+    pub pending: AtomicU64,
     /// Sum of commit latencies, microseconds.
     pub commit_micros: AtomicU64,
     /// Commit latency histogram buckets (upper bounds in `COMMIT_BUCKETS_US`), cumulative later.
@@ -108,6 +120,21 @@ impl Writer {
             });
             answers
         });
+        // Kept outcome links are committed with the next group, or by a probe; this commits
+        // them within a second of the store's recovery when neither comes.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (tx, stats) = (tx.clone(), stats.clone());
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(RETRY_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if stats.pending.load(Ordering::Relaxed) > 0 && tx.try_send(Msg::Retry).is_err() && tx.is_closed() {
+                        break;
+                    }
+                }
+            });
+        }
         let thread = {
             let stats = stats.clone();
             let last_seen = last_seen.clone();
@@ -148,7 +175,8 @@ impl AuditHandle {
         done.await.unwrap_or(Err(AuditError::Closed))
     }
 
-    /// Checks that the store accepts writes.
+    /// Whether the store can commit now: outcome links kept through a failure are committed
+    /// first, then the store is probed (see [`Backend::probe`]). The error says why not.
     pub async fn probe(&self) -> Result<(), AuditError> {
         let (ack, done) = oneshot::channel();
         self.tx.send(Msg::Probe(ack)).await.map_err(|_| AuditError::Closed)?;
@@ -169,23 +197,169 @@ fn answer(group: Answers) {
     }
 }
 
+/// What the writer thread owns besides its channel.
+struct State<B> {
+    backend: B,
+    /// The chain's head as committed: `seq` and `hash` of its last record.
+    seq: u64,
+    hash: String,
+    stats: Arc<WriterStats>,
+    last_seen: LastSeen,
+    /// Where a group's answers go: the runtime's task, or `None` to answer directly.
+    answers: Option<mpsc::UnboundedSender<Answers>>,
+    /// Outcome links whose commit failed, oldest first, to be committed when the store takes
+    /// writes again (at most [`MAX_PENDING_OUTCOMES`]).
+    pending: VecDeque<NewRecord>,
+}
+
+impl<B: Backend> State<B> {
+    /// Hands a group's answers to the runtime, or gives them directly if it is gone.
+    fn deliver(&self, group: Answers) {
+        match &self.answers {
+            Some(tx) => {
+                if let Err(mpsc::error::SendError(group)) = tx.send(group) {
+                    answer(group);
+                }
+            }
+            None => answer(group),
+        }
+    }
+
+    /// Links and commits the pending outcome links, then `group`, in one transaction, and
+    /// answers every sender. On failure, outcome links are kept for the next attempt.
+    fn commit(&mut self, group: Vec<(NewRecord, Ack)>) -> Result<(), AuditError> {
+        let retried = self.pending.len();
+        if retried == 0 && group.is_empty() {
+            return Ok(());
+        }
+        let n_new = group.len() as u64;
+        let (mut s, mut h) = (self.seq, self.hash.clone());
+        let mut linked: Vec<Linked> = Vec::with_capacity(retried + group.len());
+        let mut acks: Vec<Option<Ack>> = Vec::with_capacity(retried + group.len());
+        let records = self
+            .pending
+            .drain(..)
+            .map(|r| (r, None))
+            .chain(group.into_iter().map(|(r, a)| (r, Some(a))));
+        for (r, ack) in records {
+            let l = link(s, &h, r);
+            s = l.seq;
+            h = l.hash.clone();
+            linked.push(l);
+            acks.push(ack);
+        }
+        let n = linked.len() as u64;
+        let started = Instant::now();
+        let result = self.backend.append(&linked);
+        let micros = started.elapsed().as_micros() as u64;
+        let stats = &self.stats;
+        stats.queued.fetch_sub(n_new, Ordering::Relaxed);
+        stats.commit_micros.fetch_add(micros, Ordering::Relaxed);
+        let bucket = COMMIT_BUCKETS_US.iter().position(|b| micros <= *b).unwrap_or(7);
+        stats.commit_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                self.seq = s;
+                self.hash = h;
+                stats.committed.fetch_add(n, Ordering::Relaxed);
+                stats.groups.fetch_add(1, Ordering::Relaxed);
+                stats.pending.store(0, Ordering::Relaxed);
+                if retried > 0 {
+                    tracing::info!(
+                        records = retried,
+                        "outcome links kept through an audit store failure are committed"
+                    );
+                }
+                {
+                    let mut map = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+                    for l in &linked {
+                        for o in &l.record.observed {
+                            map.insert((o.target, o.resource.clone()), o.value);
+                        }
+                    }
+                }
+                let answers = acks
+                    .into_iter()
+                    .zip(linked.iter().map(|l| Ok(l.seq)))
+                    .filter_map(|(ack, r)| ack.map(|a| (a, r)))
+                    .collect();
+                self.deliver(answers);
+                Ok(())
+            }
+            Err(e) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, records = n, "audit commit failed");
+                // The store's own words, without a second "write failed" prefix.
+                let message = match &e {
+                    AuditError::Write(m) => m.clone(),
+                    other => other.to_string(),
+                };
+                let mut answers: Answers = Vec::with_capacity(acks.len());
+                let mut dropped = 0usize;
+                for (l, ack) in linked.into_iter().zip(acks) {
+                    let kept = l.record.kind == RecordKind::Outcome && self.pending.len() < MAX_PENDING_OUTCOMES;
+                    if kept {
+                        self.pending.push_back(unlinked(l));
+                    } else if l.record.kind == RecordKind::Outcome {
+                        dropped += 1;
+                    }
+                    if let Some(ack) = ack {
+                        let err = if kept {
+                            AuditError::Pending(message.clone())
+                        } else {
+                            AuditError::Write(message.clone())
+                        };
+                        answers.push((ack, Err(err)));
+                    }
+                }
+                if dropped > 0 {
+                    tracing::error!(
+                        records = dropped,
+                        kept = MAX_PENDING_OUTCOMES,
+                        "outcome links dropped: as many are already kept for retry; their events stay 'unknown'"
+                    );
+                }
+                stats.pending.store(self.pending.len() as u64, Ordering::Relaxed);
+                self.deliver(answers);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A linked record turned back into one that can be linked again (elsewhere in the chain):
+/// its text without the chain fields. Only on the failure path.
+fn unlinked(l: Linked) -> NewRecord {
+    let mut body = match serde_json::from_str::<serde_json::Value>(&l.text) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    for chain_field in ["seq", "prevHash", "recordType"] {
+        body.remove(chain_field);
+    }
+    NewRecord {
+        body: ObjectText::from_value(&serde_json::Value::Object(body)),
+        ..l.record
+    }
+}
+
 fn run<B: Backend>(
-    mut backend: B,
+    backend: B,
     mut rx: mpsc::Receiver<Msg>,
-    (mut seq, mut hash): (u64, String),
+    (seq, hash): (u64, String),
     stats: Arc<WriterStats>,
     last_seen: LastSeen,
     answers: Option<mpsc::UnboundedSender<Answers>>,
     turns: Turns,
 ) {
-    // Hands a group's answers to the runtime, or gives them directly if it is gone.
-    let deliver = |group: Answers| match &answers {
-        Some(tx) => {
-            if let Err(mpsc::error::SendError(group)) = tx.send(group) {
-                answer(group);
-            }
-        }
-        None => answer(group),
+    let mut state = State {
+        backend,
+        seq,
+        hash,
+        stats,
+        last_seen,
+        answers,
+        pending: VecDeque::new(),
     };
     let mut group: Vec<(NewRecord, Ack)> = Vec::new();
     let mut stop = false;
@@ -201,66 +375,30 @@ fn run<B: Backend>(
                 Err(_) => break,
             }
         }
+        let mut probes = Vec::new();
+        let mut retry = false;
         for m in msgs {
             match m {
                 Msg::Append(r, ack) => group.push((*r, ack)),
-                Msg::Probe(ack) => {
-                    // One caller (`/readyz`), rarely: answered here, not batched with a group.
-                    let _ = ack.send(backend.probe());
-                }
+                Msg::Probe(ack) => probes.push(ack),
+                Msg::Retry => retry = true,
                 Msg::Shutdown => stop = true,
             }
         }
-        if group.is_empty() {
-            continue;
-        }
-        let n = group.len() as u64;
-        let (mut s, mut h) = (seq, hash.clone());
-        let mut linked: Vec<Linked> = Vec::with_capacity(group.len());
-        let mut acks = Vec::with_capacity(group.len());
-        for (r, ack) in group.drain(..) {
-            let l = link(s, &h, r);
-            s = l.seq;
-            h = l.hash.clone();
-            linked.push(l);
-            acks.push(ack);
-        }
-        let started = Instant::now();
-        let result = backend.append(&linked);
-        let micros = started.elapsed().as_micros() as u64;
-        stats.queued.fetch_sub(n, Ordering::Relaxed);
-        stats.commit_micros.fetch_add(micros, Ordering::Relaxed);
-        let bucket = COMMIT_BUCKETS_US.iter().position(|b| micros <= *b).unwrap_or(7);
-        stats.commit_buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        match result {
-            Ok(()) => {
-                seq = s;
-                hash = h;
-                stats.committed.fetch_add(n, Ordering::Relaxed);
-                stats.groups.fetch_add(1, Ordering::Relaxed);
-                {
-                    let mut map = last_seen.lock().unwrap_or_else(|p| p.into_inner());
-                    for l in &linked {
-                        for o in &l.record.observed {
-                            map.insert((o.target, o.resource.clone()), o.value);
-                        }
-                    }
-                }
-                deliver(acks.into_iter().zip(linked.iter().map(|l| Ok(l.seq))).collect());
-            }
-            Err(e) => {
-                stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, records = n, "audit commit failed");
-                // The store's own words, without a second "write failed" prefix.
-                let message = match &e {
-                    AuditError::Write(m) => m.clone(),
-                    other => other.to_string(),
-                };
-                deliver(
-                    acks.into_iter()
-                        .map(|ack| (ack, Err(AuditError::Write(message.clone()))))
-                        .collect(),
-                );
+        let committed = if !group.is_empty() || retry || !probes.is_empty() {
+            state.commit(std::mem::take(&mut group))
+        } else {
+            Ok(())
+        };
+        if !probes.is_empty() {
+            // Ready when what failed before commits now and a write would succeed now.
+            let ready = committed.and_then(|()| state.backend.probe());
+            for ack in probes {
+                let _ = ack.send(match &ready {
+                    Ok(()) => Ok(()),
+                    Err(AuditError::Write(m) | AuditError::Pending(m)) => Err(AuditError::Write(m.clone())),
+                    Err(e) => Err(AuditError::Write(e.to_string())),
+                });
             }
         }
     }
@@ -270,6 +408,12 @@ fn run<B: Backend>(
         if let Msg::Append(_, ack) = m {
             let _ = ack.send(Err(AuditError::Closed));
         }
+    }
+    if !state.pending.is_empty() && state.commit(Vec::new()).is_err() {
+        tracing::error!(
+            records = state.pending.len(),
+            "outcome links could not be committed before stopping; their events stay 'unknown'"
+        );
     }
 }
 
@@ -284,7 +428,7 @@ mod tests {
     /// An in-memory store that can be told to fail its commits.
     struct Memory {
         seqs: Arc<Mutex<Vec<u64>>>,
-        fail: bool,
+        fail: Arc<std::sync::atomic::AtomicBool>,
     }
 
     impl Backend for Memory {
@@ -292,7 +436,7 @@ mod tests {
             Ok((0, GENESIS.to_string()))
         }
         fn append(&mut self, batch: &[Linked]) -> Result<(), AuditError> {
-            if self.fail {
+            if self.fail.load(Ordering::SeqCst) {
                 return Err(AuditError::Write("disk full".into()));
             }
             let mut seqs = self.seqs.lock().unwrap();
@@ -323,7 +467,7 @@ mod tests {
         (
             Memory {
                 seqs: seqs.clone(),
-                fail,
+                fail: Arc::new(fail.into()),
             },
             seqs,
         )
@@ -405,6 +549,54 @@ mod tests {
             }
         }
         assert!(seqs.lock().unwrap().is_empty());
+        writer.shutdown().await;
+    }
+
+    /// Outcome links that fail are kept, up to `MAX_PENDING_OUTCOMES`, and committed by the
+    /// first probe after the store recovers; past the bound they are refused for good.
+    #[tokio::test]
+    async fn failed_outcome_links_are_kept_up_to_the_bound_and_committed_on_recovery() {
+        let (store, seqs) = memory(true);
+        let fail = store.fail.clone();
+        let writer = Writer::start(store, 64, Turns::Own).unwrap();
+        let handle = writer.handle();
+        let extra = 10;
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..MAX_PENDING_OUTCOMES + extra {
+            let h = handle.clone();
+            calls.spawn(async move {
+                let mut r = record(i);
+                r.kind = RecordKind::Outcome;
+                h.append(r).await
+            });
+        }
+        let (mut kept, mut refused) = (0, 0);
+        while let Some(done) = calls.join_next().await {
+            match done.unwrap() {
+                Err(AuditError::Pending(m)) => {
+                    assert_eq!(m, "disk full");
+                    kept += 1;
+                }
+                Err(AuditError::Write(_)) => refused += 1,
+                other => panic!("expected a failure, got {other:?}"),
+            }
+        }
+        assert_eq!((kept, refused), (MAX_PENDING_OUTCOMES, extra));
+        assert!(handle.probe().await.is_err(), "not ready while the store fails");
+        assert_eq!(
+            handle.stats.pending.load(Ordering::Relaxed),
+            MAX_PENDING_OUTCOMES as u64
+        );
+        fail.store(false, Ordering::SeqCst);
+        handle.probe().await.expect("ready once the store recovers");
+        assert_eq!(seqs.lock().unwrap().len(), MAX_PENDING_OUTCOMES);
+        assert_eq!(handle.stats.pending.load(Ordering::Relaxed), 0);
+        // A request link that fails is not kept: its call was refused.
+        fail.store(true, Ordering::SeqCst);
+        assert!(matches!(handle.append(record(0)).await, Err(AuditError::Write(_))));
+        fail.store(false, Ordering::SeqCst);
+        handle.probe().await.unwrap();
+        assert_eq!(seqs.lock().unwrap().len(), MAX_PENDING_OUTCOMES);
         writer.shutdown().await;
     }
 }

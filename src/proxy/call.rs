@@ -19,6 +19,7 @@ use super::route::Route;
 use super::state::{App, Conn};
 use super::{new_id, resign};
 use crate::admin::metrics::{CallLabels, RouteLabels};
+use crate::audit::AuditError;
 use crate::audit::event::{self, Answer, CallFacts, Caller, FinalOutcome, TokenKey, Way};
 use crate::audit::query::format_time;
 use crate::config::{Config, FailMode};
@@ -82,7 +83,8 @@ pub async fn serve(
 
     // 3. Judge: refuse what the vendor would refuse, what cannot be read with certainty, and
     //    what breaks an enforcing guardrail.
-    let verdict = match policy::judge(&app.config.guardrails, &call, problem, &facts.caller.principals()) {
+    let rules = app.guardrails.current();
+    let verdict = match policy::judge(&rules.rules, &call, problem, &facts.caller.principals()) {
         Judgement::Forward(v) => v,
         Judgement::Refuse {
             outcome,
@@ -333,8 +335,10 @@ async fn record_outcome(
     };
     let observed = vendors::observed_in_response(call, answer.status, &answer.response);
     let outcome = event::outcome_record(facts, call, &answer, observed, format_time(OffsetDateTime::now_utc()));
-    if let Err(e) = app.audit.append(outcome).await {
-        warn_call!(facts, error = %e, "outcome could not be recorded; the event stays 'unknown'");
+    match app.audit.append(outcome).await {
+        Ok(_) => {}
+        Err(e @ AuditError::Pending(_)) => warn_call!(facts, error = %e, "outcome not recorded yet"),
+        Err(e) => warn_call!(facts, error = %e, "outcome could not be recorded; the event stays 'unknown'"),
     }
     count(app, facts, verdict, answer.outcome, started);
     resp

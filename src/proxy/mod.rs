@@ -4,6 +4,7 @@
 
 pub mod call;
 pub mod passthrough;
+pub mod reload;
 pub mod route;
 pub mod state;
 

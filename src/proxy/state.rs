@@ -2,7 +2,7 @@
 //! ([`Conn`]).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use http::HeaderValue;
 
@@ -11,13 +11,17 @@ use crate::audit::AuditHandle;
 use crate::audit::event::TokenKey;
 use crate::config::{Config, Scheme, Upstream, UpstreamsConfig};
 use crate::http::upstream::{Affinity, Dialer};
+use crate::policy::guardrail::{Guardrail, RawGuardrail};
 use crate::vendors::Family;
 use crate::vendors::aws_sigv4::AwsCredentials;
 
 /// Shared state of the proxy listener.
 pub struct App {
-    /// Validated configuration.
+    /// Validated configuration, as started. Its `guardrails` are the rules of the start;
+    /// the rules in force are [`App::guardrails`].
     pub config: Config,
+    /// The guardrails in force: the configuration's, until a reload replaces them.
+    pub guardrails: Guardrails,
     /// The audit writer.
     pub audit: AuditHandle,
     /// Upstream connections for streamed requests, reused per downstream connection.
@@ -149,4 +153,44 @@ fn authority(u: &Upstream) -> String {
         u.host.clone()
     };
     if default { host } else { format!("{host}:{}", u.port) }
+}
+
+/// One set of guardrails: compiled for the request path, and as written (to tell what a
+/// reload changes).
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    /// Compiled rules, in evaluation order.
+    pub rules: Vec<Guardrail>,
+    /// The same rules as the file wrote them, defaults filled in.
+    pub raw: Vec<RawGuardrail>,
+}
+
+impl RuleSet {
+    /// The rule ids, in order.
+    pub fn ids(&self) -> Vec<String> {
+        self.rules.iter().map(|r| r.id.clone()).collect()
+    }
+}
+
+/// The guardrails in force, replaced whole by a reload. A call takes the current set once
+/// (one uncontended read lock and a reference count), so it is judged by one set from start
+/// to end even when a reload lands meanwhile.
+#[derive(Debug)]
+pub struct Guardrails(RwLock<Arc<RuleSet>>);
+
+impl Guardrails {
+    /// Starts with `set`.
+    pub fn new(set: RuleSet) -> Guardrails {
+        Guardrails(RwLock::new(Arc::new(set)))
+    }
+
+    /// The set in force now.
+    pub fn current(&self) -> Arc<RuleSet> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts `set` in force for every call that starts from now on.
+    pub fn replace(&self, set: RuleSet) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+    }
 }

@@ -63,6 +63,8 @@ pub const WRITER_CHECKPOINT_PAGES: u32 = 16_384;
 /// The SQLite backend (write side).
 pub struct SqliteStore {
     conn: Connection,
+    /// The database file, for the readiness probe.
+    path: PathBuf,
 }
 
 fn open_err(path: &Path, e: impl std::fmt::Display) -> AuditError {
@@ -72,15 +74,140 @@ fn open_err(path: &Path, e: impl std::fmt::Display) -> AuditError {
     }
 }
 
+/// The schema this release writes, kept in SQLite's `user_version`. Earlier releases left it
+/// at 0; their tables are this schema's (or the first release's, which the statements above
+/// still serve), so such a database is stamped with this version when it is opened.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// `PRAGMA application_id` of an audit database ("RPXY"): the file says whose it is.
+pub const APPLICATION_ID: i64 = 0x5250_5859;
+
+/// The tables (and only those) an audit database holds.
+const OWN_TABLES: [&str; 4] = ["records", "record_actors", "record_resources", "last_seen"];
+
+/// The columns of `records` every release has written.
+const RECORD_COLUMNS: [&str; 10] = [
+    "seq",
+    "kind",
+    "event_id",
+    "event_time",
+    "event_name",
+    "event_source",
+    "decision",
+    "body",
+    "prev_hash",
+    "hash",
+];
+
+/// What an existing file holds, once it is known to be the proxy's (or nothing yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owned {
+    /// No tables: a new database.
+    Empty,
+    /// An audit database with this `user_version` (0: an earlier release's, unstamped).
+    Audit(i64),
+}
+
+/// Whether the database behind `conn` is the proxy's own: an empty file, or the proxy's
+/// tables and nothing else, at a schema version this release knows. Only reads.
+fn ownership(conn: &Connection) -> Result<Owned, String> {
+    let pragma = |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
+    let version = pragma("user_version").map_err(|e| describe_sqlite_error(&e))?;
+    let app = pragma("application_id").map_err(|e| describe_sqlite_error(&e))?;
+    if app != 0 && app != APPLICATION_ID {
+        return Err(format!(
+            "it belongs to another application (application_id {app:#x}), so it was left unchanged"
+        ));
+    }
+    if version > SCHEMA_VERSION {
+        return Err(format!(
+            "its schema version is {version}, newer than the {SCHEMA_VERSION} this release knows (a newer retention-proxy wrote it), so it was left unchanged"
+        ));
+    }
+    if version < 0 {
+        return Err(format!(
+            "its schema version {version} is not one retention-proxy writes"
+        ));
+    }
+    let mut st = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'view', 'trigger') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")
+        .map_err(|e| describe_sqlite_error(&e))?;
+    let names: Vec<String> = st
+        .query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| describe_sqlite_error(&e))?;
+    if names.is_empty() {
+        return if version == 0 {
+            Ok(Owned::Empty)
+        } else {
+            Err(format!(
+                "it has schema version {version} but none of retention-proxy's tables, so it was left unchanged"
+            ))
+        };
+    }
+    let foreign: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !OWN_TABLES.contains(n))
+        .collect();
+    if !foreign.is_empty() {
+        return Err(format!(
+            "it holds tables that are not retention-proxy's ({}), so it was left unchanged; give the audit log a file of its own",
+            foreign.join(", ")
+        ));
+    }
+    let mut st = conn
+        .prepare("SELECT name FROM pragma_table_info('records')")
+        .map_err(|e| describe_sqlite_error(&e))?;
+    let columns: Vec<String> = st
+        .query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| describe_sqlite_error(&e))?;
+    if columns.is_empty() {
+        return Err(
+            "it is not a retention-proxy audit database (it has no records table), so it was left unchanged".into(),
+        );
+    }
+    if let Some(missing) = RECORD_COLUMNS.iter().find(|c| !columns.iter().any(|have| have == *c)) {
+        return Err(format!(
+            "its records table is not retention-proxy's (it has no {missing} column), so it was left unchanged"
+        ));
+    }
+    Ok(Owned::Audit(version))
+}
+
+/// SQLite's words for an error, with the one users meet on a wrong file made plain.
+fn describe_sqlite_error(e: &rusqlite::Error) -> String {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => "it is not an SQLite database".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Opens `path` read-only and checks that it is the proxy's own; never writes to it.
+fn check_read_only(path: &Path) -> Result<(Connection, Owned), AuditError> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| open_err(path, describe_sqlite_error(&e)))?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| open_err(path, e))?;
+    let owned = ownership(&conn).map_err(|reason| open_err(path, reason))?;
+    Ok((conn, owned))
+}
+
 impl SqliteStore {
-    /// Opens (creating, mode 0600) the database and its schema.
+    /// Opens (creating, mode 0600) the database and its schema. An existing file is first
+    /// checked read-only: a file that is not the proxy's (other tables, another application,
+    /// a newer schema) is refused and left byte for byte as it was; an earlier release's
+    /// database is stamped with [`SCHEMA_VERSION`].
     pub fn open(path: &Path) -> Result<SqliteStore, AuditError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.exists()
         {
             std::fs::create_dir_all(dir).map_err(|e| open_err(path, e))?;
         }
-        if !path.exists() {
+        if path.exists() {
+            check_read_only(path)?;
+        } else {
             OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -89,7 +216,7 @@ impl SqliteStore {
                 .open(path)
                 .map_err(|e| open_err(path, e))?;
         }
-        let conn = Connection::open(path).map_err(|e| open_err(path, e))?;
+        let mut conn = Connection::open(path).map_err(|e| open_err(path, describe_sqlite_error(&e)))?;
         conn.busy_timeout(Duration::from_millis(1000))
             .map_err(|e| open_err(path, e))?;
         let mode: String = conn
@@ -104,9 +231,69 @@ impl SqliteStore {
         conn.execute_batch(&format!(
             "PRAGMA synchronous=FULL; PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES};"
         ))
-        .and_then(|_| conn.execute_batch(SCHEMA))
         .map_err(|e| open_err(path, e))?;
-        Ok(SqliteStore { conn })
+        // Checked again under the write lock (another process may have written meanwhile),
+        // then created or stamped in the same transaction.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| open_err(path, e))?;
+        let owned = ownership(&tx).map_err(|reason| open_err(path, reason))?;
+        if owned != Owned::Audit(SCHEMA_VERSION) {
+            tx.execute_batch(SCHEMA)
+                .and_then(|_| {
+                    tx.execute_batch(&format!(
+                        "PRAGMA user_version = {SCHEMA_VERSION}; PRAGMA application_id = {APPLICATION_ID};"
+                    ))
+                })
+                .map_err(|e| open_err(path, e))?;
+            if let Owned::Audit(0) = owned {
+                tracing::info!(db = %path.display(), version = SCHEMA_VERSION, "audit database of an earlier release stamped with its schema version");
+            }
+        }
+        tx.commit().map_err(|e| open_err(path, e))?;
+        Ok(SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Whether the files the next commit writes can be written now: the database, its WAL,
+    /// and a page of new space beside them (a full disk or a read-only file system refuses
+    /// it, whoever the process runs as).
+    fn files_writable(&self) -> Result<(), AuditError> {
+        let unwritable = |p: &Path, e: std::io::Error| {
+            let why = match e.kind() {
+                std::io::ErrorKind::StorageFull => "the disk is full".to_string(),
+                std::io::ErrorKind::ReadOnlyFilesystem => "the file system is read-only".to_string(),
+                _ => e.to_string(),
+            };
+            AuditError::Write(format!("{} cannot be written: {why}", p.display()))
+        };
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        for p in [self.path.as_path(), Path::new(&wal)] {
+            match OpenOptions::new().write(true).open(p) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && p != self.path => {}
+                Err(e) => return Err(unwritable(p, e)),
+            }
+        }
+        let mut probe = self.path.clone().into_os_string();
+        probe.push("-probe");
+        let probe = PathBuf::from(probe);
+        let written = (|| {
+            use std::io::Write;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&probe)?;
+            f.write_all(&[0u8; 4096])?;
+            f.sync_data()
+        })();
+        let _ = std::fs::remove_file(&probe);
+        written.map_err(|e| unwritable(&probe, e))
     }
 }
 
@@ -188,10 +375,28 @@ impl Backend for SqliteStore {
     }
 
     fn probe(&mut self) -> Result<(), AuditError> {
+        self.files_writable()?;
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(write_err)?;
+        if version != SCHEMA_VERSION {
+            return Err(AuditError::Write(format!(
+                "the database's schema version is now {version}, not the {SCHEMA_VERSION} this release writes"
+            )));
+        }
+        // A real write under the write lock, rolled back: the lock is free and the schema
+        // takes a record.
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(write_err)?;
+        tx.execute(
+            "INSERT INTO records (seq, kind, event_id, event_time, event_name, event_source, decision, body, prev_hash, hash)
+             VALUES (-1, 'probe', '', '', '', '', '', '', '', '')",
+            [],
+        )
+        .map_err(write_err)?;
         tx.rollback().map_err(write_err)
     }
 
@@ -294,22 +499,18 @@ impl Drop for Checkpointer {
     }
 }
 
-/// Opens the database read-only for queries; a clear error when it does not exist.
+/// Opens the database read-only for queries; a clear error when it does not exist or is not
+/// the proxy's own (the same checks as [`SqliteStore::open`], without writing anything).
 pub fn open_read_only(path: &Path) -> Result<Connection, AuditError> {
     if !path.exists() {
         return Err(open_err(path, "no such file"));
     }
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(|e| open_err(path, e))?;
-    conn.busy_timeout(Duration::from_secs(5))
-        .map_err(|e| open_err(path, e))?;
-    let ok: Result<i64, _> = conn.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'records'", [], |r| {
-        r.get(0)
-    });
-    match ok {
-        Ok(1) => Ok(conn),
-        Ok(_) => Err(open_err(path, "it is not a retention-proxy audit database")),
-        Err(e) => Err(open_err(path, e)),
+    match check_read_only(path)? {
+        (conn, Owned::Audit(_)) => Ok(conn),
+        (_, Owned::Empty) => Err(open_err(
+            path,
+            "it is not a retention-proxy audit database (it is empty)",
+        )),
     }
 }
 
@@ -513,5 +714,62 @@ mod tests {
         }
         assert!(wal_pages() >= u64::from(WRITER_CHECKPOINT_PAGES));
         assert!(batches > 10, "checkpointed after only {batches} batches");
+    }
+
+    fn user_version(path: &Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// A new database and one of the first release are stamped with the schema version; a
+    /// file that is not the proxy's is refused, by both openings, and not changed.
+    #[test]
+    fn the_database_is_the_proxys_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("new.db");
+        drop(SqliteStore::open(&new).unwrap());
+        assert_eq!(user_version(&new), SCHEMA_VERSION);
+        let old = dir.path().join("old.db");
+        Connection::open(&old).unwrap().execute_batch(FIRST_SCHEMA).unwrap();
+        assert_eq!(user_version(&old), 0);
+        assert!(
+            open_read_only(&old).is_ok(),
+            "an earlier release's database is readable"
+        );
+        drop(SqliteStore::open(&old).unwrap());
+        assert_eq!(user_version(&old), SCHEMA_VERSION);
+
+        let refused = |name: &str, setup: &str, why: &str| {
+            let p = dir.path().join(name);
+            Connection::open(&p).unwrap().execute_batch(setup).unwrap();
+            let bytes = std::fs::read(&p).unwrap();
+            for e in [SqliteStore::open(&p).err(), open_read_only(&p).err()] {
+                let e = e.unwrap_or_else(|| panic!("{name} was accepted")).to_string();
+                assert!(e.contains(why) && e.contains(name), "{name}: {e}");
+            }
+            assert_eq!(std::fs::read(&p).unwrap(), bytes, "{name} was changed");
+        };
+        refused("foreign.db", "CREATE TABLE t (x);", "not retention-proxy's (t)");
+        refused(
+            "newer.db",
+            &format!("{FIRST_SCHEMA} PRAGMA user_version = {};", SCHEMA_VERSION + 1),
+            "newer than",
+        );
+        refused(
+            "other-app.db",
+            "PRAGMA application_id = 7; CREATE TABLE t (x);",
+            "another application",
+        );
+        refused("lookalike.db", "CREATE TABLE records (id INTEGER);", "no seq column");
+        let text = dir.path().join("notes.db");
+        std::fs::write(
+            &text,
+            "these are notes, not a database, and long enough to have a header",
+        )
+        .unwrap();
+        let e = SqliteStore::open(&text).err().unwrap().to_string();
+        assert!(e.contains("not an SQLite database"), "{e}");
     }
 }
