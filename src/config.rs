@@ -49,13 +49,19 @@ pub struct RawServer {
     pub tls_key: Option<String>,
     /// Largest body of an intercepted call, in bytes; larger gets `413`. Default 1 MiB.
     pub max_body_bytes: u64,
-    /// Time allowed to read a request's headers; also how long an idle keep-alive
-    /// connection waits for its next request. Default `10s`.
+    /// Time allowed to read a request's headers; also how long a new connection may stay
+    /// silent (no byte yet) and how long an idle keep-alive connection waits for its next
+    /// request, on the proxy and the admin listener. Default `10s`.
     pub header_read_timeout: String,
+    /// Time allowed to read the whole body of an audited call; past it the call is refused
+    /// in the vendor's shape, recorded as `rejected`, and nothing is forwarded. Default `30s`.
+    pub body_read_timeout: String,
     /// On SIGTERM, how long in-flight requests may take to finish. Default `10s`.
     pub shutdown_grace: String,
     /// Most client connections served at once; further connections wait. Default 4096.
     pub max_connections: usize,
+    /// Most admin-listener connections served at once; further connections wait. Default 64.
+    pub admin_max_connections: usize,
     /// Peers whose `X-Forwarded-For` is believed (IP addresses). Default none.
     pub trusted_proxies: Vec<String>,
 }
@@ -70,8 +76,10 @@ impl Default for RawServer {
             tls_key: None,
             max_body_bytes: 1024 * 1024,
             header_read_timeout: "10s".into(),
+            body_read_timeout: "30s".into(),
             shutdown_grace: "10s".into(),
             max_connections: 4096,
+            admin_max_connections: 64,
             trusted_proxies: Vec::new(),
         }
     }
@@ -166,8 +174,11 @@ pub struct RawForward {
     /// Proxy users: name → Argon2 hash (`retention-proxy hash-password`). When any is set,
     /// forward-proxy and CONNECT requests need `Proxy-Authorization: Basic`. Default none.
     pub users: BTreeMap<String, String>,
-    /// Host → URL overrides, like curl `--resolve`.
+    /// Host → URL overrides, like curl `--resolve`. An entry is also the only way to reach
+    /// a name that resolves to a loopback, private, link-local, shared or metadata address.
     pub resolve: BTreeMap<String, String>,
+    /// Ports `CONNECT` may open; any other port gets `403`. Default `[443]`.
+    pub connect_ports: Vec<u16>,
 }
 
 impl Default for RawForward {
@@ -182,6 +193,7 @@ impl Default for RawForward {
             tls_handshake_timeout: "10s".into(),
             users: BTreeMap::new(),
             resolve: BTreeMap::new(),
+            connect_ports: vec![443],
         }
     }
 }
@@ -272,12 +284,16 @@ pub struct ServerConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Body limit of intercepted calls, bytes.
     pub max_body_bytes: usize,
-    /// Header read timeout.
+    /// Header read timeout; also the longest a connection may stay silent.
     pub header_read_timeout: Duration,
+    /// Body read timeout of audited calls.
+    pub body_read_timeout: Duration,
     /// Drain deadline on shutdown.
     pub shutdown_grace: Duration,
     /// Connection cap.
     pub max_connections: usize,
+    /// Admin listener connection cap.
+    pub admin_max_connections: usize,
     /// Peers trusted to set `X-Forwarded-For`.
     pub trusted_proxies: Vec<IpAddr>,
 }
@@ -359,6 +375,8 @@ pub struct ForwardConfig {
     pub users: BTreeMap<String, String>,
     /// Host (lower case) → upstream override.
     pub resolve: BTreeMap<String, Upstream>,
+    /// Ports `CONNECT` may open.
+    pub connect_ports: Vec<u16>,
 }
 
 impl ForwardConfig {
@@ -563,6 +581,12 @@ impl Config {
         if raw.server.max_connections == 0 {
             bad("server.max_connections", "must be at least 1".into());
         }
+        if raw.server.admin_max_connections == 0 {
+            bad("server.admin_max_connections", "must be at least 1".into());
+        }
+        if raw.forward.connect_ports.contains(&0) {
+            bad("forward.connect_ports", "0 is not a port".into());
+        }
         let mut dur = |key: &str, v: &str, dflt: u64| {
             parse_duration(v)
                 .and_then(|d| {
@@ -578,6 +602,7 @@ impl Config {
                 })
         };
         let header_read_timeout = dur("server.header_read_timeout", &raw.server.header_read_timeout, 10);
+        let body_read_timeout = dur("server.body_read_timeout", &raw.server.body_read_timeout, 30);
         let shutdown_grace = dur("server.shutdown_grace", &raw.server.shutdown_grace, 10);
         let connect_timeout = dur("upstreams.connect_timeout", &raw.upstreams.connect_timeout, 5);
         let request_timeout = dur("upstreams.request_timeout", &raw.upstreams.request_timeout, 30);
@@ -711,8 +736,10 @@ impl Config {
                 tls,
                 max_body_bytes: raw.server.max_body_bytes as usize,
                 header_read_timeout,
+                body_read_timeout,
                 shutdown_grace,
                 max_connections: raw.server.max_connections,
+                admin_max_connections: raw.server.admin_max_connections,
                 trusted_proxies,
             },
             audit: AuditConfig {
@@ -737,6 +764,7 @@ impl Config {
                 tls_handshake_timeout,
                 users: raw.forward.users.clone(),
                 resolve,
+                connect_ports: raw.forward.connect_ports.clone(),
             },
             guardrails,
             raw,
@@ -777,6 +805,40 @@ mod tests {
         assert!(!c.forward.allows("amazonaws.com"));
         assert!(!c.forward.allows("evil.com"));
         assert!(!c.forward.allows("slack.com.evil.com"));
+        assert_eq!(c.server.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.server.admin_max_connections, 64);
+        assert_eq!(c.forward.connect_ports, vec![443]);
+    }
+
+    #[test]
+    fn limits_and_egress_keys_are_validated() {
+        let e = Config::from_toml_str(
+            "[server]\nbody_read_timeout = \"0s\"\nadmin_max_connections = 0\n[forward]\nconnect_ports = [0]\n",
+            "x.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = e.problems.iter().map(|(k, _)| k.as_str()).collect();
+        for k in [
+            "server.body_read_timeout",
+            "server.admin_max_connections",
+            "forward.connect_ports",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+        let e = Config::from_toml_str("[forward]\nconnect_port = [443]\n", "x.toml").unwrap_err();
+        assert!(e.to_string().contains("connect_port"), "{e}");
+        let c = Config::from_toml_str(
+            "[server]\nbody_read_timeout = \"250ms\"\nadmin_max_connections = 3\n[forward]\nconnect_ports = [443, 8443]\n",
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(c.server.body_read_timeout, Duration::from_millis(250));
+        assert_eq!(c.server.admin_max_connections, 3);
+        assert_eq!(c.forward.connect_ports, vec![443, 8443]);
+        let shown = c.to_toml();
+        for k in ["body_read_timeout", "admin_max_connections", "connect_ports"] {
+            assert!(shown.contains(k), "{k} missing from check-config output");
+        }
     }
 
     #[test]

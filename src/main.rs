@@ -66,6 +66,39 @@ fn reloads_on_sighup(config: Option<PathBuf>) -> mpsc::Receiver<server::ReloadRe
     rx
 }
 
+/// Raises the soft limit on open files to the hard one: every client connection, admin
+/// connection and tunnel (two descriptors) holds descriptors, and the default soft limit
+/// (often 1024) is far below what the connection limits allow. Warns when even the hard
+/// limit is below what they need.
+fn raise_fd_limit(config: &retention_proxy::config::Config) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    /// The audit store, its journal, the listeners, the log, upstream connections in the pool.
+    const MARGIN: u64 = 64;
+    let s = &config.server;
+    let need = (s.max_connections as u64)
+        .saturating_add(s.admin_max_connections as u64)
+        .saturating_add(2 * config.forward.max_tunnels as u64)
+        .saturating_add(MARGIN);
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current != lim.maximum {
+        lim.current = lim.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, lim) {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+    let have = getrlimit(Resource::Nofile).current;
+    if let Some(have) = have
+        && have < need
+    {
+        tracing::warn!(
+            limit = have,
+            need,
+            "the open-file limit is below what server.max_connections + server.admin_max_connections + 2 x forward.max_tunnels need; \
+             connections beyond it wait until descriptors free up"
+        );
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let Command::Serve { config, log_format } = cli.command else {
@@ -81,6 +114,7 @@ fn main() -> ExitCode {
             return ExitCode::from(cli::EXIT_CONFIG);
         }
     };
+    raise_fd_limit(&config);
     let credentials = aws::AwsCredentials::from_environment();
     if credentials.is_none() {
         tracing::warn!("no AWS credentials found: reverse-proxied AWS calls cannot be re-signed");

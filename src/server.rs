@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -29,6 +30,9 @@ use crate::audit::sqlite::{self, SqliteStore};
 use crate::audit::writer::{Turns, Writer};
 use crate::config::Config;
 use crate::http::body::{ProxyBody, plain};
+use crate::http::egress::{self, CheckedResolver};
+use crate::http::first_byte::FirstByte;
+use crate::http::headers::normalise_host;
 use crate::http::proxy_auth::ProxyUsers;
 use crate::http::upstream;
 use crate::proxy::{self, App, Conn};
@@ -90,6 +94,8 @@ struct Front {
     app: Arc<App>,
     tunnels: Arc<Tunnels>,
     users: ProxyUsers,
+    /// The egress policy's view of names the configuration gives itself.
+    resolver: CheckedResolver,
 }
 
 /// Dispatches one request on the proxy listener: proxy authentication for the forward proxy
@@ -118,6 +124,9 @@ async fn dispatch(front: Arc<Front>, mut conn: Conn, req: Request<Incoming>) -> 
             }
         }
     }
+    if !connect && let Some(resp) = refuse_internal_forward(&front, &conn, &req).await {
+        return resp;
+    }
     if connect {
         return Box::pin(tunnel::connect(
             app.clone(),
@@ -129,6 +138,134 @@ async fn dispatch(front: Arc<Front>, mut conn: Conn, req: Request<Incoming>) -> 
         .await;
     }
     proxy::handle_request(app.clone(), conn, req).await
+}
+
+/// Refuses an absolute-form request whose host (not a `[forward.resolve]` entry nor a name
+/// the configuration gives itself) resolves to an internal address: `403`, one sentence. The
+/// upstream connector checks the addresses it connects to as well; this check only gives the
+/// client a clear answer.
+async fn refuse_internal_forward(front: &Front, conn: &Conn, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+    let uri = req.uri();
+    if uri.scheme_str() != Some("http") || conn.tunnel.is_some() {
+        return None;
+    }
+    let host = normalise_host(uri.host()?);
+    let forward = &front.app.config.forward;
+    if forward.resolve.contains_key(&host) || front.resolver.trusts(&host) || !forward.allows(&host) {
+        return None;
+    }
+    match egress::resolve_checked(&host, uri.port_u16().unwrap_or(443)).await {
+        Err(e) if e.is_refusal() => {
+            warn!(host = %host, peer = %conn.peer, error = %e, "forward request to an internal address refused");
+            front
+                .app
+                .metrics
+                .refused
+                .get_or_create(&RouteLabels { route: "forward" })
+                .inc();
+            Some(plain(StatusCode::FORBIDDEN, &format!("retention-proxy: {e}")))
+        }
+        _ => None,
+    }
+}
+
+/// Names the configuration gives itself: the reverse-proxy upstreams and the targets of
+/// `[forward.resolve]`. They resolve without the egress check; every other name is checked.
+fn configured_names(config: &Config) -> Vec<String> {
+    let u = &config.upstreams;
+    [&u.chime, &u.chime_messaging, &u.chime_identity, &u.slack]
+        .into_iter()
+        .chain(config.forward.resolve.values())
+        .map(|up| up.host.clone())
+        .collect()
+}
+
+/// Back-off for a failing `accept`: the error that stops it (typically no file descriptor
+/// left) returns at once while the connection waits in the backlog, so retrying at once spins
+/// a core and logs without end. Waits 10 ms, doubling to 1 s, and logs at most once a second
+/// with the number of failures since the last line.
+struct AcceptBackoff {
+    delay: Duration,
+    failures: u64,
+    logged: Option<Instant>,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn new() -> AcceptBackoff {
+        AcceptBackoff {
+            delay: AcceptBackoff::FIRST,
+            failures: 0,
+            logged: None,
+        }
+    }
+
+    /// Notes a failure of `listener`; how long to wait before accepting again.
+    fn failed(&mut self, listener: &'static str, e: &std::io::Error) -> Duration {
+        self.failures += 1;
+        if self.logged.is_none_or(|t| t.elapsed() >= AcceptBackoff::MAX) {
+            warn!(listener, error = %e, failures = self.failures, "accept failed; backing off");
+            self.logged = Some(Instant::now());
+            self.failures = 0;
+        }
+        let d = self.delay;
+        self.delay = (self.delay * 2).min(AcceptBackoff::MAX);
+        d
+    }
+
+    fn succeeded(&mut self) {
+        self.delay = AcceptBackoff::FIRST;
+    }
+}
+
+/// Serves the admin listener until `stop` changes: at most `server.admin_max_connections`
+/// at once, each with the proxy listener's first-byte and header deadlines.
+async fn serve_admin(
+    l: TcpListener,
+    admin: Arc<Admin>,
+    max: usize,
+    header_read_timeout: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let limit = Arc::new(Semaphore::new(max));
+    let mut backoff = AcceptBackoff::new();
+    loop {
+        let permit = tokio::select! {
+            _ = stop.changed() => break,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let stream = tokio::select! {
+            _ = stop.changed() => break,
+            acc = l.accept() => match acc {
+                Ok((s, _)) => {
+                    backoff.succeeded();
+                    s
+                }
+                Err(e) => {
+                    let wait = backoff.failed("admin", &e);
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        _ = tokio::time::sleep(wait) => continue,
+                    }
+                }
+            },
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let svc = service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, std::convert::Infallible>(admin::handle(admin, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .serve_connection(TokioIo::new(FirstByte::new(stream, header_read_timeout)), svc)
+                .await;
+        });
+    }
 }
 
 pub use crate::proxy::reload::ReloadRequest;
@@ -159,7 +296,12 @@ pub async fn run_with_reloads(
     let hmac_key = sqlite::load_or_create_key(&config.audit.hmac_key_file)?;
     let turns = if runs_on_one_cpu() { Turns::Shared } else { Turns::Own };
     let writer = Writer::start(store, config.audit.queue_capacity, turns)?;
-    let dialer = upstream::Dialer::new(config.upstreams.ca_file.as_deref(), config.upstreams.connect_timeout)?;
+    let resolver = CheckedResolver::new(configured_names(&config));
+    let dialer = upstream::Dialer::new(
+        config.upstreams.ca_file.as_deref(),
+        config.upstreams.connect_timeout,
+        resolver.clone(),
+    )?;
     let tls = tls_acceptor(&config)?;
     let interceptor = match &config.forward.ca {
         Some((cert, key)) => Some(Interceptor::load(cert, key)?),
@@ -173,8 +315,9 @@ pub async fn run_with_reloads(
         db: config.audit.path.clone(),
     });
     let front = Arc::new(Front {
-        tunnels: Arc::new(Tunnels::new(interceptor, config.forward.max_tunnels)),
+        tunnels: Arc::new(Tunnels::new(interceptor, config.forward.max_tunnels, resolver.clone())),
         users: ProxyUsers::new(config.forward.users.clone()),
+        resolver,
         app: Arc::new(App {
             audit: writer.handle(),
             dialer,
@@ -215,27 +358,13 @@ pub async fn run_with_reloads(
         info!(listen = %a, "admin listening");
     }
     let admin_task = listeners.admin.map(|l| {
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.changed() => break,
-                    acc = l.accept() => {
-                        let Ok((stream, _)) = acc else { continue };
-                        let admin = admin.clone();
-                        tokio::spawn(async move {
-                            let svc = service_fn(move |req| {
-                                let admin = admin.clone();
-                                async move { Ok::<_, std::convert::Infallible>(admin::handle(admin, req).await) }
-                            });
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), svc)
-                                .await;
-                        });
-                    }
-                }
-            }
-        })
+        tokio::spawn(serve_admin(
+            l,
+            admin,
+            app.config.server.admin_max_connections,
+            app.config.server.header_read_timeout,
+            stop_rx.clone(),
+        ))
     });
 
     let limit = Arc::new(Semaphore::new(app.config.server.max_connections));
@@ -247,6 +376,8 @@ pub async fn run_with_reloads(
         .keep_alive(true);
     let builder = Arc::new(builder);
     info!(listen = %listeners.proxy.local_addr().map(|a| a.to_string()).unwrap_or_default(), "proxy listening");
+    let header_read_timeout = app.config.server.header_read_timeout;
+    let mut backoff = AcceptBackoff::new();
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -256,10 +387,16 @@ pub async fn run_with_reloads(
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             acc = listeners.proxy.accept() => match acc {
-                Ok(a) => a,
+                Ok(a) => {
+                    backoff.succeeded();
+                    a
+                }
                 Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    continue;
+                    let wait = backoff.failed("proxy", &e);
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(wait) => continue,
+                    }
                 }
             },
         };
@@ -286,7 +423,10 @@ pub async fn run_with_reloads(
                                 watcher
                                     .watch(
                                         builder
-                                            .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                                            .serve_connection_with_upgrades(
+                                                TokioIo::new(FirstByte::new(s, header_read_timeout)),
+                                                svc,
+                                            )
                                             .into_owned(),
                                     )
                                     .await
@@ -305,7 +445,10 @@ pub async fn run_with_reloads(
                         watcher
                             .watch(
                                 builder
-                                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                                    .serve_connection_with_upgrades(
+                                        TokioIo::new(FirstByte::new(stream, header_read_timeout)),
+                                        svc,
+                                    )
                                     .into_owned(),
                             )
                             .await

@@ -13,6 +13,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use super::body::{BoxError, ProxyBody};
+use super::egress::CheckedResolver;
 
 /// Why the client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -41,10 +42,12 @@ pub fn root_store(ca_file: Option<&std::path::Path>) -> Result<RootCertStore, Cl
 }
 
 /// TCP (no Nagle, connect timeout) with rustls on top for `https` upstreams, HTTP/1.1 only.
+/// Names are resolved by `resolver`, which checks them against the egress policy.
 fn connector(
     ca_file: Option<&std::path::Path>,
     connect_timeout: Duration,
-) -> Result<HttpsConnector<HttpConnector>, ClientError> {
+    resolver: CheckedResolver,
+) -> Result<HttpsConnector<HttpConnector<CheckedResolver>>, ClientError> {
     let roots = root_store(ca_file)?;
     let tls =
         rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
@@ -52,7 +55,7 @@ fn connector(
             .map_err(|e| ClientError(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-    let mut http = HttpConnector::new();
+    let mut http = HttpConnector::new_with_resolver(resolver);
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
@@ -71,7 +74,7 @@ fn connector(
 /// downstream connection to the same upstream takes from. A connection unused for longer
 /// than the idle timeout is closed rather than reused: a middlebox may have dropped it.
 pub struct Dialer {
-    connector: HttpsConnector<HttpConnector>,
+    connector: HttpsConnector<HttpConnector<CheckedResolver>>,
     idle: std::sync::Mutex<std::collections::HashMap<Key, Vec<(Instant, Sender)>>>,
     max_idle_per_upstream: usize,
     idle_timeout: Duration,
@@ -100,24 +103,49 @@ pub enum SendError {
 }
 
 impl Dialer {
-    /// A dialer with [`MAX_IDLE_PER_UPSTREAM`] and [`UPSTREAM_IDLE_TIMEOUT`].
+    /// A dialer with [`MAX_IDLE_PER_UPSTREAM`] and [`UPSTREAM_IDLE_TIMEOUT`], resolving names
+    /// through `resolver`.
     pub fn new(
         ca_file: Option<&std::path::Path>,
         connect_timeout: Duration,
+        resolver: CheckedResolver,
     ) -> Result<std::sync::Arc<Dialer>, ClientError> {
-        Dialer::with_limits(ca_file, connect_timeout, MAX_IDLE_PER_UPSTREAM, UPSTREAM_IDLE_TIMEOUT)
+        Dialer::build(
+            ca_file,
+            connect_timeout,
+            MAX_IDLE_PER_UPSTREAM,
+            UPSTREAM_IDLE_TIMEOUT,
+            resolver,
+        )
     }
 
     /// A dialer keeping up to `max_idle_per_upstream` idle connections per upstream (one
     /// handed back beyond that is closed) and reusing none unused for over `idle_timeout`.
+    /// Every name it resolves is checked against the egress policy (it trusts none).
     pub fn with_limits(
         ca_file: Option<&std::path::Path>,
         connect_timeout: Duration,
         max_idle_per_upstream: usize,
         idle_timeout: Duration,
     ) -> Result<std::sync::Arc<Dialer>, ClientError> {
+        Dialer::build(
+            ca_file,
+            connect_timeout,
+            max_idle_per_upstream,
+            idle_timeout,
+            CheckedResolver::default(),
+        )
+    }
+
+    fn build(
+        ca_file: Option<&std::path::Path>,
+        connect_timeout: Duration,
+        max_idle_per_upstream: usize,
+        idle_timeout: Duration,
+        resolver: CheckedResolver,
+    ) -> Result<std::sync::Arc<Dialer>, ClientError> {
         Ok(std::sync::Arc::new(Dialer {
-            connector: connector(ca_file, connect_timeout)?,
+            connector: connector(ca_file, connect_timeout, resolver)?,
             idle: Default::default(),
             max_idle_per_upstream,
             idle_timeout,

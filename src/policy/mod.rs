@@ -16,6 +16,8 @@ pub enum Unreadable {
     TooLarge(usize),
     /// The body could not be read to its end (the client's stream broke); why.
     Broken(String),
+    /// The body did not arrive within `server.body_read_timeout` (its value).
+    TimedOut(std::time::Duration),
     /// Invalid, or readable more than one way (`ambiguous`).
     Invalid {
         /// One sentence.
@@ -91,6 +93,11 @@ pub fn judge(rules: &[Guardrail], call: &Call, problem: Option<Unreadable>, prin
                 outcome: "rejected",
                 verdict: allow(),
                 error: VendorError::too_large(limit),
+            },
+            Unreadable::TimedOut(within) => Judgement::Refuse {
+                outcome: "rejected",
+                verdict: allow(),
+                error: VendorError::request_timeout(within),
             },
             Unreadable::Broken(why) => Judgement::Refuse {
                 outcome: "rejected",

@@ -175,14 +175,20 @@ pub fn caller(
     }
 }
 
-/// The body, read whole up to `server.max_body_bytes`; why not when it cannot be.
+/// The body, read whole up to `server.max_body_bytes` within `server.body_read_timeout`; why
+/// not when it cannot be.
 async fn read_body(app: &App, facts: &CallFacts, headers: &HeaderMap, body: Incoming) -> Result<Bytes, Unreadable> {
     let limit = app.config.server.max_body_bytes;
     let declared: Option<u64> = header_str(headers, "content-length").and_then(|v| v.parse().ok());
     if declared.is_some_and(|l| l > limit as u64) {
         return Err(Unreadable::TooLarge(limit));
     }
-    match Limited::new(body, limit).collect().await {
+    let within = app.config.server.body_read_timeout;
+    let Ok(read) = tokio::time::timeout(within, Limited::new(body, limit).collect()).await else {
+        warn_call!(facts, timeout = ?within, "client body did not arrive in time");
+        return Err(Unreadable::TimedOut(within));
+    };
+    match read {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(Unreadable::TooLarge(limit)),
         Err(e) => {

@@ -13,6 +13,7 @@ use super::state::{ReverseTargets, Target, TlsTunnel};
 use crate::audit::event::Way;
 use crate::config::Config;
 use crate::http::body::{ProxyBody, plain};
+use crate::http::egress;
 use crate::http::headers::{append_forwarded_for, normalise_host, strip_hop_by_hop};
 use crate::vendors::{self, Family};
 
@@ -78,7 +79,15 @@ pub fn choose<B>(
             label: "intercept",
         });
     }
-    if uri.scheme().is_some() {
+    if let Some(scheme) = uri.scheme_str() {
+        if scheme != "http" {
+            return Err(Box::new(plain(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "retention-proxy: an absolute-form target must use http:// ({scheme}:// is not forwarded; use CONNECT for TLS)"
+                ),
+            )));
+        }
         return forward_route(config, peer, uri);
     }
     let path = uri.path();
@@ -111,6 +120,7 @@ fn forward_route(config: &Config, peer: SocketAddr, uri: &Uri) -> Result<Route, 
             &format!("retention-proxy: host {host:?} is not in forward.allow_hosts"),
         )));
     }
+    check_literal(config, peer, &host)?;
     let port = match uri.port_u16() {
         None | Some(80) => 443,
         Some(p) => p,
@@ -127,6 +137,23 @@ fn forward_route(config: &Config, peer: SocketAddr, uri: &Uri) -> Result<Route, 
         target: Target::new(config.forward.upstream_for(&host, port)).map_err(bad_target)?,
         host: HeaderValue::from_str(&host_header).map_err(|e| bad_target(e.into()))?,
         label: "forward",
+    })
+}
+
+/// Refuses an IP-literal forward target that is an internal address (loopback, private,
+/// link-local, shared, unspecified, metadata) unless it is a `[forward.resolve]` entry. Names
+/// are checked when they are resolved (by the listener, and by the upstream connector).
+fn check_literal(config: &Config, peer: SocketAddr, host: &str) -> Result<(), Box<Response<ProxyBody>>> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let Ok(ip) = bare.parse::<std::net::IpAddr>() else {
+        return Ok(());
+    };
+    if config.forward.resolve.contains_key(host) {
+        return Ok(());
+    }
+    egress::check(host, ip).map_err(|e| {
+        warn!(host = %host, peer = %peer, error = %e, "forward request to an internal address refused");
+        Box::new(plain(StatusCode::FORBIDDEN, &format!("retention-proxy: {e}")))
     })
 }
 

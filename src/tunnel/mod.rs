@@ -5,6 +5,11 @@
 //! would escape the audit — so without a CA configured it is refused. Every tunnel counts
 //! against `forward.max_tunnels` and closes after `forward.tunnel_idle_timeout` without
 //! traffic.
+//!
+//! Egress policy: only ports in `forward.connect_ports` are opened, and a host that is not a
+//! `[forward.resolve]` entry is resolved once and refused when any of its addresses is
+//! internal (loopback, private, link-local, shared, unspecified, metadata); a blind tunnel
+//! connects to the address that was checked.
 
 pub mod ca;
 
@@ -23,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::admin::metrics::RouteLabels;
 use crate::http::body::{ProxyBody, full, plain};
+use crate::http::egress::{self, CheckedResolver};
 use crate::http::headers::normalise_host;
 use crate::proxy::{self, App, Conn, TlsTunnel};
 use ca::Interceptor;
@@ -33,14 +39,18 @@ pub struct Tunnels {
     pub interceptor: Option<Interceptor>,
     /// Open-tunnel budget (`forward.max_tunnels`).
     pub budget: Arc<Semaphore>,
+    /// Names the configuration gives itself (not checked against the egress policy).
+    pub resolver: CheckedResolver,
 }
 
 impl Tunnels {
-    /// Tunnels for `interceptor`, at most `max` open at once.
-    pub fn new(interceptor: Option<Interceptor>, max: usize) -> Tunnels {
+    /// Tunnels for `interceptor`, at most `max` open at once, trusting the names `resolver`
+    /// trusts.
+    pub fn new(interceptor: Option<Interceptor>, max: usize, resolver: CheckedResolver) -> Tunnels {
         Tunnels {
             interceptor,
             budget: Arc::new(Semaphore::new(max)),
+            resolver,
         }
     }
 }
@@ -72,6 +82,33 @@ pub async fn connect(
             &format!("retention-proxy: host {host:?} is not in forward.allow_hosts"),
         );
     }
+    if !app.config.forward.connect_ports.contains(&port) {
+        refused("port not in forward.connect_ports");
+        return plain(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "retention-proxy: CONNECT to port {port} is refused; forward.connect_ports allows only {:?}",
+                app.config.forward.connect_ports
+            ),
+        );
+    }
+    // Where a blind tunnel goes: a `[forward.resolve]` entry as configured, else the address
+    // checked here (no second lookup for DNS rebinding to answer differently).
+    let resolved = app.config.forward.resolve.contains_key(&host) || tunnels.resolver.trusts(&host);
+    let checked = if resolved {
+        None
+    } else {
+        match egress::resolve_checked(&host, port).await {
+            Ok(addrs) => Some(addrs),
+            Err(e) if e.is_refusal() => {
+                refused("internal address");
+                return plain(StatusCode::FORBIDDEN, &format!("retention-proxy: {e}"));
+            }
+            Err(e) => {
+                return plain(StatusCode::BAD_GATEWAY, &format!("retention-proxy: {e}"));
+            }
+        }
+    };
     let intercepted = app.config.forward.intercepts(&host);
     if intercepted && tunnels.interceptor.is_none() {
         refused("audited vendor host and TLS interception is not configured");
@@ -103,22 +140,27 @@ pub async fn connect(
     let target = app.config.forward.upstream_for(&host, port);
     let (target_host, target_port) = (target.host, target.port);
     let connect_timeout = app.config.upstreams.connect_timeout;
-    let upstream =
-        match tokio::time::timeout(connect_timeout, TcpStream::connect((target_host.as_str(), target_port))).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return plain(
-                    StatusCode::BAD_GATEWAY,
-                    &format!("retention-proxy: cannot reach {host}:{port}: {e}"),
-                );
-            }
-            Err(_) => {
-                return plain(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    &format!("retention-proxy: connecting to {host}:{port} timed out"),
-                );
-            }
-        };
+    let dial = async {
+        match checked {
+            Some(addrs) => TcpStream::connect(&addrs[..]).await,
+            None => TcpStream::connect((target_host.as_str(), target_port)).await,
+        }
+    };
+    let upstream = match tokio::time::timeout(connect_timeout, dial).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return plain(
+                StatusCode::BAD_GATEWAY,
+                &format!("retention-proxy: cannot reach {host}:{port}: {e}"),
+            );
+        }
+        Err(_) => {
+            return plain(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!("retention-proxy: connecting to {host}:{port} timed out"),
+            );
+        }
+    };
     let idle = app.config.forward.tunnel_idle_timeout;
     tokio::spawn(async move {
         let _permit = permit;

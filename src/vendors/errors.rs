@@ -66,6 +66,18 @@ impl VendorError {
         }
     }
 
+    /// The client's body did not arrive in time (`408`; Slack's own `request_timeout`, "the
+    /// POST data was either missing or truncated"). Nothing was forwarded.
+    pub fn request_timeout(within: std::time::Duration) -> VendorError {
+        VendorError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            aws_code: "RequestTimeoutException",
+            slack_error: "request_timeout",
+            slack_status: StatusCode::OK,
+            message: format!("The request body did not arrive within {within:?}; request not forwarded"),
+        }
+    }
+
     /// The vendor could not be reached or answered badly.
     pub fn bad_gateway(message: impl Into<String>) -> VendorError {
         VendorError {
