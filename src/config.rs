@@ -184,7 +184,7 @@ pub struct RawForward {
 impl Default for RawForward {
     fn default() -> Self {
         RawForward {
-            allow_hosts: vec!["*.amazonaws.com".into(), "slack.com".into()],
+            allow_hosts: crate::vendors::default_allow_hosts(),
             ca_cert: None,
             ca_key: None,
             intercept_hosts: Vec::new(),
@@ -808,6 +808,47 @@ mod tests {
         assert_eq!(c.server.body_read_timeout, Duration::from_secs(30));
         assert_eq!(c.server.admin_max_connections, 64);
         assert_eq!(c.forward.connect_ports, vec![443]);
+        // Every host the SDKs pick for the Chime services, in any partition.
+        for h in [
+            "chime-fips.aws-global.amazonaws.com",
+            "messaging-chime.us-east-1.api.aws",
+            "identity-chime-fips.us-gov-west-1.api.aws",
+            "chime.cn-north-1.amazonaws.com.cn",
+            "chime.cn-north-1.api.amazonwebservices.com.cn",
+            "messaging-chime.eusc-de-east-1.amazonaws.eu",
+            "messaging-chime.eusc-de-east-1.api.amazonwebservices.eu",
+            "identity-chime.us-iso-east-1.c2s.ic.gov",
+            "identity-chime.us-isob-east-1.sc2s.sgov.gov",
+            "identity-chime.eu-isoe-west-1.cloud.adc-e.uk",
+            "identity-chime.us-isof-south-1.csp.hci.ic.gov",
+            "vpce-0a-b.messaging-chime.us-east-1.vpce.amazonaws.com",
+        ] {
+            assert!(c.forward.allows(h), "{h}");
+            assert!(c.forward.intercepts(h), "{h}");
+        }
+        // Slack's other hosts are vendor hosts (intercepted once allowed), not allowed by default.
+        for h in [
+            "acme.slack.com",
+            "acme.enterprise.slack.com",
+            "slack-gov.com",
+            "x.slack-gov.com",
+        ] {
+            assert!(!c.forward.allows(h), "{h}");
+            assert!(c.forward.intercepts(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn the_example_file_lists_the_default_allow_hosts() {
+        let text = include_str!("../config/retention-proxy.example.toml");
+        let raw: toml::Table = toml::from_str(text).expect("example parses");
+        let listed: Vec<String> = raw["forward"]["allow_hosts"]
+            .as_array()
+            .expect("allow_hosts")
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(listed, RawForward::default().allow_hosts);
     }
 
     #[test]

@@ -15,6 +15,32 @@ use support::fake_vendor::{FakeVendor, FakeVendorOpts};
 use support::fixtures::{PROXY_ACCESS_KEY_ID, PROXY_SECRET_ACCESS_KEY};
 use support::in_process::{InProcessProxy, parse_config, proxy_credentials};
 
+/// Every vendor host the corpus addresses in absolute form, resolved to the fake vendor so that
+/// a request that slipped through would reach it: regional, FIPS, dual-stack, GovCloud, China
+/// and VPC endpoint names of the Chime services, and Slack's workspace, Enterprise Grid and
+/// GovSlack hosts.
+const VENDOR_HOSTS: [&str; 12] = [
+    "chime.us-east-1.amazonaws.com",
+    "chime-fips.aws-global.amazonaws.com",
+    "chime.aws-global.api.aws",
+    "chime-fips.us-gov-west-1.amazonaws.com",
+    "chime.cn-north-1.amazonaws.com.cn",
+    "messaging-chime-fips.ap-southeast-1.api.aws",
+    "vpce-0123456789abcdef0-abcdefgh.messaging-chime.us-east-1.vpce.amazonaws.com",
+    "identity-chime-fips.us-gov-west-1.api.aws",
+    "slack.com",
+    "acme.slack.com",
+    "acme.enterprise.slack.com",
+    "slack-gov.com",
+];
+
+/// The default `forward.allow_hosts` and Slack's other Web API hosts, as TOML array items.
+fn allow_hosts() -> String {
+    let mut hosts = retention_proxy::config::RawForward::default().allow_hosts;
+    hosts.extend(["*.slack.com", "slack-gov.com", "*.slack-gov.com"].map(String::from));
+    hosts.iter().map(|h| format!("{h:?}")).collect::<Vec<_>>().join(", ")
+}
+
 fn fixtures(dir: &str) -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bypass").join(dir);
     let mut v: Vec<PathBuf> = std::fs::read_dir(&root)
@@ -71,10 +97,10 @@ chime = "{up}"
 chime_messaging = "{up}"
 chime_identity = "{up}"
 slack = "{up}"
+[forward]
+allow_hosts = [{allow}]
 [forward.resolve]
-"chime.us-east-1.amazonaws.com" = "{up}"
-"slack.com" = "{up}"
-[[guardrails]]
+{resolve}[[guardrails]]
 id = "floor"
 min_days = 365
 exempt = ["arn:aws:chime:us-east-1:111122223333:app-instance/87654321-4321-4321-4321-210987654321/user/breakglass"]
@@ -82,14 +108,19 @@ exempt = ["arn:aws:chime:us-east-1:111122223333:app-instance/87654321-4321-4321-
 id = "ceiling"
 max_days = 2555
 "#,
-        db = db.display()
+        db = db.display(),
+        allow = allow_hosts(),
+        resolve = VENDOR_HOSTS
+            .iter()
+            .map(|h| format!("{h:?} = \"{up}\"\n"))
+            .collect::<String>(),
     );
     let config = parse_config(&toml, "bypass.toml");
     let proxy = InProcessProxy::spawn(config, db, Some(proxy_credentials()), false).await;
     let addr = proxy.addr;
 
     let refused = fixtures("refused");
-    assert!(refused.len() >= 60, "corpus shrank to {}", refused.len());
+    assert!(refused.len() >= 88, "corpus shrank to {}", refused.len());
     let mut leaks = Vec::new();
     for f in &refused {
         let before = vendor.count();

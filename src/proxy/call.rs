@@ -61,7 +61,7 @@ pub async fn serve(
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    let claimed = aws_sigv4::claimed_identity(header_str(&parts.headers, "authorization"));
+    let claimed = aws_sigv4::claimed_identity_of(header_str(&parts.headers, "authorization"), parts.uri.query());
     let mut facts = facts(&app, conn, &route, m.op, &claimed, &parts.headers);
 
     // 1. Read the body, bounded.

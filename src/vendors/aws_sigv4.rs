@@ -33,6 +33,26 @@ pub fn claimed_identity(authorization: Option<&str>) -> ClaimedIdentity {
         .map(str::trim)
         .find_map(|p| p.strip_prefix("Credential="))
         .unwrap_or("");
+    credential_scope(cred)
+}
+
+/// The identity a request claims: its SigV4 `Authorization` header's or, for a presigned
+/// request (no such header), its query's `X-Amz-Credential=AKID/date/region/service/aws4_request`.
+pub fn claimed_identity_of(authorization: Option<&str>, query: Option<&str>) -> ClaimedIdentity {
+    let id = claimed_identity(authorization);
+    if id.access_key_id.is_some() {
+        return id;
+    }
+    let Some(q) = query.filter(|q| !q.is_empty()) else {
+        return id;
+    };
+    form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k.eq_ignore_ascii_case(X_AMZ_CREDENTIAL))
+        .map_or(id, |(_, v)| credential_scope(&v))
+}
+
+/// Reads a credential scope `AKID/date/region/service/aws4_request`.
+fn credential_scope(cred: &str) -> ClaimedIdentity {
     let mut parts = cred.split('/');
     let akid = parts.next().filter(|s| !s.is_empty()).map(str::to_string);
     let _date = parts.next();
@@ -43,6 +63,27 @@ pub fn claimed_identity(authorization: Option<&str>) -> ClaimedIdentity {
         region,
         service,
     }
+}
+
+/// The presigned query parameter that names the credential scope.
+const X_AMZ_CREDENTIAL: &str = "X-Amz-Credential";
+
+/// What of a query parameter may be stored: a presigned request's signature and session token
+/// nothing (`None`), its credential only the access key id; anything else as it came. Names
+/// compare without case, so no spelling keeps a secret.
+pub fn query_parameter_for_record<'a>(name: &str, value: &'a str) -> Option<&'a str> {
+    if name.eq_ignore_ascii_case("X-Amz-Signature") || name.eq_ignore_ascii_case("X-Amz-Security-Token") {
+        return None;
+    }
+    if name.eq_ignore_ascii_case(X_AMZ_CREDENTIAL) {
+        return Some(up_to_slash(value));
+    }
+    Some(value)
+}
+
+/// `s` up to its first `/`.
+fn up_to_slash(s: &str) -> &str {
+    s.split('/').next().unwrap_or("")
 }
 
 /// The CloudTrail `userIdentity.type` for an access key id.
@@ -209,6 +250,36 @@ mod tests {
         assert_eq!(claimed_identity(Some("Bearer xoxp")), ClaimedIdentity::default());
         assert_eq!(claimed_identity(None), ClaimedIdentity::default());
         assert_eq!(claimed_identity(Some("AWS4-HMAC-SHA256 garbage")).access_key_id, None);
+    }
+
+    #[test]
+    fn a_presigned_query_claims_as_the_header_does() {
+        let q = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20261122%2Fus-gov-west-1%2Fchime%2Faws4_request&X-Amz-Signature=6f9d";
+        let id = claimed_identity_of(None, Some(q));
+        assert_eq!(id.access_key_id.as_deref(), Some("AKIAIOSFODNN7EXAMPLE"));
+        assert_eq!(id.region.as_deref(), Some("us-gov-west-1"));
+        assert_eq!(id.service.as_deref(), Some("chime"));
+        // The header wins when both are there.
+        let h = "AWS4-HMAC-SHA256 Credential=AKIDHEADER/20261122/eu-west-1/chime/aws4_request, Signature=00";
+        assert_eq!(
+            claimed_identity_of(Some(h), Some(q)).access_key_id.as_deref(),
+            Some("AKIDHEADER")
+        );
+        assert_eq!(claimed_identity_of(None, Some("a=b")), ClaimedIdentity::default());
+        assert_eq!(claimed_identity_of(None, None), ClaimedIdentity::default());
+    }
+
+    #[test]
+    fn presigned_secrets_are_not_kept() {
+        assert_eq!(query_parameter_for_record("X-Amz-Signature", "abc"), None);
+        assert_eq!(query_parameter_for_record("x-amz-signature", "abc"), None);
+        assert_eq!(query_parameter_for_record("X-Amz-Security-Token", "tok"), None);
+        assert_eq!(query_parameter_for_record("X-AMZ-SECURITY-TOKEN", "tok"), None);
+        assert_eq!(
+            query_parameter_for_record("X-Amz-Credential", "AKID/20261122/us-east-1/chime/aws4_request"),
+            Some("AKID")
+        );
+        assert_eq!(query_parameter_for_record("X-Amz-Expires", "900"), Some("900"));
     }
 
     #[test]

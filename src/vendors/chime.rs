@@ -11,6 +11,7 @@ use super::errors::VendorError;
 use super::{
     AnswerFacts, Call, Family, Matched, Operation, Rejection, RequestParts, decode_segment, strict_json, up_to,
 };
+use super::{aws_endpoints, aws_sigv4};
 use crate::http::body::{ProxyBody, full, plain};
 use crate::retention::{Change, Observed, RetentionValue, Target};
 
@@ -27,28 +28,27 @@ pub(super) const ROUTE_WORDS: [&str; 6] = [
     "app-instance-users",
 ];
 
-/// The Chime family of a (normalised) host such as `messaging-chime.us-east-1.amazonaws.com`.
+/// The Chime family of an AWS endpoint host, any spelling the SDKs' endpoint rules produce:
+/// every partition and region, `-fips`, dual-stack, the global endpoint, VPC endpoint names.
 pub(super) fn family_for_host(h: &str) -> Option<Family> {
-    let rest = h.strip_suffix(".amazonaws.com")?;
-    let mut parts = rest.split('.');
-    let svc = parts.next()?;
-    let region = parts.next()?;
-    if parts.next().is_some() || region.is_empty() {
-        return None;
-    }
-    match svc {
-        "chime" => Some(Family::Chime),
-        "messaging-chime" => Some(Family::ChimeMessaging),
-        "identity-chime" => Some(Family::ChimeIdentity),
-        _ => None,
+    let host = aws_endpoints::parse(h)?;
+    let svc = host.service;
+    if svc.eq_ignore_ascii_case("chime") {
+        Some(Family::Chime)
+    } else if svc.eq_ignore_ascii_case("messaging-chime") {
+        Some(Family::ChimeMessaging)
+    } else if svc.eq_ignore_ascii_case("identity-chime") {
+        Some(Family::ChimeIdentity)
+    } else {
+        None
     }
 }
 
-/// The region in a vendor host name such as `chime.us-east-1.amazonaws.com`.
+/// The region an AWS endpoint host such as `chime.us-east-1.amazonaws.com` serves (its global
+/// endpoint, `aws-global`, signs for `us-east-1`).
 pub fn region_of_host(host: &str) -> Option<String> {
-    let rest = host.to_ascii_lowercase();
-    let rest = rest.strip_suffix(".amazonaws.com")?;
-    rest.split('.').nth(1).map(str::to_string)
+    let h = aws_endpoints::parse(host)?;
+    Some(aws_endpoints::signing_region(h.region).to_ascii_lowercase())
 }
 
 /// Reverse-proxy routing: the Chime family whose routes start with the word `first` of `path`.
@@ -341,9 +341,15 @@ pub(super) fn parse(mut call: Call, m: &Matched, parts: &RequestParts<'_>, body:
     if let Some(q) = parts.query.filter(|q| !q.is_empty()) {
         // None of these operations takes query parameters; keep what came for the record,
         // and do not guess whether the vendor would read a setting from it.
+        // A presigned request's signature and session token are never kept, nor a token
+        // some client put in the query.
         let mut qp = Map::new();
         for (k, v) in form_urlencoded::parse(q.as_bytes()) {
-            qp.insert(k.into_owned(), json!(v));
+            if k.trim().eq_ignore_ascii_case("token") {
+                qp.insert(k.into_owned(), json!(HIDDEN));
+            } else if let Some(kept) = aws_sigv4::query_parameter_for_record(&k, &v) {
+                qp.insert(k.into_owned(), json!(kept));
+            }
         }
         params.insert("queryString".into(), Value::Object(qp));
         if !op.read_only() {

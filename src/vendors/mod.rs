@@ -12,11 +12,15 @@
 use http::{HeaderMap, Method, Response};
 use serde_json::{Map, Value};
 
+pub mod aws_endpoints;
 pub mod aws_sigv4;
 mod chime;
 pub mod errors;
 mod slack;
 pub mod strict_json;
+
+#[cfg(test)]
+mod spelling_props;
 
 pub use chime::{AWS_MAX_DAYS, arn_account, region_of_host, resolved_resource, valid_arn};
 pub use slack::SLACK_MAX_DAYS;
@@ -100,10 +104,22 @@ pub fn route_family(path: &str) -> Option<Family> {
     slack::route_family(first, path).or_else(|| chime::route_family(first, path))
 }
 
-/// Forward-proxy routing: the family a vendor host belongs to, if it is one we audit.
+/// Forward-proxy routing: the family a vendor API host belongs to, if it is one we audit. The
+/// one place that decides what a vendor API host is: CONNECT interception and absolute-form
+/// auditing both ask it. `host` in any case, with or without a trailing `.`, no port.
+/// Allocation-free: it runs for every forward request.
 pub fn family_for_host(host: &str) -> Option<Family> {
-    let h = crate::http::headers::normalise_host(host);
-    slack::family_for_host(&h).or_else(|| chime::family_for_host(&h))
+    slack::family_for_host(host).or_else(|| chime::family_for_host(host))
+}
+
+/// The `forward.allow_hosts` default: every host the AWS SDKs pick for the Chime services, in
+/// every partition (a `*.` pattern per partition DNS suffix), and Slack's Web API host.
+pub fn default_allow_hosts() -> Vec<String> {
+    aws_endpoints::PARTITION_SUFFIXES
+        .iter()
+        .map(|s| format!("*.{s}"))
+        .chain(std::iter::once(slack::HOST.to_string()))
+        .collect()
 }
 
 /// A recognised operation.
@@ -247,9 +263,17 @@ fn route_word(s: &[u8]) -> Option<&'static str> {
         .copied()
 }
 
+/// Bytes no canonical path holds because some server drops, splits or decodes at them:
+/// percent-escapes, matrix parameters (`;`), backslashes, whitespace, control bytes, and
+/// anything not ASCII (which a server may trim as Unicode whitespace).
+fn is_odd_byte(b: u8) -> bool {
+    matches!(b, b'%' | b';' | b'\\') || b <= b' ' || b >= 0x7f
+}
+
 /// True when `classify_lenient` would rebuild exactly this method and path: an upper-case
-/// method, no percent-escape, no empty, `.` or `..` segment, and first and last segments that
-/// are either a route word spelled exactly or no route word at all. `path` has no query.
+/// method, no [odd byte](is_odd_byte), no empty, `.` or `..` segment, and first and last
+/// segments that are either a route word spelled exactly or no route word at all. `path` has
+/// no query.
 fn is_canonical(method: &Method, path: &str) -> bool {
     if method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
         return false;
@@ -257,7 +281,7 @@ fn is_canonical(method: &Method, path: &str) -> bool {
     let Some(rest) = path.strip_prefix('/') else {
         return false;
     };
-    if rest.as_bytes().contains(&b'%') {
+    if rest.bytes().any(is_odd_byte) {
         return false;
     }
     // No empty, `.` or `..` segment.
@@ -275,21 +299,62 @@ fn is_canonical(method: &Method, path: &str) -> bool {
     !odd_case(first) && !odd_case(last)
 }
 
+/// Most rounds of percent-decoding a lenient reader is assumed to apply (`%252F` is `%2F`
+/// after one, `/` after two). Bounded: each round reads the whole path again.
+const DECODE_ROUNDS: usize = 8;
+
+/// `s` percent-decoded until nothing changes (at most [`DECODE_ROUNDS`] rounds, byte-wise, so
+/// an escape split over two rounds still decodes), invalid UTF-8 replaced.
+fn decode_fully(s: &str) -> String {
+    let mut out: Vec<u8> = s.as_bytes().to_vec();
+    for _ in 0..DECODE_ROUNDS {
+        if !out.contains(&b'%') {
+            break;
+        }
+        let next: Vec<u8> = percent_encoding::percent_decode(&out).collect();
+        if next == out {
+            break;
+        }
+        out = next;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What a lenient server keeps of one decoded segment: the part before a matrix parameter
+/// (`;…`) or a decoded `?` or `#` (read again as a query or fragment), without surrounding
+/// whitespace or control characters (`%20`, `%09`, `%00`, …).
+fn lenient_word(seg: &str) -> &str {
+    up_to(seg, |b| matches!(b, b';' | b'?' | b'#')).trim_matches(|c: char| c.is_whitespace() || c.is_control())
+}
+
 /// What a lenient server might make of a path that is not in canonical form: every
-/// percent-escape decoded, empty and `.` segments dropped, `..` applied, route words compared
-/// without case, the method upper-cased. A request that matches only this way "could mean two
-/// things" (SPEC §4) and is refused rather than passed through unaudited.
+/// percent-escape decoded (repeatedly), matrix parameters and surrounding whitespace and
+/// control bytes dropped from each segment, empty and `.` segments dropped, `..` applied,
+/// route words compared without case, the method upper-cased; an encoded slash read both as
+/// part of its segment and as a separator (so is a backslash). A request that matches only
+/// this way "could mean two things" (SPEC §4) and is refused rather than passed through
+/// unaudited.
 pub fn classify_lenient(family: Family, method: &Method, path: &str) -> Option<Matched> {
     let path = before_query(path);
-    let mut segs: Vec<String> = Vec::new();
-    for raw in path.split('/') {
-        let seg = decode_segment(raw);
-        match seg.as_str() {
+    let method = Method::from_bytes(method.as_str().to_ascii_uppercase().as_bytes()).ok()?;
+    // Encoded slashes kept inside their segment (an ARN's), then read as separators.
+    let kept: Vec<String> = path.split('/').map(decode_fully).collect();
+    let split: Vec<String> = decode_fully(path).split(['/', '\\']).map(str::to_string).collect();
+    [kept, split]
+        .iter()
+        .find_map(|segs| classify_segments(family, &method, segs))
+}
+
+/// [`classify_lenient`] of one reading of the path: its decoded segments, in order.
+fn classify_segments(family: Family, method: &Method, decoded: &[String]) -> Option<Matched> {
+    let mut segs: Vec<&str> = Vec::with_capacity(decoded.len());
+    for seg in decoded {
+        match lenient_word(seg) {
             "" | "." => {}
             ".." => {
                 segs.pop();
             }
-            _ => segs.push(seg),
+            w => segs.push(w),
         }
     }
     let canon = |s: &str| -> String {
@@ -311,8 +376,8 @@ pub fn classify_lenient(family: Family, method: &Method, path: &str) -> Option<M
             }
         })
         .collect();
-    let method = Method::from_bytes(method.as_str().to_ascii_uppercase().as_bytes()).ok()?;
-    classify(family, &method, &format!("/{}", rebuilt.join("/")))
+    // Not `classify`: a decoded `?` is part of a segment here, not the start of a query.
+    classify_path(family, method, &format!("/{}", rebuilt.join("/")))
 }
 
 /// The targets an operation can change (for "could an enforcing rule apply?").
@@ -499,6 +564,154 @@ mod tests {
         assert_eq!(
             region_of_host("chime.eu-west-2.amazonaws.com").as_deref(),
             Some("eu-west-2")
+        );
+    }
+
+    /// Every endpoint boto3 picks for chime, chime-sdk-messaging and chime-sdk-identity in
+    /// us-east-1, us-west-2, eu-central-1, ap-southeast-1 and us-gov-west-1, with FIPS and
+    /// dual-stack each on and off (`client.meta.endpoint_url`; the 60 combinations name 48
+    /// hosts, Amazon Chime's being global outside GovCloud).
+    const BOTO3_ENDPOINTS: [(&str, Family); 48] = [
+        ("chime.us-east-1.amazonaws.com", Family::Chime),
+        ("chime.aws-global.api.aws", Family::Chime),
+        ("chime-fips.aws-global.amazonaws.com", Family::Chime),
+        ("chime-fips.aws-global.api.aws", Family::Chime),
+        ("chime.us-gov-west-1.amazonaws.com", Family::Chime),
+        ("chime.us-gov-west-1.api.aws", Family::Chime),
+        ("chime-fips.us-gov-west-1.amazonaws.com", Family::Chime),
+        ("chime-fips.us-gov-west-1.api.aws", Family::Chime),
+        ("messaging-chime.us-east-1.amazonaws.com", Family::ChimeMessaging),
+        ("messaging-chime.us-east-1.api.aws", Family::ChimeMessaging),
+        ("messaging-chime-fips.us-east-1.amazonaws.com", Family::ChimeMessaging),
+        ("messaging-chime-fips.us-east-1.api.aws", Family::ChimeMessaging),
+        ("messaging-chime.us-west-2.amazonaws.com", Family::ChimeMessaging),
+        ("messaging-chime.us-west-2.api.aws", Family::ChimeMessaging),
+        ("messaging-chime-fips.us-west-2.amazonaws.com", Family::ChimeMessaging),
+        ("messaging-chime-fips.us-west-2.api.aws", Family::ChimeMessaging),
+        ("messaging-chime.eu-central-1.amazonaws.com", Family::ChimeMessaging),
+        ("messaging-chime.eu-central-1.api.aws", Family::ChimeMessaging),
+        (
+            "messaging-chime-fips.eu-central-1.amazonaws.com",
+            Family::ChimeMessaging,
+        ),
+        ("messaging-chime-fips.eu-central-1.api.aws", Family::ChimeMessaging),
+        ("messaging-chime.ap-southeast-1.amazonaws.com", Family::ChimeMessaging),
+        ("messaging-chime.ap-southeast-1.api.aws", Family::ChimeMessaging),
+        (
+            "messaging-chime-fips.ap-southeast-1.amazonaws.com",
+            Family::ChimeMessaging,
+        ),
+        ("messaging-chime-fips.ap-southeast-1.api.aws", Family::ChimeMessaging),
+        ("messaging-chime.us-gov-west-1.amazonaws.com", Family::ChimeMessaging),
+        ("messaging-chime.us-gov-west-1.api.aws", Family::ChimeMessaging),
+        (
+            "messaging-chime-fips.us-gov-west-1.amazonaws.com",
+            Family::ChimeMessaging,
+        ),
+        ("messaging-chime-fips.us-gov-west-1.api.aws", Family::ChimeMessaging),
+        ("identity-chime.us-east-1.amazonaws.com", Family::ChimeIdentity),
+        ("identity-chime.us-east-1.api.aws", Family::ChimeIdentity),
+        ("identity-chime-fips.us-east-1.amazonaws.com", Family::ChimeIdentity),
+        ("identity-chime-fips.us-east-1.api.aws", Family::ChimeIdentity),
+        ("identity-chime.us-west-2.amazonaws.com", Family::ChimeIdentity),
+        ("identity-chime.us-west-2.api.aws", Family::ChimeIdentity),
+        ("identity-chime-fips.us-west-2.amazonaws.com", Family::ChimeIdentity),
+        ("identity-chime-fips.us-west-2.api.aws", Family::ChimeIdentity),
+        ("identity-chime.eu-central-1.amazonaws.com", Family::ChimeIdentity),
+        ("identity-chime.eu-central-1.api.aws", Family::ChimeIdentity),
+        ("identity-chime-fips.eu-central-1.amazonaws.com", Family::ChimeIdentity),
+        ("identity-chime-fips.eu-central-1.api.aws", Family::ChimeIdentity),
+        ("identity-chime.ap-southeast-1.amazonaws.com", Family::ChimeIdentity),
+        ("identity-chime.ap-southeast-1.api.aws", Family::ChimeIdentity),
+        (
+            "identity-chime-fips.ap-southeast-1.amazonaws.com",
+            Family::ChimeIdentity,
+        ),
+        ("identity-chime-fips.ap-southeast-1.api.aws", Family::ChimeIdentity),
+        ("identity-chime.us-gov-west-1.amazonaws.com", Family::ChimeIdentity),
+        ("identity-chime.us-gov-west-1.api.aws", Family::ChimeIdentity),
+        ("identity-chime-fips.us-gov-west-1.amazonaws.com", Family::ChimeIdentity),
+        ("identity-chime-fips.us-gov-west-1.api.aws", Family::ChimeIdentity),
+    ];
+
+    #[test]
+    fn every_endpoint_the_sdks_pick_is_a_vendor_host() {
+        for (host, family) in BOTO3_ENDPOINTS {
+            assert_eq!(family_for_host(host), Some(family), "{host}");
+            assert_eq!(family_for_host(&host.to_ascii_uppercase()), Some(family), "{host}");
+            assert_eq!(family_for_host(&format!("{host}.")), Some(family), "{host}.");
+            let region = region_of_host(host).unwrap_or_default();
+            assert!(
+                [
+                    "us-east-1",
+                    "us-west-2",
+                    "eu-central-1",
+                    "ap-southeast-1",
+                    "us-gov-west-1"
+                ]
+                .contains(&region.as_str()),
+                "{host}: {region}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_partitions_vpc_endpoints_and_slack_hosts_are_vendor_hosts() {
+        for (host, family) in [
+            ("chime.cn-north-1.amazonaws.com.cn", Family::Chime),
+            ("chime-fips.cn-north-1.api.amazonwebservices.com.cn", Family::Chime),
+            ("messaging-chime.eusc-de-east-1.amazonaws.eu", Family::ChimeMessaging),
+            (
+                "messaging-chime-fips.eusc-de-east-1.api.amazonwebservices.eu",
+                Family::ChimeMessaging,
+            ),
+            ("identity-chime.us-iso-east-1.c2s.ic.gov", Family::ChimeIdentity),
+            ("identity-chime.us-iso-east-1.api.aws.ic.gov", Family::ChimeIdentity),
+            (
+                "identity-chime-fips.us-isob-east-1.sc2s.sgov.gov",
+                Family::ChimeIdentity,
+            ),
+            ("messaging-chime.us-isob-east-1.api.aws.scloud", Family::ChimeMessaging),
+            ("chime.eu-isoe-west-1.cloud.adc-e.uk", Family::Chime),
+            ("chime.eu-isoe-west-1.api.cloud-aws.adc-e.uk", Family::Chime),
+            ("chime.us-isof-south-1.csp.hci.ic.gov", Family::Chime),
+            ("chime.us-isof-south-1.api.aws.hci.ic.gov", Family::Chime),
+            ("messaging-chime.mx-central-1.amazonaws.com", Family::ChimeMessaging),
+            (
+                "vpce-0123456789abcdef0-abcdefgh.messaging-chime.us-east-1.vpce.amazonaws.com",
+                Family::ChimeMessaging,
+            ),
+            (
+                "vpce-0123456789abcdef0-abcdefgh-us-east-1a.identity-chime.us-east-1.vpce.amazonaws.com",
+                Family::ChimeIdentity,
+            ),
+            ("slack.com", Family::Slack),
+            ("acme.slack.com", Family::Slack),
+            ("acme.enterprise.slack.com", Family::Slack),
+            ("ACME.Enterprise.Slack.COM.", Family::Slack),
+            ("slack-gov.com", Family::Slack),
+            ("acme.slack-gov.com", Family::Slack),
+        ] {
+            assert_eq!(family_for_host(host), Some(family), "{host}");
+        }
+        for host in [
+            "s3.us-east-1.amazonaws.com",
+            "meetings-chime.us-east-1.amazonaws.com",
+            "chime.amazonaws.com",
+            "x.chime.us-east-1.amazonaws.com",
+            "chime.us-east-1.amazonaws.com.evil.example",
+            "evilslack.com",
+            ".slack.com",
+            "slack.com.evil.example",
+            "slack-gov.com.evil.example",
+            "notslack-gov.com",
+            "",
+        ] {
+            assert_eq!(family_for_host(host), None, "{host}");
+        }
+        assert_eq!(
+            region_of_host("chime-fips.aws-global.api.aws").as_deref(),
+            Some("us-east-1")
         );
     }
 

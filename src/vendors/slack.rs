@@ -35,9 +35,20 @@ pub(super) const ROUTE_WORDS: [&str; 4] = [
     REMOVE_CUSTOM_RETENTION,
 ];
 
-/// The Slack family, if `h` (normalised) is its host.
+/// The domains of Slack's Web API: `slack.com` (workspace and Enterprise Grid hosts such as
+/// `acme.slack.com`, `acme.enterprise.slack.com` serve it too) and GovSlack's `slack-gov.com`.
+pub(super) const DOMAINS: [&str; 2] = [HOST, "slack-gov.com"];
+
+/// The Slack family, if `h` (any case, no port) is one of its domains or a host under one.
 pub(super) fn family_for_host(h: &str) -> Option<Family> {
-    (h == HOST).then_some(Family::Slack)
+    let h = h.strip_suffix('.').unwrap_or(h);
+    let under = |d: &str| match h.len().checked_sub(d.len()).and_then(|i| h.split_at_checked(i)) {
+        Some((head, tail)) => {
+            tail.eq_ignore_ascii_case(d) && (head.is_empty() || (head.len() > 1 && head.ends_with('.')))
+        }
+        None => false,
+    };
+    DOMAINS.iter().any(|d| under(d)).then_some(Family::Slack)
 }
 
 /// Reverse-proxy routing: Slack serves `/api/…`; `first` is the first word of `path`.
