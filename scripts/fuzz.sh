@@ -21,7 +21,9 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-co
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$PWD/target}"
 # An explicit --target keeps the instrumentation off build scripts and proc-macros.
 triple="$(rustc -vV | sed -n 's/^host: //p')"
-cargo build --release --locked --bins --target "$triple"
+# Not --locked: the product's own dependencies change under it; cargo adds what is missing to
+# fuzz/Cargo.lock and keeps the rest.
+cargo build --release --bins --target "$triple"
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 for t in "${targets[@]}"; do
