@@ -66,11 +66,16 @@ fn matched(op: Operation, path_param: Option<String>) -> Option<Matched> {
 }
 
 /// The path parameter in `segs[from..to]`, each segment decoded, joined with `/`; `None` when
-/// the range is empty or holds an empty, `.` or `..` segment.
+/// the range is empty or holds an empty, `.` or `..` segment, or a segment a lenient server
+/// would read as another id: one with surrounding whitespace or control bytes (`a1%20`) or a
+/// matrix parameter (`a1;x`). Those are left to the lenient reading, which marks the path as
+/// one that could mean two things. A segment of nothing but whitespace stays strict, for the
+/// vendor's own refusal of a blank id.
 fn middle(segs: &[&str], from: usize, to: usize) -> Option<String> {
     let odd = |s: &&str| {
         let d = decode_segment(s);
-        d.is_empty() || d == "." || d == ".."
+        let word = super::lenient_word(&d);
+        d.is_empty() || d == "." || d == ".." || (word != d && !word.is_empty())
     };
     if to <= from || segs[from..to].iter().any(odd) {
         return None;

@@ -879,6 +879,28 @@ mod tests {
     }
 
     #[test]
+    fn an_id_a_lenient_server_would_trim_is_an_odd_path() {
+        for p in [
+            "/accounts/acct-1%20/retention-settings",
+            "/accounts/%09acct-1/retention-settings",
+            "/accounts/acct-1%00/retention-settings",
+            "/accounts/acct-1;x/retention-settings",
+        ] {
+            let (m, odd) = classify_any(Family::Chime, &Method::PUT, p).expect(p);
+            assert!(odd, "{p}");
+            assert_eq!(m.path_param.as_deref(), Some("acct-1"), "{p}");
+        }
+        // A blank id is read strictly, so the vendor's own refusal of it is what the client gets.
+        let (m, odd) = classify_any(Family::Chime, &Method::PUT, "/accounts/%20/retention-settings").unwrap();
+        assert!(!odd);
+        assert_eq!(m.path_param.as_deref(), Some(" "));
+        // An id with a space inside it is one id either way.
+        let (m, odd) = classify_any(Family::Chime, &Method::PUT, "/accounts/a%20b/retention-settings").unwrap();
+        assert!(!odd);
+        assert_eq!(m.path_param.as_deref(), Some("a b"));
+    }
+
+    #[test]
     fn lenient_spellings_are_found() {
         use Operation::*;
         let l = |f, m: Method, p: &str| {
