@@ -14,6 +14,9 @@ COPY config/docker.toml /etc/retention-proxy/config.toml
 USER retention
 # The audit database (and its HMAC key) live on a volume so they outlive the container.
 VOLUME ["/var/lib/retention-proxy"]
+# The listener is on every interface, so reverse-mode AWS clients must be listed in
+# /etc/retention-proxy/clients.toml (mount it, mode 0600, owned by uid 10001); see the README,
+# "Who may call it". Without it the container exits 64 at start-up.
 EXPOSE 8080
 ENTRYPOINT ["retention-proxy"]
 CMD ["serve", "--config", "/etc/retention-proxy/config.toml", "--log-format", "json"]

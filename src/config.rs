@@ -25,6 +25,8 @@ pub struct RawConfig {
     pub upstreams: RawUpstreams,
     /// Forward-proxy (absolute-form and CONNECT) settings.
     pub forward: RawForward,
+    /// Who may send reverse-mode (origin-form) AWS calls.
+    pub reverse: RawReverse,
     /// Organisation guardrails, evaluated in order.
     pub guardrails: Vec<guardrail::RawGuardrail>,
 }
@@ -148,6 +150,21 @@ impl Default for RawUpstreams {
             request_timeout: "30s".into(),
         }
     }
+}
+
+/// `[reverse]`: authentication of reverse-mode AWS clients (SPEC §13). A reverse-mode AWS call
+/// is re-signed with the proxy's own credentials, so whoever can send one acts as the proxy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RawReverse {
+    /// TOML file of client keys (`[[client]]` with `name`, `access_key_id`,
+    /// `secret_access_key`), mode 0600 or stricter. When set, every reverse-mode AWS call must
+    /// carry a valid SigV4 signature from one of them. Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clients_file: Option<String>,
+    /// Accept unauthenticated reverse-mode AWS calls on a listener that is not loopback.
+    /// Default `false`: such a listener without `clients_file` refuses to start.
+    pub allow_unauthenticated: bool,
 }
 
 /// `[forward]`
@@ -402,6 +419,15 @@ impl ForwardConfig {
     }
 }
 
+/// Validated `[reverse]`.
+#[derive(Debug, Clone, Default)]
+pub struct ReverseConfig {
+    /// The client keys file, when reverse-mode AWS clients are authenticated.
+    pub clients_file: Option<PathBuf>,
+    /// Unauthenticated reverse-mode AWS calls accepted on a non-loopback listener, on purpose.
+    pub allow_unauthenticated: bool,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -413,6 +439,8 @@ pub struct Config {
     pub upstreams: UpstreamsConfig,
     /// `[forward]`
     pub forward: ForwardConfig,
+    /// `[reverse]`
+    pub reverse: ReverseConfig,
     /// Compiled `[[guardrails]]`.
     pub guardrails: Vec<Guardrail>,
     /// The raw form with defaults filled in, for `check-config`.
@@ -561,6 +589,20 @@ impl Config {
                 None
             }
         };
+        let clients_file = raw.reverse.clients_file.as_deref().map(str::trim);
+        if clients_file == Some("") {
+            bad("reverse.clients_file", "must name a file (or be left out)".into());
+        }
+        if !is_loopback(&listen) && clients_file.is_none() && !raw.reverse.allow_unauthenticated {
+            bad(
+                "reverse.clients_file",
+                format!(
+                    "server.listen {listen} is not a loopback address, so anyone who reaches it could change retention \
+                     with the proxy's own AWS credentials: set [reverse] clients_file to the client keys allowed to call \
+                     (or, knowingly, [reverse] allow_unauthenticated = true)"
+                ),
+            );
+        }
         if raw.server.max_body_bytes == 0 {
             bad("server.max_body_bytes", "must be at least 1".into());
         }
@@ -766,6 +808,10 @@ impl Config {
                 resolve,
                 connect_ports: raw.forward.connect_ports.clone(),
             },
+            reverse: ReverseConfig {
+                clients_file: clients_file.filter(|f| !f.is_empty()).map(PathBuf::from),
+                allow_unauthenticated: raw.reverse.allow_unauthenticated,
+            },
             guardrails,
             raw,
         })
@@ -921,6 +967,30 @@ mod tests {
         ] {
             assert!(keys.contains(&k), "{k} missing from {keys:?}");
         }
+    }
+
+    #[test]
+    fn a_listener_others_can_reach_needs_client_keys_or_an_explicit_opt_out() {
+        // Loopback (a sidecar): fine without client keys.
+        for listen in ["127.0.0.1:8080", "[::1]:8080"] {
+            let c = Config::from_toml_str(&format!("[server]\nlisten = \"{listen}\"\n"), "x.toml").unwrap();
+            assert!(c.reverse.clients_file.is_none());
+        }
+        for listen in ["0.0.0.0:8080", "[::]:8080", "10.1.2.3:8080"] {
+            let e = Config::from_toml_str(&format!("[server]\nlisten = \"{listen}\"\n"), "x.toml").unwrap_err();
+            let (key, reason) = &e.problems[0];
+            assert_eq!(key, "reverse.clients_file", "{listen}");
+            assert!(reason.contains("[reverse] clients_file") && reason.contains("allow_unauthenticated"), "{reason}");
+            let c = Config::from_toml_str(
+                &format!("[server]\nlisten = \"{listen}\"\n[reverse]\nallow_unauthenticated = true\n"),
+                "x.toml",
+            )
+            .unwrap();
+            assert!(c.reverse.allow_unauthenticated);
+        }
+        let e = Config::from_toml_str("[reverse]\nclients_file = \" \"\n", "x.toml").unwrap_err();
+        assert_eq!(e.problems[0].0, "reverse.clients_file");
+        assert!(Config::from_toml_str("[reverse]\nallow_unauthenticate = true\n", "x.toml").is_err());
     }
 
     #[test]

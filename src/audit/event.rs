@@ -35,7 +35,11 @@ pub struct Caller {
     pub token_type: Option<String>,
     /// CloudTrail identity type.
     pub kind: String,
-    /// Whether the proxy itself verified the identity (never: it holds no client secrets).
+    /// The name of the client key that signed the call (`[reverse] clients_file`), once the
+    /// proxy has checked the signature.
+    pub principal: Option<String>,
+    /// Whether the identity is proven: by the proxy (a listed client key's signature) or, in
+    /// forward and egress modes, by the vendor accepting the client's own signature.
     pub verified: bool,
     /// Client address (after trusted `X-Forwarded-For`).
     pub source_ip: String,
@@ -50,6 +54,7 @@ impl Caller {
     pub fn principals(&self) -> Vec<String> {
         [
             &self.access_key_id,
+            &self.principal,
             &self.chime_bearer,
             &self.token_fingerprint,
             &self.proxy_user,
@@ -186,6 +191,7 @@ pub fn request_record(
         let mut o = Nested::open(out);
         canonical::write_opt_str(c.access_key_id.as_deref(), o.key("accessKeyId"));
         canonical::write_opt_str(c.chime_bearer.as_deref(), o.key("chimeBearer"));
+        canonical::write_opt_str(c.principal.as_deref(), o.key("principal"));
         canonical::write_opt_str(c.proxy_user.as_deref(), o.key("proxyUser"));
         canonical::write_opt_str(c.token_fingerprint.as_deref(), o.key("tokenFingerprint"));
         canonical::write_opt_str(c.token_type.as_deref(), o.key("tokenType"));
@@ -320,6 +326,35 @@ pub struct Answer {
     pub duration_ms: u64,
 }
 
+/// AWS error codes that mean the vendor did not accept the caller's credentials or signature.
+const AWS_AUTHENTICATION_ERRORS: [&str; 11] = [
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "IncompleteSignatureException",
+    "MissingAuthenticationTokenException",
+    "MissingAuthenticationToken",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "ExpiredTokenException",
+    "ExpiredToken",
+    "UnauthorizedException",
+    "RequestExpired",
+];
+
+/// Whether an AWS answer proves the caller's signature: the vendor answered (not the proxy,
+/// not a failure before authentication) with anything but an authentication error. A `404`
+/// or a validation error comes after the signature was checked; an `AccessDenied` names a
+/// proven identity that lacks a permission.
+fn vendor_accepted_signature(a: &Answer) -> bool {
+    if a.outcome != "forwarded" || a.status >= 500 || a.status == 401 {
+        return false;
+    }
+    let code = a.error_code.as_deref().unwrap_or("");
+    // `x-amzn-ErrorType` may carry a suffix (`Code:http://…`).
+    let code = code.split(':').next().unwrap_or("");
+    !AWS_AUTHENTICATION_ERRORS.contains(&code)
+}
+
 /// The outcome link.
 pub fn outcome_record(
     f: &CallFacts,
@@ -339,7 +374,7 @@ pub fn outcome_record(
     body.opt_str("errorMessage", a.error_message.as_deref());
     body.opt_u64("durationMs", Some(a.duration_ms));
     // A forwarded signature the vendor accepted has been verified by the vendor.
-    if f.way == Way::Forward && f.op.family().is_aws() && (200..300).contains(&a.status) {
+    if f.way == Way::Forward && f.op.family().is_aws() && vendor_accepted_signature(a) {
         body.field("userIdentity", |out| out.extend_from_slice(br#"{"verified":true}"#));
     }
     // A created channel's ARN is known only now.
@@ -426,6 +461,7 @@ mod tests {
                     "type": f.caller.kind,
                     "accessKeyId": f.caller.access_key_id,
                     "chimeBearer": f.caller.chime_bearer,
+                    "principal": f.caller.principal,
                     "tokenFingerprint": f.caller.token_fingerprint,
                     "tokenType": f.caller.token_type,
                     "verified": f.caller.verified,
@@ -484,7 +520,7 @@ mod tests {
                 "durationMs": a.duration_ms,
             });
             // A forwarded signature the vendor accepted has been verified by the vendor.
-            if f.way == Way::Forward && f.op.family().is_aws() && (200..300).contains(&a.status) {
+            if f.way == Way::Forward && f.op.family().is_aws() && vendor_accepted_signature(a) {
                 body["userIdentity"] = json!({"verified": true});
             }
             // A created channel's ARN is known only now.
@@ -547,6 +583,7 @@ mod tests {
                 token_fingerprint: full.then(|| "hmac-sha256:00ff".to_string()),
                 token_type: full.then(|| "xoxp".to_string()),
                 kind: "IAMUser".into(),
+                principal: full.then(|| "retention-admin-tool".to_string()),
                 verified: full,
                 source_ip: "10.0.0.1".into(),
                 user_agent: full.then(|| "Boto3/1.35 \"quoted\"".to_string()),
@@ -702,5 +739,39 @@ mod tests {
         assert_eq!(parse_attempt(Some("ttl=20261122T043423Z; attempt=5; max=5")), Some(5));
         assert_eq!(parse_attempt(Some("nonsense")), None);
         assert_eq!(parse_attempt(None), None);
+    }
+
+    #[test]
+    fn only_an_answer_past_authentication_proves_the_signature() {
+        let answer = |outcome: &'static str, status: u16, code: Option<&str>| Answer {
+            outcome,
+            status,
+            request_id: None,
+            response: Value::Null,
+            error_code: code.map(str::to_string),
+            error_message: None,
+            duration_ms: 1,
+        };
+        for (outcome, status, code, proven) in [
+            ("forwarded", 200, None, true),
+            ("forwarded", 204, None, true),
+            ("forwarded", 404, Some("NotFoundException"), true),
+            ("forwarded", 400, Some("BadRequestException"), true),
+            ("forwarded", 403, Some("ForbiddenException"), true),
+            ("forwarded", 403, Some("AccessDeniedException"), true),
+            ("forwarded", 429, Some("ThrottledClientException"), true),
+            ("forwarded", 403, Some("UnrecognizedClientException"), false),
+            ("forwarded", 403, Some("InvalidSignatureException"), false),
+            ("forwarded", 403, Some("InvalidSignatureException:http://internal.amazon.com/coral/"), false),
+            ("forwarded", 403, Some("ExpiredTokenException"), false),
+            ("forwarded", 400, Some("IncompleteSignatureException"), false),
+            ("forwarded", 403, Some("MissingAuthenticationTokenException"), false),
+            ("forwarded", 401, Some("UnauthorizedClientException"), false),
+            ("forwarded", 500, Some("ServiceFailureException"), false),
+            ("forwarded", 503, None, false),
+            ("upstream_error", 502, Some("ServiceFailureException"), false),
+        ] {
+            assert_eq!(vendor_accepted_signature(&answer(outcome, status, code)), proven, "{outcome} {status} {code:?}");
+        }
     }
 }

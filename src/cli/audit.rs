@@ -124,6 +124,37 @@ fn print_events(
     }
 }
 
+/// What `--actor` is compared with: itself, or for a raw Slack token (`xoxb-…`, `xoxp-…`),
+/// its fingerprint under the installation's key, so the token is never compared, stored or
+/// printed as it is.
+fn actor_as_recorded(actor: String, db: &std::path::Path, key_file: Option<std::path::PathBuf>) -> Result<String, String> {
+    let actor = actor.trim().to_string();
+    if !looks_like_slack_token(&actor) {
+        return Ok(actor);
+    }
+    let key_file = key_file.unwrap_or_else(|| {
+        let mut s = db.as_os_str().to_os_string();
+        s.push(".hmac-key");
+        s.into()
+    });
+    let key = std::fs::read_to_string(&key_file)
+        .ok()
+        .and_then(|k| hex::decode(k.trim()).ok())
+        .filter(|k| k.len() >= 16)
+        .ok_or_else(|| {
+            format!(
+                "--actor is a Slack token, which is compared by its fingerprint: the installation's key was not readable at {} (give --hmac-key-file)",
+                key_file.display()
+            )
+        })?;
+    Ok(crate::audit::event::TokenKey::new(&key).fingerprint(&actor))
+}
+
+/// A Slack token: `xox?-…` (user, bot, app-level, configuration, refresh tokens).
+fn looks_like_slack_token(s: &str) -> bool {
+    (s.len() > 5 && s.starts_with("xox") && s.as_bytes().get(4) == Some(&b'-')) || s.starts_with("xapp-")
+}
+
 /// Runs an `audit` command; an error is one sentence.
 pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
     match cmd {
@@ -147,12 +178,14 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
             event_name,
             source,
             actor,
+            hmac_key_file,
             resource,
             decision,
             limit,
             format,
         } => {
             let (since, until) = times(since, until)?;
+            let actor = actor.map(|a| actor_as_recorded(a, &db, hmac_key_file)).transpose()?;
             if let Some(d) = &decision
                 && !["allow", "deny", "dry_run_deny", "exempt"].contains(&d.as_str())
             {

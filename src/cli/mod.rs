@@ -116,9 +116,14 @@ pub enum AuditCommand {
         /// eventSource (chime.amazonaws.com, slack.com, or chime, chime_messaging, chime_identity, slack).
         #[arg(long)]
         source: Option<String>,
-        /// Access key id, bearer ARN, token fingerprint.
+        /// Who: a client key's principal name, an access key id, a bearer ARN, a Slack user
+        /// id, a token fingerprint, or a raw Slack token (fingerprinted first, never printed).
         #[arg(long)]
         actor: Option<String>,
+        /// The key Slack tokens are fingerprinted under, to compare a raw token given to
+        /// `--actor`. Default: `<db>.hmac-key`, where `serve` keeps it.
+        #[arg(long)]
+        hmac_key_file: Option<PathBuf>,
         /// Account id, ARN or Slack channel id.
         #[arg(long)]
         resource: Option<String>,

@@ -168,6 +168,7 @@ pub fn caller(
         token_fingerprint: None,
         token_type: None,
         kind: String::new(),
+        principal: None,
         verified: false,
         source_ip: source_ip(&config.server.trusted_proxies, peer, headers).to_string(),
         user_agent: header_str(headers, "user-agent").map(str::to_string),
