@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::http::headers::normalise_host;
 use crate::policy::guardrail::{self, Guardrail};
+use crate::vendors::sigv4_verify::ClientKeys;
 
 /// The raw configuration file, exactly as written. Every section and key has a default.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -424,6 +426,8 @@ impl ForwardConfig {
 pub struct ReverseConfig {
     /// The client keys file, when reverse-mode AWS clients are authenticated.
     pub clients_file: Option<PathBuf>,
+    /// Its keys, read when the configuration was validated.
+    pub clients: Option<Arc<ClientKeys>>,
     /// Unauthenticated reverse-mode AWS calls accepted on a non-loopback listener, on purpose.
     pub allow_unauthenticated: bool,
 }
@@ -590,9 +594,20 @@ impl Config {
             }
         };
         let clients_file = raw.reverse.clients_file.as_deref().map(str::trim);
-        if clients_file == Some("") {
-            bad("reverse.clients_file", "must name a file (or be left out)".into());
-        }
+        let clients = match clients_file {
+            Some("") => {
+                bad("reverse.clients_file", "must name a file (or be left out)".into());
+                None
+            }
+            Some(f) => match ClientKeys::load(Path::new(f)) {
+                Ok(keys) => Some(Arc::new(keys)),
+                Err(e) => {
+                    bad("reverse.clients_file", e.to_string());
+                    None
+                }
+            },
+            None => None,
+        };
         if !is_loopback(&listen) && clients_file.is_none() && !raw.reverse.allow_unauthenticated {
             bad(
                 "reverse.clients_file",
@@ -810,6 +825,7 @@ impl Config {
             },
             reverse: ReverseConfig {
                 clients_file: clients_file.filter(|f| !f.is_empty()).map(PathBuf::from),
+                clients,
                 allow_unauthenticated: raw.reverse.allow_unauthenticated,
             },
             guardrails,

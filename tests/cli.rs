@@ -676,3 +676,40 @@ fn serve_with_an_invalid_config_exits_64_before_binding() {
     assert!(stderr(&o).contains("listn"), "{}", stderr(&o));
     drop(held);
 }
+
+#[test]
+fn a_listener_others_can_reach_without_client_keys_exits_64_naming_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let cfg = write(
+        dir.path(),
+        "open.toml",
+        &format!(
+            "[server]\nlisten = \"0.0.0.0:0\"\nadmin_listen = \"\"\n\n[audit]\npath = {}\n",
+            toml_str(&db.display().to_string())
+        ),
+    );
+    for o in [serve_expecting_exit(&cfg), run(&["check-config", "--config", &cfg])] {
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(EXIT_CONFIG), "{err}");
+        assert_one_line_error(&o, "non-loopback listener without client keys");
+        assert!(
+            err.contains("reverse.clients_file") && err.contains("allow_unauthenticated = true"),
+            "{err}"
+        );
+    }
+    assert!(!db.exists(), "nothing is created for a configuration that is refused");
+
+    // Saying so explicitly is accepted (and shown in the effective configuration).
+    let cfg = write(
+        dir.path(),
+        "opted-out.toml",
+        &format!(
+            "[server]\nlisten = \"0.0.0.0:0\"\nadmin_listen = \"\"\n\n[audit]\npath = {}\n\n[reverse]\nallow_unauthenticated = true\n",
+            toml_str(&db.display().to_string())
+        ),
+    );
+    let o = run(&["check-config", "--config", &cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("allow_unauthenticated = true"), "{}", stdout(&o));
+}

@@ -1,5 +1,6 @@
-//! The audited call, top to bottom: read the body → read the call and its caller → judge →
-//! record the request → forward → record the outcome and answer. Every path records: a call
+//! The audited call, top to bottom: read the body → read the call and its caller →
+//! authenticate (reverse mode with client keys) → judge → record the request → forward →
+//! record the outcome and answer. Every path records: a call
 //! refused for any reason, including a body that cannot be read, leaves an event and a metric.
 
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use tracing::warn;
 
 use super::route::Route;
 use super::state::{App, Conn};
-use super::{new_id, resign};
+use super::{authenticate, new_id, resign};
 use crate::admin::metrics::{CallLabels, RouteLabels};
 use crate::audit::AuditError;
 use crate::audit::event::{self, Answer, CallFacts, Caller, FinalOutcome, TokenKey, Way};
@@ -81,7 +82,19 @@ pub async fn serve(
         .map(|c| app.audit.previous(c.target, &c.resource))
         .collect();
 
-    // 3. Judge: refuse what the vendor would refuse, what cannot be read with certainty, and
+    // 3. Authenticate: in reverse mode with client keys, an AWS caller proves who it is
+    //    before anything else is judged (as AWS authenticates before it authorises).
+    if let (Some(keys), Ok(bytes)) = (authenticate::keys_for(&app, &route), &body) {
+        match authenticate::check(keys, &parts, bytes) {
+            Ok(v) => authenticate::record(&mut facts.caller, v),
+            Err(error) => {
+                let verdict = policy::allow();
+                return refuse(&app, &facts, &call, &previous, &verdict, "rejected", error, started).await;
+            }
+        }
+    }
+
+    // 4. Judge: refuse what the vendor would refuse, what cannot be read with certainty, and
     //    what breaks an enforcing guardrail.
     let rules = app.guardrails.current();
     let verdict = match policy::judge(&rules.rules, &call, problem, &facts.caller.principals()) {
@@ -93,15 +106,15 @@ pub async fn serve(
         } => return refuse(&app, &facts, &call, &previous, &verdict, outcome, error, started).await,
     };
 
-    // 4. Record, durably, before anything leaves.
+    // 5. Record, durably, before anything leaves.
     if let Err(resp) = record_request(&app, &facts, &call, &previous, &verdict, started).await {
         return resp;
     }
 
-    // 5. Forward.
+    // 6. Forward.
     let answer = forward(&app, conn, &route, parts, &claimed, body.unwrap_or_default()).await;
 
-    // 6. Record the outcome, then answer.
+    // 7. Record the outcome, then answer.
     record_outcome(&app, &facts, &call, &verdict, answer, started).await
 }
 

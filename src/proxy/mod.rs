@@ -2,6 +2,7 @@
 //! recognise → [`passthrough`] untouched, or the audited [`call`] (read → judge → record →
 //! forward → record outcome).
 
+pub mod authenticate;
 pub mod call;
 pub mod passthrough;
 pub mod reload;

@@ -8,7 +8,8 @@ use tracing::warn;
 
 use super::route::Route;
 use super::state::{App, Conn};
-use super::{new_id, resign};
+use super::{authenticate, new_id, resign};
+use crate::admin::metrics::RouteLabels;
 use crate::audit::event::Way;
 use crate::http::body::{ProxyBody, full, plain};
 use crate::http::headers::{header_str, strip_hop_by_hop};
@@ -37,9 +38,6 @@ pub async fn serve(app: &App, conn: &Conn, route: Route, req: Request<Incoming>)
     } else {
         None
     };
-    if let Err(e) = route.upstream_head(&conn.peer_ip, &mut parts) {
-        return plain(StatusCode::BAD_REQUEST, &format!("retention-proxy: bad request: {e}"));
-    }
     let out = if resign_needed {
         // The signature covers the body, so it must be read whole; a call too large to
         // re-sign is refused rather than sent with a signature the vendor would reject.
@@ -51,6 +49,17 @@ pub async fn serve(app: &App, conn: &Conn, route: Route, req: Request<Incoming>)
             Ok(c) => c.to_bytes(),
             Err(_) => return VendorError::too_large(limit).response(family, &new_id()),
         };
+        // A caller that must prove who it is does so on the request as it sent it, before
+        // its head is rewritten for the upstream.
+        if let Some(keys) = authenticate::keys_for(app, &route)
+            && let Err(e) = authenticate::check(keys, &parts, &bytes)
+        {
+            app.metrics.refused.get_or_create(&RouteLabels { route: "unauthenticated" }).inc();
+            return e.response(family, &new_id());
+        }
+        if let Err(e) = route.upstream_head(&conn.peer_ip, &mut parts) {
+            return plain(StatusCode::BAD_REQUEST, &format!("retention-proxy: bad request: {e}"));
+        }
         let mut r = Request::from_parts(parts, full(bytes.clone()));
         r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         r.headers_mut().remove(http::header::TRANSFER_ENCODING);
@@ -59,6 +68,9 @@ pub async fn serve(app: &App, conn: &Conn, route: Route, req: Request<Incoming>)
         }
         r
     } else {
+        if let Err(e) = route.upstream_head(&conn.peer_ip, &mut parts) {
+            return plain(StatusCode::BAD_REQUEST, &format!("retention-proxy: bad request: {e}"));
+        }
         Request::from_parts(parts, ProxyBody::Streamed(body))
     };
     match tokio::time::timeout(app.config.upstreams.request_timeout, conn.upstream.send(out)).await {

@@ -44,6 +44,18 @@ impl VendorError {
         }
     }
 
+    /// The caller did not prove who it is (`403`, AWS's authentication exceptions:
+    /// `UnrecognizedClientException`, `InvalidSignatureException`, …).
+    pub fn unauthenticated(aws_code: &'static str, message: impl Into<String>) -> VendorError {
+        VendorError {
+            status: StatusCode::FORBIDDEN,
+            aws_code,
+            slack_error: "invalid_auth",
+            slack_status: StatusCode::OK,
+            message: message.into(),
+        }
+    }
+
     /// The audit trail cannot take the event; nothing was forwarded.
     pub fn audit_unavailable() -> VendorError {
         VendorError {

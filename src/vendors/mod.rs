@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 pub mod aws_endpoints;
 pub mod aws_sigv4;
+pub mod sigv4_verify;
 mod chime;
 pub mod errors;
 mod slack;
