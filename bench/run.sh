@@ -5,6 +5,10 @@
 #   pass       — retention-proxy, a non-retention path (streamed through, no audit)
 #   audited    — retention-proxy, Slack admin.conversations.setCustomRetention (parsed,
 #                committed with synchronous=FULL before forwarding, outcome committed after)
+#   aws        — retention-proxy, a reverse-mode Chime PutRetentionSettings (audited, re-signed
+#                with the proxy's own key), loopback listener without client keys
+#   aws_verify — the same call through a second instance with `[reverse] clients_file`: the
+#                client's SigV4 signature is verified first (the cost of SPEC §13)
 #   floor      — with FLOOR=1: examples/hyper_floor.rs, the smallest forwarder built from the
 #                proxy's own crates (hyper, hyper-util, tokio) with the connection layers the
 #                proxy uses and none of its work: the part of the gap that is the stack's
@@ -34,7 +38,7 @@ trap cleanup EXIT INT TERM
 # Runs "$2..." pinned to CPU "$1" (taskset execs the command, so $! is the process itself).
 pin() { if [ "$PIN" = 1 ] && command -v taskset >/dev/null; then exec taskset -c "$1" "${@:2}"; else exec "${@:2}"; fi; }
 
-UP=18480 NGX=18481 RP=18482 ADMIN=18483 HAP=18484 FLR=18486 RPB=18487 ADMINB=18488
+UP=18480 NGX=18481 RP=18482 ADMIN=18483 HAP=18484 FLR=18486 RPB=18487 ADMINB=18488 RPV=18489 ADMINV=18490
 cat > "$run/upstream.conf" <<NGINX
 worker_processes 1; daemon off; pid $run/up.pid; error_log $run/up.err warn;
 events { worker_connections 4096; }
@@ -85,12 +89,45 @@ chime_identity = "http://127.0.0.1:$UP"
 slack = "http://127.0.0.1:$UP"
 TOML
 sed -e "s/:$RP\"/:$RPB\"/; s/:$ADMIN\"/:$ADMINB\"/; s|$run/audit.db|$run/audit-base.db|" "$run/rp.toml" > "$run/rpb.toml"
+# The second instance authenticates reverse-mode AWS callers against one client key.
+sed -e "s/:$RP\"/:$RPV\"/; s/:$ADMIN\"/:$ADMINV\"/; s|$run/audit.db|$run/audit-verify.db|" "$run/rp.toml" > "$run/rpv.toml"
+printf '[[client]]\nname = "bench-client"\naccess_key_id = "RPBENCHCLIENT0000001"\nsecret_access_key = "bench/secret/bench/secret/bench/secret00"\n' > "$run/clients.toml"
+chmod 600 "$run/clients.toml"
+printf '\n[reverse]\nclients_file = "%s"\n' "$run/clients.toml" >> "$run/rpv.toml"
+# The proxy's own key, for re-signing (never reaches a vendor: nginx answers).
+export AWS_ACCESS_KEY_ID=AKIDBENCHPROXY000001 AWS_SECRET_ACCESS_KEY=bench-proxy-secret AWS_EC2_METADATA_DISABLED=true
+AWS_PATH="/accounts/12a3456b-7c89-012d-3456-78901e23fg45/retention-settings"
+AWS_BODY='{"RetentionSettings":{"RoomRetentionSettings":{"RetentionDays":365}}}'
+# A SigV4 signature for the verifying instance's host, as botocore makes it (content-type, host
+# and x-amz-date signed); valid for 15 minutes, longer than the run.
+read -r AWS_DATE AWS_AUTH < <(python3 - "$RPV" "$AWS_PATH" "$AWS_BODY" <<'PY'
+import datetime, hashlib, hmac, sys
+port, path, body = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+akid, secret, region, service = "RPBENCHCLIENT0000001", "bench/secret/bench/secret/bench/secret00", "us-east-1", "chime"
+t = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+canonical_path = "".join(c if c.isalnum() or c in "-_.~/" else "%%%02X" % ord(c) for c in path)
+headers = {"content-type": "application/json", "host": f"127.0.0.1:{port}", "x-amz-date": t}
+signed = ";".join(sorted(headers))
+creq = "
+".join(["PUT", canonical_path, "", "".join(f"{k}:{headers[k]}
+" for k in sorted(headers)), signed, hashlib.sha256(body).hexdigest()])
+scope = f"{t[:8]}/{region}/{service}/aws4_request"
+sts = "
+".join(["AWS4-HMAC-SHA256", t, scope, hashlib.sha256(creq.encode()).hexdigest()])
+k = ("AWS4" + secret).encode()
+for part in (t[:8], region, service, "aws4_request"):
+    k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+sig = hmac.new(k, sts.encode(), hashlib.sha256).hexdigest()
+print(t, f"AWS4-HMAC-SHA256 Credential={akid}/{scope}, SignedHeaders={signed}, Signature={sig}")
+PY
+)
 cat > "$run/load.lua" <<'LUA'
 wrk.method = os.getenv("METHOD") or "GET"
 local body = os.getenv("BODY")
 if body and body ~= "" then wrk.body = body end
 wrk.headers["Content-Type"] = os.getenv("CTYPE") or "application/json"
-wrk.headers["Authorization"] = "Bearer xoxp-0000000000-bench"
+wrk.headers["Authorization"] = os.getenv("AUTH") or "Bearer xoxp-0000000000-bench"
+if os.getenv("AMZDATE") then wrk.headers["X-Amz-Date"] = os.getenv("AMZDATE") end
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("RESULT rps=%.1f p50_us=%d p99_us=%d errors=%d http_err=%d\n",
@@ -124,6 +161,8 @@ t0=$(date +%s%N)
 for _ in $(seq 1 1000); do curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null 2>&1 && break; sleep 0.002; done
 t1=$(date +%s%N)
 ready_ms=$(( (t1 - t0) / 1000000 ))
+(pin "$PROXY_CPU" "$bin" serve --config "$run/rpv.toml" 2>"$run/rpv.log") & rpv_pid=$!; pids+=($rpv_pid)
+for _ in $(seq 1 1000); do curl -sf "http://127.0.0.1:$ADMINV/readyz" >/dev/null 2>&1 && break; sleep 0.002; done
 base_pid=""
 if [ -n "$BASELINE_BIN" ]; then
   (pin "$PROXY_CPU" "$BASELINE_BIN" serve --config "$run/rpb.toml" 2>"$run/rpb.log") & base_pid=$!; pids+=($base_pid)
@@ -142,20 +181,20 @@ hz=$(getconf CLK_TCK)
 # Hypervisor steal over a run, as a share of the machine's CPU time: on a shared VM a run with
 # much steal measures the neighbours, not the target.
 steal_ticks() { awk '$1 == "cpu" {print $9 + 0, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit}' /proc/stat; }
-one() { # name url method body ctype
-  (METHOD="$3" BODY="$4" CTYPE="$5" pin "$LOAD_CPU" timeout $((DURATION + 10)) \
+one() { # name url method body ctype [authorization amz-date]
+  (METHOD="$3" BODY="$4" CTYPE="$5" AUTH="${6:-}" AMZDATE="${7:-}" pin "$LOAD_CPU" timeout $((DURATION + 10)) \
     wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 5s -s "$run/load.lua" "$2") | awk '/^RESULT/'
 }
 declare -A rps p50 p99 errs cpu stl
 targets=(nginx)
 [ -n "$haproxy_pid" ] && targets+=(haproxy)
 [ -n "$floor_pid" ] && targets+=(floor)
-targets+=(pass audited)
+targets+=(pass audited aws aws_verify)
 [ -n "$base_pid" ] && targets+=(base_pass base_aud)
 for t in "${targets[@]}"; do rps[$t]=""; cpu[$t]=""; done
 for rep in $(seq 1 "$REPS"); do
   for t in "${targets[@]}"; do
-    case $t in nginx) tpid=$nginx_worker;; haproxy) tpid=$haproxy_pid;; floor) tpid=$floor_pid;; base_*) tpid=$base_pid;; *) tpid=$rp_pid;; esac
+    case $t in nginx) tpid=$nginx_worker;; haproxy) tpid=$haproxy_pid;; floor) tpid=$floor_pid;; base_*) tpid=$base_pid;; aws_verify) tpid=$rpv_pid;; *) tpid=$rp_pid;; esac
     best_line="" best_steal=101 best_ticks=0
     for attempt in $(seq 0 "$RETRIES"); do
       c0=$(cpu_ticks "$tpid"); read -r st0 all0 < <(steal_ticks)
@@ -165,6 +204,8 @@ for rep in $(seq 1 "$REPS"); do
         floor)   line=$(one floor "http://127.0.0.1:$FLR/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
         pass)    line=$(one pass "http://127.0.0.1:$RP/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
         audited) line=$(one audited "http://127.0.0.1:$RP/api/admin.conversations.setCustomRetention" POST 'channel_id=C0123456789&duration_days=400' application/x-www-form-urlencoded) ;;
+        aws)     line=$(one aws "http://127.0.0.1:$RP$AWS_PATH" PUT "$AWS_BODY" application/json "$AWS_AUTH" "$AWS_DATE") ;;
+        aws_verify) line=$(one aws_verify "http://127.0.0.1:$RPV$AWS_PATH" PUT "$AWS_BODY" application/json "$AWS_AUTH" "$AWS_DATE") ;;
         base_pass) line=$(one base_pass "http://127.0.0.1:$RPB/api/v4/retention/policies/8f1c2a" PUT '{"retention_days":90}' application/json) ;;
         base_aud) line=$(one base_aud "http://127.0.0.1:$RPB/api/admin.conversations.setCustomRetention" POST 'channel_id=C0123456789&duration_days=400' application/x-www-form-urlencoded) ;;
       esac
@@ -189,7 +230,7 @@ printf '\nmachine: %s cores; wrk -t%s -c%s -d%ss x %s reps; proxy pinned to CPU 
 printf '%-9s %10s %8s %8s %9s %10s %10s %12s %7s %s\n' target req/s p50_us p99_us x_nginx x_pass cpu_us/rq peak_rss_MiB steal% errors
 for t in "${targets[@]}"; do
   m=$(median "${rps[$t]}")
-  case $t in nginx) rss=$(rss_kib "$nginx_pid");; haproxy) rss=$(rss_kib "$haproxy_pid");; floor) rss=$(rss_kib "$floor_pid");; base_*) rss=$(rss_kib "$base_pid");; *) rss=$(rss_kib "$rp_pid");; esac
+  case $t in nginx) rss=$(rss_kib "$nginx_pid");; haproxy) rss=$(rss_kib "$haproxy_pid");; floor) rss=$(rss_kib "$floor_pid");; base_*) rss=$(rss_kib "$base_pid");; aws_verify) rss=$(rss_kib "$rpv_pid");; *) rss=$(rss_kib "$rp_pid");; esac
   printf '%-9s %10.0f %8s %8s %9.2f %10.2f %10s %12.1f %7s %s\n' "$t" "$m" "$(median "${p50[$t]}")" "$(median "${p99[$t]}")" \
     "$(awk -v a="$m" -v b="$n_rps" 'BEGIN{print a/b}')" "$(awk -v a="$m" -v b="$p_rps" 'BEGIN{print a/b}')" "$(median "${cpu[$t]}")" \
     "$(awk -v k="$rss" 'BEGIN{print k/1024}')" "$(median "${stl[$t]}")" "${errs[$t]}"
@@ -205,6 +246,11 @@ printf 'mean group commit (fsync included): %s us; audited latency added to pass
   "$commit_us" "$(( $(median "${p50[audited]}") - $(median "${p50[pass]}") ))" \
   "$(( $(median "${p99[audited]}") - $(median "${p99[pass]}") ))" "$((commit_us + 1000))"
 "$bin" audit verify --db "$run/audit.db" >&2
+"$bin" audit verify --db "$run/audit-verify.db" >&2
+verified=$("$bin" audit query --db "$run/audit-verify.db" --format jsonl --actor bench-client | grep -c '"verified":true' || true)
+printf 'client verification (SPEC §13): CPU per audited AWS call %s us with it, %s us without: %.1f %% of the call; %s calls recorded as verified\n' \
+  "$(median "${cpu[aws_verify]}")" "$(median "${cpu[aws]}")" \
+  "$(awk -v a="$(median "${cpu[aws_verify]}")" -v b="$(median "${cpu[aws]}")" 'BEGIN{ if (a > 0) print 100 * (a - b) / a; else print 0 }')" "$verified"
 if [ -n "$base_pid" ]; then
   printf 'against the baseline binary in the same run: pass-through %.3fx, audited %.3fx (req/s); CPU per request: pass %s vs %s us, audited %s vs %s us\n' \
     "$(awk -v a="$p_rps" -v b="$(median "${rps[base_pass]}")" 'BEGIN{print a/b}')" \
