@@ -40,6 +40,20 @@ PROXY_AK = "AKIAPROXYEXAMPLE0001"
 PROXY_SK = "pRoXy/S3cr3tK3yF0rT3sts/EXAMPLEKEY00001"
 PROXY_SESSION_TOKEN = "IQoJb3JpZ2luX2VjEXAMPLE/SessionTokenForTheProxy+0000000000000000/AAAA=="
 
+# Reverse-mode client keys (SPEC 13, `[reverse] clients_file`): a listed key, a listed key with
+# a session token, a key the proxy does not know, and a wrong secret for the listed key.
+AUTH_CLIENT_NAME = "retention-admin-tool"
+AUTH_CLIENT_AK = "RPCLIENTEXAMPLE0001"
+AUTH_CLIENT_SK = "cL1ent/S3cr3tOfTheAdminT00l/EXAMPLEKEY0001"
+AUTH_TOKEN_CLIENT_NAME = "retention-batch-job"
+AUTH_TOKEN_CLIENT_AK = "RPCLIENTEXAMPLE0002"
+AUTH_TOKEN_CLIENT_SK = "cL1ent/S3cr3tOfTheBatchJ0b/EXAMPLEKEY0002"
+AUTH_CLIENT_SESSION_TOKEN = "IQoJb3JpZ2luX2VjEXAMPLE/ListedClientSessionToken+000000000/CCCC=="
+UNLISTED_SESSION_TOKEN = "IQoJb3JpZ2luX2VjEXAMPLE/UnlistedClientSessionToken+0000000/DDDD=="
+UNKNOWN_CLIENT_AK = "RPUNKNOWNEXAMPLE0009"
+UNKNOWN_CLIENT_SK = "uNkn0wn/S3cr3tNobodyListed/EXAMPLEKEY0009"
+WRONG_CLIENT_SK = "wR0ng/S3cr3tForTheAdminT00l/EXAMPLEKEY0001"
+
 SLACK_TOKEN = "xoxp-0000000000-0000000000-0000000000-dummydummydummydummydummydummy0"
 SLACK_FORM_TOKEN = "xoxp-1111111111-1111111111-1111111111-formtokenformtokenformtoken01"
 
@@ -106,6 +120,18 @@ def toml_str(s: str) -> str:
     return json.dumps(s)  # a JSON string is a valid TOML basic string
 
 
+@dataclass(frozen=True)
+class ClientKey:
+    """The AWS key a client signs with; `name` is set for a key listed in `clients_file`."""
+    access_key_id: str
+    secret_access_key: str
+    session_token: Optional[str] = None
+    name: Optional[str] = None
+
+
+DEFAULT_CLIENT_KEY = ClientKey(CLIENT_AK, CLIENT_SK)
+
+
 # --------------------------------------------------------------------------- the proxy
 
 
@@ -130,6 +156,7 @@ class ProxyProcess:
         self.proc: Optional[subprocess.Popen] = None
         self.returncode: Optional[int] = None
         self.killed = False  # stopped with SIGKILL on purpose
+        self.listen_host = "127.0.0.1"  # "0.0.0.0": a listener others can reach (SPEC 13)
 
     @property
     def url(self) -> str:
@@ -143,7 +170,7 @@ class ProxyProcess:
         v = self.vendor
         lines = [
             "[server]",
-            f"listen = {toml_str(f'127.0.0.1:{self.port}')}",
+            f"listen = {toml_str(f'{self.listen_host}:{self.port}')}",
             f"admin_listen = {toml_str(f'127.0.0.1:{self.admin_port}')}",
             "",
             "[audit]",
@@ -366,17 +393,17 @@ class Spy:
 
 
 _SESSION_LOCK = threading.Lock()
-_SESSION: list = []
+_SESSIONS: dict = {}
 
 
-def _client_session():
-    """One boto3 session with the client's credentials (creating one costs ~0.2 s)."""
-    if not _SESSION:
-        _SESSION.append(boto3.session.Session(
-            aws_access_key_id=CLIENT_AK, aws_secret_access_key=CLIENT_SK,
-            region_name="us-east-1",
-        ))
-    return _SESSION[0]
+def _client_session(key: ClientKey = DEFAULT_CLIENT_KEY):
+    """One boto3 session per client key (creating one costs ~0.2 s)."""
+    if key not in _SESSIONS:
+        _SESSIONS[key] = boto3.session.Session(
+            aws_access_key_id=key.access_key_id, aws_secret_access_key=key.secret_access_key,
+            aws_session_token=key.session_token, region_name="us-east-1",
+        )
+    return _SESSIONS[key]
 
 
 def signature_of(authorization: Optional[str]) -> Optional[str]:
@@ -389,11 +416,13 @@ def signature_of(authorization: Optional[str]) -> Optional[str]:
 class Ctx:
     """One test's world: the fake vendor, the running proxy and the way in (mode)."""
 
-    def __init__(self, proxy: ProxyProcess, vendor: FakeVendor, mode: str):
+    def __init__(self, proxy: ProxyProcess, vendor: FakeVendor, mode: str,
+                 key: ClientKey = DEFAULT_CLIENT_KEY):
         assert mode in ("reverse", "forward", "connect")
         self.proxy = proxy
         self.vendor = vendor
         self.mode = mode
+        self.key = key  # the AWS key the clients sign with
         self.spies: list[Spy] = []
         self.slack_tokens_used: set[str] = {SLACK_TOKEN}
 
@@ -414,8 +443,8 @@ class Ctx:
             cfg["proxies"] = {"https": self.proxy.url}
             verify = str(self.proxy.ca_cert)
         with _SESSION_LOCK:  # sessions are not thread-safe; the clients they make are
-            client = _client_session().client(service, endpoint_url=endpoint, verify=verify,
-                                              config=Config(**cfg))
+            client = _client_session(self.key).client(service, endpoint_url=endpoint,
+                                                      verify=verify, config=Config(**cfg))
         spy = Spy()
         client.meta.events.register("before-send", spy)
         self.spies.append(spy)
@@ -436,11 +465,13 @@ class Ctx:
     def aws_cli(self, service: str, *args: str) -> subprocess.CompletedProcess:
         family = SERVICE_FAMILY[service]
         env = clean_env({
-            "AWS_ACCESS_KEY_ID": CLIENT_AK,
-            "AWS_SECRET_ACCESS_KEY": CLIENT_SK,
+            "AWS_ACCESS_KEY_ID": self.key.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.key.secret_access_key,
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_MAX_ATTEMPTS": "1",
         })
+        if self.key.session_token:
+            env["AWS_SESSION_TOKEN"] = self.key.session_token
         if self.mode == "reverse":
             endpoint = self.proxy.url
         elif self.mode == "forward":
@@ -481,7 +512,7 @@ class Ctx:
             assert rec.header("host") == REAL_HOSTS[rec.family], (
                 f"forward mode must keep the signed Host, vendor got {rec.header('host')!r}"
             )
-            assert rec.sig.access_key == CLIENT_AK
+            assert rec.sig.access_key == self.key.access_key_id
             if sent is not None:
                 assert rec.header("authorization") == sent.header("authorization"), (
                     "forward mode must pass the client's Authorization unchanged"
@@ -529,10 +560,20 @@ class Ctx:
         assert ev["outcome"] == outcome, f"outcome {ev['outcome']!r}, want {outcome!r}: {ev}"
         assert ev.get("sourceIPAddress") == "127.0.0.1", ev.get("sourceIPAddress")
         ui = ev["userIdentity"]
-        assert ui["accessKeyId"] == CLIENT_AK, f"userIdentity.accessKeyId {ui['accessKeyId']!r}"
-        assert "Signature" not in json.dumps(ev) and CLIENT_SK not in json.dumps(ev)
+        assert ui["accessKeyId"] == self.key.access_key_id, (
+            f"userIdentity.accessKeyId {ui['accessKeyId']!r}, want {self.key.access_key_id!r}"
+        )
+        assert "Signature" not in json.dumps(ev)
+        assert self.key.secret_access_key not in json.dumps(ev)
         if self.mode == "reverse":
-            assert ui["verified"] is False, f"reverse mode: verified must be false, got {ui}"
+            if self.key.name is None:
+                assert ui["verified"] is False, f"reverse mode: verified must be false, got {ui}"
+                assert ui.get("principal") is None, f"no client key, yet a principal: {ui}"
+            else:  # a key listed in [reverse] clients_file, checked by the proxy (SPEC 13)
+                assert ui["verified"] is True, f"a listed client key: verified must be true, {ui}"
+                assert ui.get("principal") == self.key.name, (
+                    f"userIdentity.principal {ui.get('principal')!r}, want {self.key.name!r}"
+                )
         if sent is not None:
             assert ev.get("userAgent") == sent.header("user-agent"), (
                 f"userAgent {ev.get('userAgent')!r} != {sent.header('user-agent')!r}"
@@ -656,7 +697,9 @@ def assert_not_in_store(proxy: ProxyProcess, secrets) -> None:
 
 def secrets_of_test(vendor: FakeVendor) -> list:
     """Everything that must never be stored: keys, tokens, every signature seen in this test."""
-    out = [CLIENT_SK, PROXY_SK, PROXY_SESSION_TOKEN, SLACK_TOKEN, SLACK_FORM_TOKEN]
+    out = [CLIENT_SK, PROXY_SK, PROXY_SESSION_TOKEN, SLACK_TOKEN, SLACK_FORM_TOKEN,
+           AUTH_CLIENT_SK, AUTH_TOKEN_CLIENT_SK, AUTH_CLIENT_SESSION_TOKEN,
+           UNLISTED_SESSION_TOKEN, UNKNOWN_CLIENT_SK, WRONG_CLIENT_SK]
     out += [signature_of(a) for a in SENT_AUTHORIZATIONS]
     out += [signature_of(r.header("authorization")) for r in vendor.all()]
     return [s for s in out if s]
