@@ -16,6 +16,7 @@ pub mod aws_endpoints;
 pub mod aws_sigv4;
 mod chime;
 pub mod errors;
+pub mod sigv4_verify;
 mod slack;
 pub mod strict_json;
 
