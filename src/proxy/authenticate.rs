@@ -26,7 +26,7 @@ pub fn keys_for<'a>(app: &'a App, route: &Route) -> Option<&'a ClientKeys> {
 /// the upstream), over the whole `body`.
 pub fn check(keys: &ClientKeys, parts: &Parts, body: &[u8]) -> Result<Verified, VendorError> {
     sigv4_verify::verify(keys, &parts.method, &parts.uri, &parts.headers, body, SystemTime::now())
-        .map_err(|r| VendorError::unauthenticated(r.aws_code(), r.message()))
+        .map_err(|r| VendorError::unauthenticated(&r))
 }
 
 /// What a verified signature tells of the caller.

@@ -5,6 +5,7 @@
 use http::StatusCode;
 
 use crate::vendors::Family;
+use crate::vendors::sigv4_verify::Refusal;
 
 /// A reply the proxy makes instead of the vendor.
 #[derive(Debug, Clone)]
@@ -39,18 +40,6 @@ impl VendorError {
             status: StatusCode::FORBIDDEN,
             aws_code: "ForbiddenException",
             slack_error: "restricted_action",
-            slack_status: StatusCode::OK,
-            message: message.into(),
-        }
-    }
-
-    /// The caller did not prove who it is (`403`, AWS's authentication exceptions:
-    /// `UnrecognizedClientException`, `InvalidSignatureException`, …).
-    pub fn unauthenticated(aws_code: &'static str, message: impl Into<String>) -> VendorError {
-        VendorError {
-            status: StatusCode::FORBIDDEN,
-            aws_code,
-            slack_error: "invalid_auth",
             slack_status: StatusCode::OK,
             message: message.into(),
         }
@@ -123,6 +112,22 @@ impl VendorError {
         }
     }
 
+    /// A request whose SigV4 signature was not verified (`403` with the AWS exception the
+    /// refusal names, `UnrecognizedClientException`, `InvalidSignatureException`…; Slack's
+    /// `not_authed` / `invalid_auth` with `200`). Nothing was forwarded.
+    pub fn unauthenticated(refusal: &Refusal) -> VendorError {
+        VendorError {
+            status: StatusCode::FORBIDDEN,
+            aws_code: refusal.aws_code(),
+            slack_error: match refusal {
+                Refusal::MissingAuthenticationToken => "not_authed",
+                _ => "invalid_auth",
+            },
+            slack_status: StatusCode::OK,
+            message: refusal.message(),
+        }
+    }
+
     /// The error code as recorded in the audit event.
     pub fn code(&self, family: Family) -> &'static str {
         if family.is_aws() {
@@ -158,5 +163,49 @@ mod tests {
             VendorError::audit_unavailable().code(Family::ChimeMessaging),
             "ServiceUnavailableException"
         );
+    }
+
+    #[test]
+    fn an_unauthenticated_request_is_refused_in_each_vendor_shape() {
+        use http_body_util::BodyExt;
+        let body = |r: http::Response<crate::http::body::ProxyBody>| {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let b = rt.block_on(r.into_body().collect()).unwrap().to_bytes();
+            serde_json::from_slice::<serde_json::Value>(&b).unwrap()
+        };
+        let unknown = Refusal::UnknownAccessKey {
+            access_key_id: "AKIDNOTLISTED".into(),
+        };
+        let e = VendorError::unauthenticated(&unknown);
+        let r = e.response(Family::ChimeMessaging, "req-2");
+        assert_eq!(r.status(), 403);
+        assert_eq!(r.headers()["x-amzn-ErrorType"], "UnrecognizedClientException");
+        assert_eq!(r.headers()["x-amzn-RequestId"], "req-2");
+        let b = body(r);
+        assert_eq!(b["Code"], "UnrecognizedClient");
+        assert_eq!(b["Message"], "The security token included in the request is invalid.");
+        assert_eq!(e.code(Family::Chime), "UnrecognizedClientException");
+
+        let bad = VendorError::unauthenticated(&Refusal::SignatureMismatch {
+            access_key_id: "AKID".into(),
+        });
+        let r = bad.response(Family::Chime, "req-3");
+        assert_eq!(r.status(), 403);
+        assert_eq!(r.headers()["x-amzn-ErrorType"], "InvalidSignatureException");
+        assert_eq!(body(r)["Code"], "InvalidSignature");
+
+        let missing = VendorError::unauthenticated(&Refusal::MissingAuthenticationToken);
+        let r = missing.response(Family::ChimeIdentity, "req-4");
+        assert_eq!(r.headers()["x-amzn-ErrorType"], "MissingAuthenticationTokenException");
+        assert_eq!(body(r)["Message"], "Missing Authentication Token");
+        let r = missing.response(Family::Slack, "req-4");
+        assert_eq!(r.status(), 200);
+        let b = body(r);
+        assert_eq!(
+            (b["ok"].as_bool(), b["error"].as_str()),
+            (Some(false), Some("not_authed"))
+        );
+        assert_eq!(e.response(Family::Slack, "req-5").status(), 200);
+        assert_eq!(e.code(Family::Slack), "invalid_auth");
     }
 }

@@ -14,9 +14,9 @@ use serde_json::{Map, Value};
 
 pub mod aws_endpoints;
 pub mod aws_sigv4;
-pub mod sigv4_verify;
 mod chime;
 pub mod errors;
+pub mod sigv4_verify;
 mod slack;
 pub mod strict_json;
 
