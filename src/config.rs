@@ -25,8 +25,19 @@ pub struct RawConfig {
     pub upstreams: RawUpstreams,
     /// Forward-proxy (absolute-form and CONNECT) settings.
     pub forward: RawForward,
+    /// Slack settings.
+    pub slack: RawSlack,
     /// Organisation guardrails, evaluated in order.
     pub guardrails: Vec<guardrail::RawGuardrail>,
+}
+
+/// `[slack]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RawSlack {
+    /// Resolve each new Slack token to its user, team and enterprise with `auth.test` (once per
+    /// token fingerprint, cached) and record them in `userIdentity`. Default `false`.
+    pub resolve_tokens: bool,
 }
 
 /// `[server]`
@@ -413,6 +424,8 @@ pub struct Config {
     pub upstreams: UpstreamsConfig,
     /// `[forward]`
     pub forward: ForwardConfig,
+    /// `[slack]` (nothing in it needs validating).
+    pub slack: RawSlack,
     /// Compiled `[[guardrails]]`.
     pub guardrails: Vec<Guardrail>,
     /// The raw form with defaults filled in, for `check-config`.
@@ -766,6 +779,7 @@ impl Config {
                 resolve,
                 connect_ports: raw.forward.connect_ports.clone(),
             },
+            slack: raw.slack.clone(),
             guardrails,
             raw,
         })
@@ -902,6 +916,22 @@ mod tests {
         ] {
             assert!(keys.contains(&k), "{k} missing from {keys:?}");
         }
+    }
+
+    #[test]
+    fn slack_section() {
+        assert!(!Config::default().slack.resolve_tokens);
+        let c = Config::from_toml_str("[slack]\nresolve_tokens = true\n", "x.toml").unwrap();
+        assert!(c.slack.resolve_tokens);
+        assert!(
+            c.to_toml().contains("[slack]\nresolve_tokens = true"),
+            "{}",
+            c.to_toml()
+        );
+        let e = Config::from_toml_str("[slack]\nresolve_token = true\n", "x.toml").unwrap_err();
+        let keys: Vec<&str> = e.problems.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["slack.resolve_token"]);
+        assert!(Config::from_toml_str("[slack]\nresolve_tokens = \"yes\"\n", "x.toml").is_err());
     }
 
     #[test]
