@@ -29,8 +29,19 @@ pub struct RawConfig {
     pub forward: RawForward,
     /// Who may send reverse-mode (origin-form) AWS calls.
     pub reverse: RawReverse,
+    /// Slack settings.
+    pub slack: RawSlack,
     /// Organisation guardrails, evaluated in order.
     pub guardrails: Vec<guardrail::RawGuardrail>,
+}
+
+/// `[slack]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RawSlack {
+    /// Resolve each new Slack token to its user, team and enterprise with `auth.test` (once per
+    /// token fingerprint, cached) and record them in `userIdentity`. Default `false`.
+    pub resolve_tokens: bool,
 }
 
 /// `[server]`
@@ -445,6 +456,8 @@ pub struct Config {
     pub forward: ForwardConfig,
     /// `[reverse]`
     pub reverse: ReverseConfig,
+    /// `[slack]` (nothing in it needs validating).
+    pub slack: RawSlack,
     /// Compiled `[[guardrails]]`.
     pub guardrails: Vec<Guardrail>,
     /// The raw form with defaults filled in, for `check-config`.
@@ -828,6 +841,7 @@ impl Config {
                 clients,
                 allow_unauthenticated: raw.reverse.allow_unauthenticated,
             },
+            slack: raw.slack.clone(),
             guardrails,
             raw,
         })
@@ -964,6 +978,22 @@ mod tests {
         ] {
             assert!(keys.contains(&k), "{k} missing from {keys:?}");
         }
+    }
+
+    #[test]
+    fn slack_section() {
+        assert!(!Config::default().slack.resolve_tokens);
+        let c = Config::from_toml_str("[slack]\nresolve_tokens = true\n", "x.toml").unwrap();
+        assert!(c.slack.resolve_tokens);
+        assert!(
+            c.to_toml().contains("[slack]\nresolve_tokens = true"),
+            "{}",
+            c.to_toml()
+        );
+        let e = Config::from_toml_str("[slack]\nresolve_token = true\n", "x.toml").unwrap_err();
+        let keys: Vec<&str> = e.problems.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["slack.resolve_token"]);
+        assert!(Config::from_toml_str("[slack]\nresolve_tokens = \"yes\"\n", "x.toml").is_err());
     }
 
     #[test]

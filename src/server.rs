@@ -324,6 +324,7 @@ pub async fn run_with_reloads(
             metrics,
             credentials,
             token_key: TokenKey::new(&hmac_key),
+            slack_identities: Default::default(),
             reverse: proxy::state::ReverseTargets::new(&config.upstreams)
                 .map_err(|e| RunError::Upstream(e.to_string()))?,
             guardrails: proxy::state::Guardrails::new(proxy::state::RuleSet {

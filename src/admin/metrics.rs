@@ -33,6 +33,14 @@ pub struct RouteLabels {
     pub route: &'static str,
 }
 
+/// Labels of a Slack token lookup.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookupLabels {
+    /// `hit` (no `auth.test` needed: the cache knew, or another call's was in flight),
+    /// `resolved` or `failed` (an `auth.test`, and how it ended).
+    pub result: &'static str,
+}
+
 /// All metrics.
 pub struct Metrics {
     registry: Registry,
@@ -44,6 +52,8 @@ pub struct Metrics {
     pub call_seconds: Family<RouteLabels, Histogram>,
     /// Refused connections or requests (host not allowed, no route).
     pub refused: Family<RouteLabels, Counter>,
+    /// Slack token lookups (`[slack] resolve_tokens`).
+    pub slack_lookups: Family<LookupLabels, Counter>,
     /// Pass-through counters of the known routes, made once so the hot path allocates nothing.
     pass_routes: Vec<(&'static str, Counter)>,
 }
@@ -65,6 +75,7 @@ impl Default for Metrics {
         let calls = Family::<CallLabels, Counter>::default();
         let passthrough = Family::<RouteLabels, Counter>::default();
         let refused = Family::<RouteLabels, Counter>::default();
+        let slack_lookups = Family::<LookupLabels, Counter>::default();
         let call_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -82,6 +93,11 @@ impl Default for Metrics {
             "Latency of intercepted calls",
             call_seconds.clone(),
         );
+        registry.register(
+            "slack_token_lookups",
+            "Slack token lookups: hit (no auth.test needed), resolved or failed (one auth.test)",
+            slack_lookups.clone(),
+        );
         let pass_routes = PASS_ROUTES
             .iter()
             .map(|r| (*r, passthrough.get_or_create(&RouteLabels { route: r }).clone()))
@@ -92,6 +108,7 @@ impl Default for Metrics {
             passthrough,
             call_seconds,
             refused,
+            slack_lookups,
             pass_routes,
         }
     }

@@ -47,6 +47,12 @@ pub struct Caller {
     pub user_agent: Option<String>,
     /// Authenticated proxy user (forward proxy with users configured).
     pub proxy_user: Option<String>,
+    /// Slack user id of the token, as `auth.test` answered (`[slack] resolve_tokens`).
+    pub slack_user_id: Option<String>,
+    /// Slack team (workspace) id of the token.
+    pub slack_team_id: Option<String>,
+    /// Slack Enterprise Grid id of the token, when it has one.
+    pub slack_enterprise_id: Option<String>,
 }
 
 impl Caller {
@@ -57,6 +63,7 @@ impl Caller {
             &self.principal,
             &self.chime_bearer,
             &self.token_fingerprint,
+            &self.slack_user_id,
             &self.proxy_user,
         ]
         .into_iter()
@@ -193,6 +200,9 @@ pub fn request_record(
         canonical::write_opt_str(c.chime_bearer.as_deref(), o.key("chimeBearer"));
         canonical::write_opt_str(c.principal.as_deref(), o.key("principal"));
         canonical::write_opt_str(c.proxy_user.as_deref(), o.key("proxyUser"));
+        canonical::write_opt_str(c.slack_enterprise_id.as_deref(), o.key("slackEnterpriseId"));
+        canonical::write_opt_str(c.slack_team_id.as_deref(), o.key("slackTeamId"));
+        canonical::write_opt_str(c.slack_user_id.as_deref(), o.key("slackUserId"));
         canonical::write_opt_str(c.token_fingerprint.as_deref(), o.key("tokenFingerprint"));
         canonical::write_opt_str(c.token_type.as_deref(), o.key("tokenType"));
         canonical::write_str(&c.kind, o.key("type"));
@@ -466,6 +476,9 @@ mod tests {
                     "tokenType": f.caller.token_type,
                     "verified": f.caller.verified,
                     "proxyUser": f.caller.proxy_user,
+                    "slackUserId": f.caller.slack_user_id,
+                    "slackTeamId": f.caller.slack_team_id,
+                    "slackEnterpriseId": f.caller.slack_enterprise_id,
                 },
                 "requestParameters": call.request_parameters,
                 "resources": call.resources.iter().map(|(t, id)| json!({"type": t, "id": id})).collect::<Vec<_>>(),
@@ -588,6 +601,9 @@ mod tests {
                 source_ip: "10.0.0.1".into(),
                 user_agent: full.then(|| "Boto3/1.35 \"quoted\"".to_string()),
                 proxy_user: full.then(|| "alice".to_string()),
+                slack_user_id: full.then(|| "U0123ABCD".to_string()),
+                slack_team_id: full.then(|| "T0123ABCD".to_string()),
+                slack_enterprise_id: full.then(|| "E0123ABCD".to_string()),
             },
             invocation_id: full.then(|| "inv-1".to_string()),
             attempt: full.then_some(2),
@@ -731,6 +747,28 @@ mod tests {
         );
         assert_eq!(token_type("xoxb-1-2"), "xoxb");
         assert_eq!(token_type("garbage"), "unknown");
+    }
+
+    #[test]
+    fn a_slack_user_id_is_a_principal_and_sorted_into_user_identity() {
+        let mut f = sample_facts(Operation::SlackSetCustomRetention, Way::Reverse, false);
+        f.caller.token_fingerprint = Some("hmac-sha256:00ff".into());
+        f.caller.slack_user_id = Some("U0123ABCD".into());
+        f.caller.slack_team_id = Some("T0123ABCD".into());
+        assert_eq!(f.caller.principals(), ["hmac-sha256:00ff", "U0123ABCD"]);
+        let call = sample_call(Operation::SlackSetCustomRetention, vec![]);
+        let v = Verdict {
+            decision: crate::policy::guardrail::Decision::Allow,
+            rule_ids: vec![],
+            reason: String::new(),
+        };
+        let r = request_record(&f, &call, &[], &v, None);
+        assert!(r.index.actors.contains(&"U0123ABCD".to_string()));
+        let text = crate::audit::link(1, crate::audit::GENESIS, r).text;
+        assert!(
+            text.contains(r#""proxyUser":null,"slackEnterpriseId":null,"slackTeamId":"T0123ABCD","slackUserId":"U0123ABCD","tokenFingerprint":"hmac-sha256:00ff""#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub struct Filter {
     pub event_name: Option<String>,
     /// `eventSource` (`chime.amazonaws.com`, or a short name such as `slack`).
     pub source: Option<String>,
-    /// A principal: access key id, bearer ARN, token fingerprint or proxy user.
+    /// A principal: access key id, bearer ARN, token fingerprint, Slack user id or proxy user.
     pub actor: Option<String>,
     /// A resource id (account, ARN or channel).
     pub resource: Option<String>,

@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 use tracing::warn;
 
 use super::route::Route;
+use super::slack_identity;
 use super::state::{App, Conn};
 use super::{authenticate, new_id, resign};
 use crate::admin::metrics::{CallLabels, RouteLabels};
@@ -76,6 +77,15 @@ pub async fn serve(
     };
     let (call, problem) = policy::read(&m, odd_path, &rparts, body.as_deref().map_err(Clone::clone));
     identify(&mut facts.caller, Some(&app.token_key), &call);
+    slack_identity::resolve(
+        &app,
+        conn,
+        &route,
+        call.slack_token.as_deref(),
+        started,
+        &mut facts.caller,
+    )
+    .await;
     let previous: Vec<_> = call
         .changes
         .iter()
@@ -186,6 +196,7 @@ pub fn caller(
         source_ip: source_ip(&config.server.trusted_proxies, peer, headers).to_string(),
         user_agent: header_str(headers, "user-agent").map(str::to_string),
         proxy_user,
+        ..Caller::default()
     }
 }
 

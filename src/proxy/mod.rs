@@ -7,6 +7,7 @@ pub mod call;
 pub mod passthrough;
 pub mod reload;
 pub mod route;
+pub mod slack_identity;
 pub mod state;
 
 use std::future::Future;

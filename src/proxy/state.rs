@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use http::HeaderValue;
 
+use super::slack_identity::SlackIdentities;
 use crate::admin::metrics::Metrics;
 use crate::audit::AuditHandle;
 use crate::audit::event::TokenKey;
@@ -34,6 +35,8 @@ pub struct App {
     pub token_key: TokenKey,
     /// The reverse-proxy upstreams, prepared.
     pub reverse: ReverseTargets,
+    /// Who Slack tokens belong to, by fingerprint (`[slack] resolve_tokens`).
+    pub slack_identities: SlackIdentities,
 }
 
 /// The connection a request arrived on.

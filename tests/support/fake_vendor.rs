@@ -12,6 +12,9 @@
 //! - Anything else is a pass-through target: `200` echoing the request body (bodies over
 //!   [`BODY_KEEP_LIMIT`] are only counted and hashed, and answered with a JSON summary), except
 //!   `GET /stream-bytes/{n}` which streams `n` bytes of [`pattern_bytes`].
+//! - Slack's `auth.test` answers who a token belongs to, as Slack does: an identity derived
+//!   from the token unless [`FakeVendor::set_auth_test`] says otherwise (another identity, an
+//!   `ok:false` error, a slow answer).
 //! - Every request is recorded as a [`Received`].
 
 use std::collections::HashMap;
@@ -144,6 +147,42 @@ pub enum Resource {
     SlackChannel(String),
 }
 
+/// The path of Slack's `auth.test`.
+pub const AUTH_TEST_PATH: &str = "/api/auth.test";
+
+/// Who a Slack token belongs to, as `auth.test` answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlackUser {
+    /// `user_id`.
+    pub user_id: String,
+    /// `team_id`.
+    pub team_id: String,
+    /// `enterprise_id`; `None` leaves the field out (a workspace outside Enterprise Grid).
+    pub enterprise_id: Option<String>,
+}
+
+impl SlackUser {
+    /// The identity the fake gives `token` unless told otherwise: ids derived from the token,
+    /// so different tokens belong to different users of the same team and enterprise.
+    pub fn of_token(token: &str) -> SlackUser {
+        let h = hex::encode_upper(&Sha256::digest(token.as_bytes())[..5]);
+        SlackUser {
+            user_id: format!("U{h}"),
+            team_id: "T0FAKETEAM".into(),
+            enterprise_id: Some("E0FAKEGRID".into()),
+        }
+    }
+}
+
+/// How the fake answers `auth.test` for one token ([`FakeVendor::set_auth_test`]).
+#[derive(Debug, Clone)]
+pub struct AuthTestAnswer {
+    /// The identity, or the `error` of an `{"ok":false}` answer (`invalid_auth`).
+    pub result: Result<SlackUser, String>,
+    /// Wait this long before answering.
+    pub delay: Option<Duration>,
+}
+
 /// One request as the fake received it.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -216,6 +255,8 @@ struct Inner {
     put_retention_204: bool,
     slack_tokens: Vec<String>,
     behaviour: Mutex<Behaviour>,
+    /// `auth.test` answers by token (others get [`SlackUser::of_token`]).
+    auth_tests: Mutex<HashMap<String, AuthTestAnswer>>,
     received: Mutex<Vec<Received>>,
     state: Mutex<State>,
     notify: Notify,
@@ -255,6 +296,7 @@ impl FakeVendor {
                 status_override: opts.status_override,
                 delay: opts.delay,
             }),
+            auth_tests: Mutex::new(HashMap::new()),
             received: Mutex::new(Vec::new()),
             state: Mutex::new(State::default()),
             notify: Notify::new(),
@@ -332,6 +374,19 @@ impl FakeVendor {
     /// Changes the forced answer for subsequent requests.
     pub fn set_status_override(&self, status_override: Option<(u16, String)>) {
         lock(&self.inner.behaviour).status_override = status_override;
+    }
+
+    /// How `auth.test` answers for `token` from now on.
+    pub fn set_auth_test(&self, token: &str, answer: AuthTestAnswer) {
+        lock(&self.inner.auth_tests).insert(token.to_string(), answer);
+    }
+
+    /// How many `auth.test` requests were received.
+    pub fn auth_test_count(&self) -> usize {
+        lock(&self.inner.received)
+            .iter()
+            .filter(|r| r.path_and_query.split('?').next() == Some(AUTH_TEST_PATH))
+            .count()
     }
 
     /// Changes the answer delay for subsequent requests.
@@ -526,10 +581,16 @@ async fn handle(inner: Arc<Inner>, peer: SocketAddr, req: Request<Incoming>) -> 
         .then(|| slack_token(&headers, &slack_params))
         .flatten();
 
-    let (status_override, delay) = {
+    let (status_override, mut delay) = {
         let b = lock(&inner.behaviour);
         (b.status_override.clone(), b.delay)
     };
+    if path == AUTH_TEST_PATH
+        && let Some(t) = &slack_token
+        && let Some(a) = lock(&inner.auth_tests).get(t)
+    {
+        delay = delay.max(a.delay);
+    }
 
     let answer = if let (true, Some(Err(reason))) = (family.is_aws(), &sig) {
         aws_error(403, "InvalidSignatureException", json!({ "message": reason }))
@@ -1063,6 +1124,24 @@ fn slack_operation(inner: &Inner, api_method: &str, params: &HashMap<String, Str
     let invalid = || slack_answer(200, json!({"ok": false, "error": "invalid_arguments"}));
     let channel = params.get("channel_id").filter(|c| !c.is_empty());
     match api_method {
+        "auth.test" => {
+            let token = token.unwrap_or_default();
+            let answer = lock(&inner.auth_tests).get(token).map(|a| a.result.clone());
+            match answer.unwrap_or_else(|| Ok(SlackUser::of_token(token))) {
+                Ok(u) => {
+                    let mut body = json!({
+                        "ok": true, "url": "https://fake-team.slack.com/", "team": "Fake Team",
+                        "user": "fake.user", "team_id": u.team_id, "user_id": u.user_id,
+                        "is_enterprise_install": false,
+                    });
+                    if let Some(e) = u.enterprise_id {
+                        body["enterprise_id"] = json!(e);
+                    }
+                    slack_answer(200, body)
+                }
+                Err(error) => slack_answer(200, json!({"ok": false, "error": error})),
+            }
+        }
         "admin.conversations.setCustomRetention" => {
             let Some(channel) = channel else {
                 return invalid();
