@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Fuzzes the readers of untrusted input: the recogniser (method, path, headers, body), strict
-# JSON, Slack form and JSON bodies, path normalisation, the SigV4 Authorization reader and the
-# configuration loader. Each target runs for SECONDS (default 30) from its seed corpus in
-# fuzz/corpus/<target>/ (new inputs go to a scratch directory, so the committed corpus stays
-# curated), with a memory bound; a crash, a failed assertion, a timeout or the bound stops it.
+# JSON, Slack form and JSON bodies, path normalisation, the SigV4 Authorization reader, the
+# SigV4 verifier and the configuration loader. Each target runs for SECONDS (default 30) from
+# its seed corpus in fuzz/corpus/<target>/ (new inputs go to a scratch directory, so the
+# committed corpus stays curated), with a memory bound; a crash, a failed assertion, a timeout
+# or the bound stops it.
 #
 #   bash scripts/fuzz.sh [SECONDS] [TARGET ...]
 #
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/../fuzz"
 each="${1:-30}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(recognise strict_json form_body path sigv4_authorization config)
+[ ${#targets[@]} -eq 0 ] && targets=(recognise strict_json form_body path sigv4_authorization sigv4_verify config)
 export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions"

@@ -7,10 +7,12 @@
 //! Secrets live in [`ClientKeys`] alone (as the first HMAC key of the SigV4 derivation and a
 //! digest of the session token) and never reach a `Debug` output, an error or a [`Refusal`].
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue, Method, Uri};
@@ -55,6 +57,54 @@ struct ClientKey {
     root: hmac::Key,
     /// SHA-256 of the session token the client must send, when it has one.
     session_token: Option<[u8; 32]>,
+    /// The signing key last derived for this client and the scope it belongs to. A signing
+    /// key is good for one day, region and service, so nearly every request reuses it and
+    /// skips eight of the ten SHA-256 blocks of the derivation. Stored only after a
+    /// signature made with it verified, so nobody without the secret can evict it.
+    signing: Mutex<Option<SigningKey>>,
+}
+
+/// A derived SigV4 signing key and its scope.
+struct SigningKey {
+    date: [u8; 8],
+    region: String,
+    service: String,
+    key: hmac::Key,
+}
+
+impl ClientKey {
+    /// The signing key for `scope`, and whether it was derived just now (not cached).
+    fn signing_key(&self, scope: &Scope<'_>) -> (hmac::Key, bool) {
+        if let Ok(cached) = self.signing.lock()
+            && let Some(c) = cached.as_ref()
+            && c.date == scope.date.as_bytes()
+            && c.region == scope.region
+            && c.service == scope.service
+        {
+            return (c.key.clone(), false);
+        }
+        let step = |key: &[u8], data: &[u8]| hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data);
+        let k_date = hmac::sign(&self.root, scope.date.as_bytes());
+        let k_region = step(k_date.as_ref(), scope.region.as_bytes());
+        let k_service = step(k_region.as_ref(), scope.service.as_bytes());
+        let k_signing = step(k_service.as_ref(), TERMINATOR.as_bytes());
+        (hmac::Key::new(hmac::HMAC_SHA256, k_signing.as_ref()), true)
+    }
+
+    /// Keeps `key`, which just verified a signature for `scope`.
+    fn remember(&self, scope: &Scope<'_>, key: hmac::Key) {
+        let Ok(date) = <[u8; 8]>::try_from(scope.date.as_bytes()) else {
+            return;
+        };
+        if let Ok(mut cached) = self.signing.lock() {
+            *cached = Some(SigningKey {
+                date,
+                region: scope.region.to_string(),
+                service: scope.service.to_string(),
+                key,
+            });
+        }
+    }
 }
 
 /// The listed client keys, by access key id. `Debug` shows names and ids, never a secret.
@@ -249,6 +299,7 @@ impl ClientKeys {
                 name,
                 root: hmac::Key::new(hmac::HMAC_SHA256, &root),
                 session_token: token.map(|t| sha256(t.as_bytes())),
+                signing: Mutex::new(None),
             };
             by_id.insert(id, key);
         }
@@ -523,21 +574,39 @@ fn unix_seconds(now: SystemTime) -> i64 {
 
 /// One query parameter, percent-decoded (`+` is a space), as bytes: nothing lossy, so two
 /// different queries never canonicalise alike.
-struct Param {
-    name: Vec<u8>,
-    value: Vec<u8>,
+/// Borrowed from the query when there is nothing to decode (the common case).
+struct Param<'a> {
+    name: Cow<'a, [u8]>,
+    value: Cow<'a, [u8]>,
 }
 
-fn decode_component(s: &str) -> Vec<u8> {
-    let plus_free: std::borrow::Cow<'_, str> = if s.contains('+') {
-        s.replace('+', " ").into()
-    } else {
-        s.into()
-    };
-    percent_encoding::percent_decode_str(&plus_free).collect()
+/// `%XY` decoded (a `%` without two hex digits stays as it is) and `+` read as a space.
+fn decode_component(s: &str) -> Cow<'_, [u8]> {
+    let b = s.as_bytes();
+    if !b.iter().any(|&c| c == b'%' || c == b'+') {
+        return Cow::Borrowed(b);
+    }
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    Cow::Owned(out)
 }
 
-fn parse_query(query: &str) -> Vec<Param> {
+fn parse_query(query: &str) -> Vec<Param<'_>> {
     query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -643,10 +712,10 @@ fn parse_authorization(value: &str) -> Result<(&str, &str, &str), Refusal> {
 
 /// The signature information from the `Authorization` header or the presigned query; also
 /// refuses a request that carries both, or neither.
-fn signature_input<'a>(headers: &'a HeaderMap, params: &'a [Param]) -> Result<SignatureInput<'a>, Refusal> {
-    let presigned = params.iter().any(|p| {
-        [X_AMZ_ALGORITHM, X_AMZ_CREDENTIAL, X_AMZ_SIGNATURE, X_AMZ_SIGNED_HEADERS].contains(&p.name.as_slice())
-    });
+fn signature_input<'a>(headers: &'a HeaderMap, params: &'a [Param<'a>]) -> Result<SignatureInput<'a>, Refusal> {
+    let presigned = params
+        .iter()
+        .any(|p| [X_AMZ_ALGORITHM, X_AMZ_CREDENTIAL, X_AMZ_SIGNATURE, X_AMZ_SIGNED_HEADERS].contains(&&*p.name));
     let authorization = single_header(headers, "authorization", None)?;
     match (authorization, presigned) {
         (None, false) => Err(Refusal::MissingAuthenticationToken),
@@ -679,7 +748,7 @@ fn signature_input<'a>(headers: &'a HeaderMap, params: &'a [Param]) -> Result<Si
     }
 }
 
-fn presigned_input(params: &[Param]) -> Result<SignatureInput<'_>, Refusal> {
+fn presigned_input<'a>(params: &'a [Param<'a>]) -> Result<SignatureInput<'a>, Refusal> {
     let mut akid: Option<&str> = None;
     let mut get = |name: &'static [u8]| -> Result<&str, Refusal> {
         let label = String::from_utf8_lossy(name);
@@ -823,6 +892,11 @@ fn parse_signature(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// RFC 3986 unreserved: letters, digits, `-`, `.`, `_`, `~`.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
+}
+
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 fn hex_lower(bytes: &[u8; 32]) -> [u8; 64] {
@@ -838,11 +912,19 @@ fn hex_lower(bytes: &[u8; 32]) -> [u8; 64] {
 /// Appends `bytes` with everything but RFC 3986 unreserved characters (and `/` when
 /// `keep_slash`) percent-encoded in upper-case hex.
 fn push_encoded(out: &mut Vec<u8>, bytes: &[u8], keep_slash: bool) {
-    for &b in bytes {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (keep_slash && b == b'/') {
-            out.push(b);
-        } else {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        // Copy the run of bytes that stay as they are in one go.
+        let run = rest
+            .iter()
+            .position(|&b| !(is_unreserved(b) || (keep_slash && b == b'/')))
+            .unwrap_or(rest.len());
+        out.extend_from_slice(&rest[..run]);
+        if let Some(&b) = rest.get(run) {
             out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+            rest = &rest[run + 1..];
+        } else {
+            rest = &[];
         }
     }
 }
@@ -882,22 +964,26 @@ fn push_canonical_uri(out: &mut Vec<u8>, path: &str) {
     }
 }
 
+/// `bytes` strictly percent-encoded, borrowed when that changes nothing.
+fn encoded(bytes: &[u8]) -> Cow<'_, [u8]> {
+    if bytes.iter().all(|&b| is_unreserved(b)) {
+        return Cow::Borrowed(bytes);
+    }
+    let mut out = Vec::with_capacity(bytes.len() + 16);
+    push_encoded(&mut out, bytes, false);
+    Cow::Owned(out)
+}
+
 /// The canonical query: every parameter (but a presigned request's `X-Amz-Signature`)
 /// decoded, encoded strictly, sorted by name then value.
-fn push_canonical_query(out: &mut Vec<u8>, params: &[Param], presigned: bool) {
-    let mut encoded: Vec<(Vec<u8>, Vec<u8>)> = params
+fn push_canonical_query(out: &mut Vec<u8>, params: &[Param<'_>], presigned: bool) {
+    let mut pairs: Vec<_> = params
         .iter()
-        .filter(|p| !(presigned && p.name == X_AMZ_SIGNATURE))
-        .map(|p| {
-            let mut n = Vec::with_capacity(p.name.len());
-            push_encoded(&mut n, &p.name, false);
-            let mut v = Vec::with_capacity(p.value.len());
-            push_encoded(&mut v, &p.value, false);
-            (n, v)
-        })
+        .filter(|p| !(presigned && *p.name == *X_AMZ_SIGNATURE))
+        .map(|p| (encoded(&p.name), encoded(&p.value)))
         .collect();
-    encoded.sort_unstable();
-    for (i, (n, v)) in encoded.iter().enumerate() {
+    pairs.sort_unstable();
+    for (i, (n, v)) in pairs.iter().enumerate() {
         if i > 0 {
             out.push(b'&');
         }
@@ -909,6 +995,16 @@ fn push_canonical_query(out: &mut Vec<u8>, params: &[Param], presigned: bool) {
 
 /// A header value trimmed of spaces and tabs, inner runs of them collapsed to one space.
 fn push_header_value(out: &mut Vec<u8>, value: &[u8]) {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let tidy = !value.first().is_some_and(blank)
+        && !value.last().is_some_and(blank)
+        && !value
+            .windows(2)
+            .any(|w| blank(&w[0]) && (blank(&w[1]) || w[0] == b'\t'));
+    if tidy {
+        out.extend_from_slice(value);
+        return;
+    }
     let mut pending_space = false;
     let mut started = false;
     for &b in value {
@@ -972,7 +1068,7 @@ fn canonical_request(
     out: &mut Vec<u8>,
     method: &Method,
     uri: &Uri,
-    params: &[Param],
+    params: &[Param<'_>],
     presigned: bool,
     headers: &HeaderMap,
     signed_headers: &str,
@@ -995,22 +1091,21 @@ fn canonical_request(
 
 /// Every session token the request carries: the `X-Amz-Security-Token` header and query
 /// parameter. Each must be the client's.
-fn session_tokens<'a>(headers: &'a HeaderMap, params: &'a [Param], akid: &str) -> Result<Vec<&'a [u8]>, Refusal> {
-    let mut tokens = Vec::new();
-    if let Some(h) = single_header(headers, "x-amz-security-token", Some(akid))? {
-        tokens.push(h.as_bytes());
+fn session_tokens<'a>(
+    headers: &'a HeaderMap,
+    params: &'a [Param<'a>],
+    akid: &str,
+) -> Result<[Option<&'a [u8]>; 2], Refusal> {
+    let header = single_header(headers, "x-amz-security-token", Some(akid))?.map(HeaderValue::as_bytes);
+    let mut query = params.iter().filter(|p| *p.name == *X_AMZ_SECURITY_TOKEN);
+    let first = query.next();
+    if query.next().is_some() {
+        return Err(incomplete(
+            Some(akid),
+            "The query repeats its 'X-Amz-Security-Token' parameter.",
+        ));
     }
-    let mut query = params.iter().filter(|p| p.name == X_AMZ_SECURITY_TOKEN);
-    if let Some(p) = query.next() {
-        if query.next().is_some() {
-            return Err(incomplete(
-                Some(akid),
-                "The query repeats its 'X-Amz-Security-Token' parameter.",
-            ));
-        }
-        tokens.push(&p.value);
-    }
-    Ok(tokens)
+    Ok([header, first.map(|p| &*p.value)])
 }
 
 /// Verifies the request's SigV4 signature against the listed client keys, at time `now`.
@@ -1083,9 +1178,10 @@ pub fn verify(
         _ => {}
     }
     let tokens = session_tokens(headers, &params, akid)?;
+    let mut sent = tokens.iter().flatten().peekable();
     let tokens_ok = match client.session_token {
-        None => tokens.is_empty(),
-        Some(listed) => !tokens.is_empty() && tokens.iter().all(|t| digests_equal(&listed, &sha256(t))),
+        None => sent.peek().is_none(),
+        Some(listed) => sent.peek().is_some() && sent.all(|t| digests_equal(&listed, &sha256(t))),
     };
     if !tokens_ok {
         return Err(Refusal::SessionTokenRejected {
@@ -1136,15 +1232,13 @@ pub fn verify(
     ] {
         buf.extend_from_slice(part);
     }
-    let step = |key: &[u8], data: &[u8]| hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data);
-    let k_date = hmac::sign(&client.root, scope.date.as_bytes());
-    let k_region = step(k_date.as_ref(), scope.region.as_bytes());
-    let k_service = step(k_region.as_ref(), scope.service.as_bytes());
-    let k_signing = step(k_service.as_ref(), TERMINATOR.as_bytes());
-    let signing_key = hmac::Key::new(hmac::HMAC_SHA256, k_signing.as_ref());
+    let (signing_key, derived) = client.signing_key(&scope);
     hmac::verify(&signing_key, &buf, &signature).map_err(|_| Refusal::SignatureMismatch {
         access_key_id: akid.to_string(),
     })?;
+    if derived {
+        client.remember(&scope, signing_key);
+    }
     Ok(Verified {
         name: client.name.clone(),
         access_key_id: akid.to_string(),
@@ -1203,6 +1297,7 @@ mod tests {
         unsigned_payload: bool,
         /// HTTP/2: no `Host` header, the authority in the URI.
         h2: bool,
+        region: &'static str,
     }
 
     fn spec(method: &'static str, target: &str) -> Spec {
@@ -1219,6 +1314,7 @@ mod tests {
             content_sha256: false,
             unsigned_payload: false,
             h2: false,
+            region: "us-east-1",
         }
     }
 
@@ -1235,7 +1331,7 @@ mod tests {
         }
         let params = v4::SigningParams::builder()
             .identity(&identity)
-            .region("us-east-1")
+            .region(s.region)
             .name("chime")
             .time(at(s.time))
             .settings(settings)
@@ -1268,8 +1364,11 @@ mod tests {
         req
     }
 
+    /// One key set for every test, so its signing-key cache is exercised across them all.
+    static KEYS: std::sync::LazyLock<ClientKeys> = std::sync::LazyLock::new(keys);
+
     fn check(req: &http::Request<Vec<u8>>, now: &str) -> Result<Verified, Refusal> {
-        verify(&keys(), req.method(), req.uri(), req.headers(), req.body(), at(now))
+        verify(&KEYS, req.method(), req.uri(), req.headers(), req.body(), at(now))
     }
 
     fn code(r: &Result<Verified, Refusal>) -> &'static str {
@@ -1370,7 +1469,7 @@ mod tests {
                 Verified {
                     name: name.into(),
                     access_key_id: s.akid.into(),
-                    region: "us-east-1".into(),
+                    region: s.region.into(),
                     service: "chime".into(),
                 },
                 "{what}"
@@ -1489,6 +1588,50 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_signing_key_cache_follows_the_scope() {
+        let keys = keys();
+        let cached = |keys: &ClientKeys| {
+            let c = keys.by_id[AKID].signing.lock().unwrap();
+            c.as_ref()
+                .map(|k| (String::from_utf8(k.date.to_vec()).unwrap(), k.region.clone()))
+        };
+        let run = |keys: &ClientKeys, req: &http::Request<Vec<u8>>, now: &str| {
+            code(&verify(
+                keys,
+                req.method(),
+                req.uri(),
+                req.headers(),
+                req.body(),
+                at(now),
+            ))
+        };
+        let mut s = spec("GET", "/accounts/a1/retention-settings");
+        let east = signed(&s);
+        s.region = "eu-central-1";
+        let central = signed(&s);
+        s.time = "20261203T075500Z";
+        let next_day = signed(&s);
+        assert_eq!(cached(&keys), None);
+        assert_eq!(run(&keys, &east, "20261202T080000Z"), "ok");
+        assert_eq!(cached(&keys), Some(("20261202".into(), "us-east-1".into())));
+        // From the cache, the same answers as derived: right accepted, wrong refused.
+        assert_eq!(run(&keys, &east, "20261202T080000Z"), "ok");
+        let mut bad = east.clone();
+        bad.body_mut().push(b'x');
+        assert_eq!(run(&keys, &bad, "20261202T080000Z"), "InvalidSignatureException");
+        assert_eq!(run(&keys, &central, "20261202T080000Z"), "ok");
+        assert_eq!(cached(&keys), Some(("20261202".into(), "eu-central-1".into())));
+        assert_eq!(run(&keys, &east, "20261202T080000Z"), "ok");
+        // A refused signature for another scope leaves the cache alone.
+        let mut forged = next_day.clone();
+        forged.body_mut().push(b'x');
+        assert_eq!(run(&keys, &forged, "20261203T080000Z"), "InvalidSignatureException");
+        assert_eq!(cached(&keys), Some(("20261202".into(), "us-east-1".into())));
+        assert_eq!(run(&keys, &next_day, "20261203T080000Z"), "ok");
+        assert_eq!(cached(&keys), Some(("20261203".into(), "eu-central-1".into())));
     }
 
     #[test]
@@ -1820,6 +1963,8 @@ mod tests {
         for (v, want) in [
             ("  a   b  ", "a b"),
             ("a\t\tb", "a b"),
+            ("a\tb", "a b"),
+            ("a b\t", "a b"),
             ("\t a \t b \t", "a b"),
             ("", ""),
             ("   ", ""),
