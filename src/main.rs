@@ -6,13 +6,15 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use retention_proxy::cli::{self, Cli, Command, LogFormat};
+use retention_proxy::proxy::credentials::ProxyCredentials;
 use retention_proxy::server;
-use retention_proxy::vendors::aws_sigv4 as aws;
 use tokio::sync::mpsc;
 use tracing_subscriber::EnvFilter;
 
 fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The AWS credential chain warns about every source it tries in vain (instance metadata
+    // off EC2, three times over); the proxy reports the outcome once, with the reason.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,aws_config=error"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -115,10 +117,6 @@ fn main() -> ExitCode {
         }
     };
     raise_fd_limit(&config);
-    let credentials = aws::AwsCredentials::from_environment();
-    if credentials.is_none() {
-        tracing::warn!("no AWS credentials found: reverse-proxied AWS calls cannot be re-signed");
-    }
     // On one CPU (a pinned sidecar, a small container) the single-threaded scheduler costs
     // about a third less CPU per request than a one-worker multi-threaded one.
     let built = if server::runs_on_one_cpu() {
@@ -136,6 +134,10 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         // Before anything slow: a SIGHUP must never end the process.
         let reloads = reloads_on_sighup(config_path);
+        // The standard AWS chain, first asked in the background: start-up never waits for it
+        // (instance metadata can take seconds to answer, or not answer, off EC2).
+        let credentials = ProxyCredentials::standard_chain();
+        credentials.prime();
         let listeners = match server::bind(&config).await {
             Ok(l) => l,
             Err(e) => {
@@ -143,7 +145,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match server::run_with_reloads(listeners, config, credentials, shutdown_signal(), reloads).await {
+        match server::run_with_reloads(listeners, config, Some(credentials), shutdown_signal(), reloads).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("retention-proxy: {e}");

@@ -35,10 +35,10 @@ use crate::http::first_byte::FirstByte;
 use crate::http::headers::normalise_host;
 use crate::http::proxy_auth::ProxyUsers;
 use crate::http::upstream;
+use crate::proxy::credentials::ProxyCredentials;
 use crate::proxy::{self, App, Conn};
 use crate::tunnel::ca::{InterceptError, Interceptor};
 use crate::tunnel::{self, Tunnels};
-use crate::vendors::aws_sigv4::AwsCredentials;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -275,7 +275,7 @@ pub use crate::proxy::reload::ReloadRequest;
 pub async fn run(
     listeners: Listeners,
     config: Config,
-    credentials: Option<AwsCredentials>,
+    credentials: Option<ProxyCredentials>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let (_none, reloads) = tokio::sync::mpsc::channel(1);
@@ -287,7 +287,7 @@ pub async fn run(
 pub async fn run_with_reloads(
     listeners: Listeners,
     config: Config,
-    credentials: Option<AwsCredentials>,
+    credentials: Option<ProxyCredentials>,
     shutdown: impl Future<Output = ()>,
     mut reloads: tokio::sync::mpsc::Receiver<ReloadRequest>,
 ) -> Result<(), RunError> {
@@ -307,7 +307,11 @@ pub async fn run_with_reloads(
         Some((cert, key)) => Some(Interceptor::load(cert, key)?),
         None => None,
     };
-    let metrics = Arc::new(Metrics::default());
+    let mut metrics = Metrics::default();
+    if let Some(c) = &credentials {
+        metrics.register_credential_refreshes(c.refresh_counter());
+    }
+    let metrics = Arc::new(metrics);
     let admin = Arc::new(Admin {
         token: config.server.admin_token.clone(),
         audit: writer.handle(),

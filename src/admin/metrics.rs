@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 
 use crate::audit::WriterStats;
 use crate::audit::writer::COMMIT_BUCKETS_US;
+use crate::proxy::credentials::RefreshLabels;
 
 /// Labels of an intercepted call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -125,6 +126,15 @@ impl Metrics {
                 self.passthrough.get_or_create(&RouteLabels { route }).inc();
             }
         }
+    }
+
+    /// Adds the proxy's AWS credential refreshes (by `result`) to the exposition.
+    pub fn register_credential_refreshes(&mut self, refreshes: Family<RefreshLabels, Counter>) {
+        self.registry.register(
+            "aws_credential_refreshes",
+            "Refreshes of the proxy's own AWS credentials, by result",
+            refreshes,
+        );
     }
 
     /// Renders the Prometheus text exposition.

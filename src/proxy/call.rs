@@ -306,7 +306,7 @@ async fn forward(
     let mut out = Request::from_parts(parts, full(body.clone()));
     out.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     if route.way == Way::Reverse && family.is_aws() {
-        resign(app, route, claimed.region.as_deref(), &mut out, &body)?;
+        resign(app, route, claimed.region.as_deref(), &mut out, &body).await?;
     }
     let timeout = app.config.upstreams.request_timeout;
     let upstream = &route.target.upstream;

@@ -4,6 +4,7 @@
 
 pub mod authenticate;
 pub mod call;
+pub mod credentials;
 pub mod passthrough;
 pub mod reload;
 pub mod route;
@@ -67,17 +68,19 @@ pub async fn handle_request(app: Arc<App>, conn: Conn, req: Request<Incoming>) -
     }
 }
 
-/// Removes the client's signature and signs with the proxy's credentials (reverse mode, AWS).
-fn resign<B>(
+/// Removes the client's signature and signs with the proxy's current credentials (reverse
+/// mode, AWS). Without credentials the call fails (internal error) and nothing is forwarded.
+async fn resign<B>(
     app: &App,
     route: &Route,
     region_hint: Option<&str>,
     req: &mut Request<B>,
     body: &[u8],
 ) -> Result<(), VendorError> {
-    let creds = app.credentials.as_ref().ok_or_else(|| {
-        VendorError::internal("retention-proxy has no AWS credentials to re-sign this call (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a shared profile)")
-    })?;
+    const NONE: &str = "retention-proxy has no AWS credentials to re-sign this call (see its log)";
+    let source = app.credentials.as_ref().ok_or_else(|| VendorError::internal(NONE))?;
+    // Why there are none is logged where it is found out; the client learns only that.
+    let creds = source.current().await.map_err(|_| VendorError::internal(NONE))?;
     for h in aws_sigv4::SIGNING_HEADERS {
         req.headers_mut().remove(h);
     }
@@ -85,7 +88,7 @@ fn resign<B>(
         .map(str::to_string)
         .or_else(|| vendors::region_of_host(&route.target.upstream.host))
         .unwrap_or_else(|| "us-east-1".into());
-    aws_sigv4::resign(req, creds, &region, body).map_err(|e| VendorError::internal(e.to_string()))
+    aws_sigv4::resign(req, &creds, &region, body).map_err(|e| VendorError::internal(e.to_string()))
 }
 
 /// A new event or request id. Time-ordered (UUIDv7), so the audit store's `event_id` index

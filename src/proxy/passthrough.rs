@@ -63,7 +63,7 @@ pub async fn serve(app: &App, conn: &Conn, route: Route, req: Request<Incoming>)
         let mut r = Request::from_parts(parts, full(bytes.clone()));
         r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         r.headers_mut().remove(http::header::TRANSFER_ENCODING);
-        if let Err(e) = resign(app, &route, region_hint.as_deref(), &mut r, &bytes) {
+        if let Err(e) = resign(app, &route, region_hint.as_deref(), &mut r, &bytes).await {
             return e.response(family, &new_id());
         }
         r

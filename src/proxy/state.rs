@@ -13,8 +13,8 @@ use crate::audit::event::TokenKey;
 use crate::config::{Config, Scheme, Upstream, UpstreamsConfig};
 use crate::http::upstream::{Affinity, Dialer};
 use crate::policy::guardrail::{Guardrail, RawGuardrail};
+use crate::proxy::credentials::ProxyCredentials;
 use crate::vendors::Family;
-use crate::vendors::aws_sigv4::AwsCredentials;
 
 /// Shared state of the proxy listener.
 pub struct App {
@@ -30,7 +30,7 @@ pub struct App {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// The proxy's own AWS credentials for reverse mode.
-    pub credentials: Option<AwsCredentials>,
+    pub credentials: Option<ProxyCredentials>,
     /// HMAC key for Slack token fingerprints.
     pub token_key: TokenKey,
     /// The reverse-proxy upstreams, prepared.

@@ -1,8 +1,7 @@
 //! AWS specifics: reading the caller's claimed identity from a SigV4 `Authorization` header,
-//! the proxy's own credentials (environment or shared profile), and re-signing a request
-//! for its upstream in reverse-proxy mode.
+//! and re-signing a request for its upstream in reverse-proxy mode with the proxy's own
+//! credentials (which [`crate::proxy::credentials`] keeps).
 
-use std::path::PathBuf;
 use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
@@ -95,80 +94,6 @@ pub fn identity_type(akid: Option<&str>) -> &'static str {
     }
 }
 
-/// The proxy's own AWS credentials for re-signing.
-#[derive(Clone)]
-pub struct AwsCredentials {
-    /// Access key id.
-    pub access_key_id: String,
-    secret: String,
-    session_token: Option<String>,
-}
-
-impl std::fmt::Debug for AwsCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AwsCredentials")
-            .field("access_key_id", &self.access_key_id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl AwsCredentials {
-    /// Builds credentials from parts.
-    pub fn new(access_key_id: &str, secret: &str, session_token: Option<&str>) -> AwsCredentials {
-        AwsCredentials {
-            access_key_id: access_key_id.to_string(),
-            secret: secret.to_string(),
-            session_token: session_token.map(str::to_string),
-        }
-    }
-
-    /// The standard chain, minus instance metadata: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
-    /// (/`AWS_SESSION_TOKEN`), then the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`,
-    /// default `~/.aws/credentials`) for `AWS_PROFILE` (default `default`).
-    pub fn from_environment() -> Option<AwsCredentials> {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        if let (Some(a), Some(s)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-            return Some(AwsCredentials::new(&a, &s, env("AWS_SESSION_TOKEN").as_deref()));
-        }
-        let file = env("AWS_SHARED_CREDENTIALS_FILE")
-            .map(PathBuf::from)
-            .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".aws").join("credentials")))?;
-        let profile = env("AWS_PROFILE").unwrap_or_else(|| "default".into());
-        let text = std::fs::read_to_string(file).ok()?;
-        from_profile_text(&text, &profile)
-    }
-}
-
-/// Reads one profile from the shared credentials file format.
-pub fn from_profile_text(text: &str, profile: &str) -> Option<AwsCredentials> {
-    let mut in_profile = false;
-    let (mut akid, mut secret, mut token) = (None, None, None);
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            let name = name.trim();
-            in_profile = name == profile || name.strip_prefix("profile ").map(str::trim) == Some(profile);
-            continue;
-        }
-        if !in_profile {
-            continue;
-        }
-        if let Some((k, v)) = line.split_once('=') {
-            let v = v.trim().to_string();
-            match k.trim() {
-                "aws_access_key_id" => akid = Some(v),
-                "aws_secret_access_key" => secret = Some(v),
-                "aws_session_token" => token = Some(v),
-                _ => {}
-            }
-        }
-    }
-    Some(AwsCredentials::new(&akid?, &secret?, token.as_deref()))
-}
-
 /// Why re-signing failed.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot re-sign the request: {0}")]
@@ -176,20 +101,8 @@ pub struct SignError(String);
 
 /// Re-signs `req` in place (its URI must be absolute; `Host` set) for `region`, service `chime`.
 /// The client's signing headers must already be removed.
-pub fn resign<B>(
-    req: &mut http::Request<B>,
-    creds: &AwsCredentials,
-    region: &str,
-    body: &[u8],
-) -> Result<(), SignError> {
-    let identity = Credentials::new(
-        creds.access_key_id.clone(),
-        creds.secret.clone(),
-        creds.session_token.clone(),
-        None,
-        "retention-proxy",
-    )
-    .into();
+pub fn resign<B>(req: &mut http::Request<B>, creds: &Credentials, region: &str, body: &[u8]) -> Result<(), SignError> {
+    let identity = creds.clone().into();
     let settings = SigningSettings::default();
     let params = v4::SigningParams::builder()
         .identity(&identity)
@@ -283,16 +196,6 @@ mod tests {
     }
 
     #[test]
-    fn shared_profile() {
-        let text = "[default]\naws_access_key_id = A1\naws_secret_access_key = S1\n\n[profile other]\naws_access_key_id=A2\naws_secret_access_key=S2\naws_session_token=T2\n";
-        assert_eq!(from_profile_text(text, "default").unwrap().access_key_id, "A1");
-        let o = from_profile_text(text, "other").unwrap();
-        assert_eq!(o.access_key_id, "A2");
-        assert_eq!(o.session_token.as_deref(), Some("T2"));
-        assert!(from_profile_text(text, "missing").is_none());
-    }
-
-    #[test]
     fn resign_replaces_the_signature() {
         let mut req = http::Request::builder()
             .method("PUT")
@@ -305,7 +208,7 @@ mod tests {
             .unwrap();
         resign(
             &mut req,
-            &AwsCredentials::new("AKIDPROXY", "secret", Some("tok")),
+            &Credentials::new("AKIDPROXY", "secret", Some("tok".into()), None, "test"),
             "us-east-1",
             b"{}",
         )

@@ -40,6 +40,8 @@ pub struct BinaryProxyOpts {
     pub extra_toml: String,
     /// Extra environment for the child.
     pub env: Vec<(String, String)>,
+    /// Variables removed from the child's environment (before `env` is applied).
+    pub env_remove: Vec<String>,
 }
 
 impl BinaryProxyOpts {
@@ -50,6 +52,7 @@ impl BinaryProxyOpts {
             fail_mode: "closed",
             extra_toml: String::new(),
             env: Vec::new(),
+            env_remove: Vec::new(),
         }
     }
 }
@@ -122,6 +125,9 @@ impl BinaryProxy {
                 .env_remove("AWS_SESSION_TOKEN")
                 .env_remove("AWS_PROFILE")
                 .env_remove("RETENTION_PROXY_CONFIG");
+            for k in &opts.env_remove {
+                cmd.env_remove(k);
+            }
             for (k, v) in &opts.env {
                 cmd.env(k, v);
             }

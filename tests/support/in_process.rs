@@ -12,8 +12,8 @@ use bytes::Bytes;
 use http::Request;
 use retention_proxy::audit::query::{self, Filter, Verification};
 use retention_proxy::config::Config;
+use retention_proxy::proxy::credentials::ProxyCredentials;
 use retention_proxy::server::{self, Listeners};
-use retention_proxy::vendors::aws_sigv4::AwsCredentials;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -77,8 +77,8 @@ pub fn parse_config(text: &str, name: &str) -> Config {
 }
 
 /// The proxy's own AWS credentials ([`PROXY_ACCESS_KEY_ID`]).
-pub fn proxy_credentials() -> AwsCredentials {
-    AwsCredentials::new(PROXY_ACCESS_KEY_ID, PROXY_SECRET_ACCESS_KEY, None)
+pub fn proxy_credentials() -> ProxyCredentials {
+    ProxyCredentials::fixed(PROXY_ACCESS_KEY_ID, PROXY_SECRET_ACCESS_KEY, None)
 }
 
 /// What a stopped proxy left in its audit database.
@@ -134,7 +134,7 @@ impl InProcessProxy {
 
     /// Runs `server::run` with `cfg` (whose audit database is `db_path`) on a fresh
     /// 127.0.0.1 proxy listener, and a fresh admin listener too when `admin`.
-    pub async fn spawn(cfg: Config, db_path: PathBuf, creds: Option<AwsCredentials>, admin: bool) -> InProcessProxy {
+    pub async fn spawn(cfg: Config, db_path: PathBuf, creds: Option<ProxyCredentials>, admin: bool) -> InProcessProxy {
         let proxy = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy listener");
         let addr = proxy.local_addr().expect("proxy address");
         let admin = if admin {
