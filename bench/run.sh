@@ -21,7 +21,8 @@
 #        PROXY_CPU / LOAD_CPU (taskset pinning, default 1 / 0; PIN=0 disables),
 #        BASELINE_BIN (a retention-proxy binary built from an earlier commit: adds its pass-through
 #        and audited targets, `base_pass` and `base_aud`, to the same run, for before/after ratios).
-BASELINE_BIN="${BASELINE_BIN:-}"
+#        PROFILE (cargo profile the proxy is built with, default release).
+BASELINE_BIN="${BASELINE_BIN:-}" PROFILE="${PROFILE:-release}"
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
@@ -136,8 +137,8 @@ done = function(summary, latency, requests)
 end
 LUA
 
-(cd "$root" && cargo build --release --locked --bin retention-proxy >/dev/null 2>&1) || { echo "bench: cargo build failed" >&2; exit 1; }
-bin="$root/target/release/retention-proxy"
+(cd "$root" && cargo build --profile "$PROFILE" --locked --bin retention-proxy >/dev/null 2>&1) || { echo "bench: cargo build failed" >&2; exit 1; }
+bin="$root/target/$PROFILE/retention-proxy"
 if [ "$FLOOR" = 1 ]; then
   (cd "$root" && cargo build --release --locked --example hyper_floor >/dev/null 2>&1) || { echo "bench: cargo build of the floor failed" >&2; exit 1; }
 fi
