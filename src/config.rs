@@ -1026,7 +1026,10 @@ mod tests {
             let e = Config::from_toml_str(&format!("[server]\nlisten = \"{listen}\"\n"), "x.toml").unwrap_err();
             let (key, reason) = &e.problems[0];
             assert_eq!(key, "reverse.clients_file", "{listen}");
-            assert!(reason.contains("[reverse] clients_file") && reason.contains("allow_unauthenticated"), "{reason}");
+            assert!(
+                reason.contains("[reverse] clients_file") && reason.contains("allow_unauthenticated"),
+                "{reason}"
+            );
             let c = Config::from_toml_str(
                 &format!("[server]\nlisten = \"{listen}\"\n[reverse]\nallow_unauthenticated = true\n"),
                 "x.toml",

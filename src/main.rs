@@ -117,6 +117,17 @@ fn main() -> ExitCode {
         }
     };
     raise_fd_limit(&config);
+    match (&config.reverse.clients, config.reverse.allow_unauthenticated) {
+        (Some(keys), _) => tracing::info!(
+            clients = keys.len(),
+            "reverse-mode AWS callers must sign with a key from [reverse] clients_file"
+        ),
+        (None, true) if !config.server.listen.ip().is_loopback() => tracing::warn!(
+            listen = %config.server.listen,
+            "[reverse] allow_unauthenticated: anyone who reaches this listener can act with the proxy's AWS credentials"
+        ),
+        (None, _) => {}
+    }
     // On one CPU (a pinned sidecar, a small container) the single-threaded scheduler costs
     // about a third less CPU per request than a one-worker multi-threaded one.
     let built = if server::runs_on_one_cpu() {

@@ -41,7 +41,10 @@ fn clients_file(dir: &Path, mode: u32, extra: &str) -> PathBuf {
 
 fn settings(clients: &Path) -> ProxySettings {
     ProxySettings {
-        extra_toml: format!("[reverse]\nclients_file = {}\n", toml_str(&clients.display().to_string())),
+        extra_toml: format!(
+            "[reverse]\nclients_file = {}\n",
+            toml_str(&clients.display().to_string())
+        ),
         ..ProxySettings::default()
     }
 }
@@ -73,7 +76,11 @@ fn params<'a>(akid: &'a str, secret: &'a str, date: &'a str) -> SigningParams<'a
 /// The refusal as boto3 reads it: `403`, `x-amzn-ErrorType`, and the message in the body.
 fn check_refusal(c: &mut Checks, what: &str, resp: &SimpleResponse, code: &str, message_part: &str) {
     c.eq(&format!("{what}: status"), resp.status, 403);
-    c.eq(&format!("{what}: x-amzn-ErrorType"), resp.header("x-amzn-errortype"), Some(code));
+    c.eq(
+        &format!("{what}: x-amzn-ErrorType"),
+        resp.header("x-amzn-errortype"),
+        Some(code),
+    );
     let body = resp.json();
     let message = body["Message"].as_str().or(body["message"].as_str()).unwrap_or("");
     c.ok(
@@ -87,8 +94,16 @@ fn check_rejected_event(c: &mut Checks, what: &str, ev: &Value, code: &str, clai
     c.eq(&format!("{what}: outcome"), &ev["outcome"], &json!("rejected"));
     c.eq(&format!("{what}: errorCode"), &ev["errorCode"], &json!(code));
     c.eq(&format!("{what}: httpStatus"), &ev["httpStatus"], &json!(403));
-    c.eq(&format!("{what}: verified"), &ev["userIdentity"]["verified"], &json!(false));
-    c.eq(&format!("{what}: principal"), &ev["userIdentity"]["principal"], &Value::Null);
+    c.eq(
+        &format!("{what}: verified"),
+        &ev["userIdentity"]["verified"],
+        &json!(false),
+    );
+    c.eq(
+        &format!("{what}: principal"),
+        &ev["userIdentity"]["principal"],
+        &Value::Null,
+    );
     c.eq(
         &format!("{what}: claimed accessKeyId"),
         ev["userIdentity"]["accessKeyId"].as_str(),
@@ -106,7 +121,11 @@ async fn a_listed_client_key_is_verified_recorded_and_re_signed() {
     let date = sigv4::amz_date_now();
     let resp = env
         .proxy
-        .send(put_retention(&env, &params(EXAMPLE_ACCESS_KEY_ID, EXAMPLE_SECRET_ACCESS_KEY, &date), BODY))
+        .send(put_retention(
+            &env,
+            &params(EXAMPLE_ACCESS_KEY_ID, EXAMPLE_SECRET_ACCESS_KEY, &date),
+            BODY,
+        ))
         .await;
     c.eq("status", resp.status, 200);
     c.eq("vendor requests", env.fake.count(), 1);
@@ -117,7 +136,11 @@ async fn a_listed_client_key_is_verified_recorded_and_re_signed() {
     c.eq("outcome", &ev["outcome"], &json!("forwarded"));
     c.eq("principal", &ev["userIdentity"]["principal"], &json!(CLIENT_NAME));
     c.eq("verified", &ev["userIdentity"]["verified"], &json!(true));
-    c.eq("accessKeyId", &ev["userIdentity"]["accessKeyId"], &json!(EXAMPLE_ACCESS_KEY_ID));
+    c.eq(
+        "accessKeyId",
+        &ev["userIdentity"]["accessKeyId"],
+        &json!(EXAMPLE_ACCESS_KEY_ID),
+    );
 
     // A botocore-shaped call with a bearer and unsigned headers added after signing.
     let resp = env
@@ -130,7 +153,11 @@ async fn a_listed_client_key_is_verified_recorded_and_re_signed() {
         )
         .await;
     c.eq("Chime SDK call: status", resp.status, 200);
-    c.eq("Chime SDK call: verified", &env.last_event()["userIdentity"]["verified"], &json!(true));
+    c.eq(
+        "Chime SDK call: verified",
+        &env.last_event()["userIdentity"]["verified"],
+        &json!(true),
+    );
 
     // A pass-through (not audited) AWS call with the listed key goes through.
     let messages = format!("/channels/{}/messages", enc(CHANNEL));
@@ -164,6 +191,9 @@ async fn a_listed_client_key_is_verified_recorded_and_re_signed() {
     c.finish();
 }
 
+/// What is sent, the AWS exception and a part of its message, and the claimed key id.
+type RefusalCase<'a> = (&'a str, Request<Bytes>, &'a str, &'a str, Option<&'a str>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anything_but_a_valid_signature_from_a_listed_key_is_refused_recorded_and_not_forwarded() {
     let dir = tempfile::tempdir().unwrap();
@@ -173,11 +203,13 @@ async fn anything_but_a_valid_signature_from_a_listed_key_is_refused_recorded_an
     let now = sigv4::amz_date_now();
     let stale = {
         let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-        (time::OffsetDateTime::now_utc() - time::Duration::minutes(20)).format(&fmt).unwrap()
+        (time::OffsetDateTime::now_utc() - time::Duration::minutes(20))
+            .format(&fmt)
+            .unwrap()
     };
     let unknown_secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSOMEONEELSE";
 
-    let cases: Vec<(&str, Request<Bytes>, &str, &str, Option<&str>)> = vec![
+    let cases: Vec<RefusalCase<'_>> = vec![
         (
             "unknown key",
             put_retention(&env, &params("AKIASOMEONEELSE00001", unknown_secret, &now), BODY),
@@ -194,7 +226,11 @@ async fn anything_but_a_valid_signature_from_a_listed_key_is_refused_recorded_an
         ),
         (
             "stale date",
-            put_retention(&env, &params(EXAMPLE_ACCESS_KEY_ID, EXAMPLE_SECRET_ACCESS_KEY, &stale), BODY),
+            put_retention(
+                &env,
+                &params(EXAMPLE_ACCESS_KEY_ID, EXAMPLE_SECRET_ACCESS_KEY, &stale),
+                BODY,
+            ),
             "InvalidSignatureException",
             "Signature expired",
             Some(EXAMPLE_ACCESS_KEY_ID),
@@ -202,7 +238,11 @@ async fn anything_but_a_valid_signature_from_a_listed_key_is_refused_recorded_an
         (
             "body changed after signing",
             {
-                let req = put_retention(&env, &params(EXAMPLE_ACCESS_KEY_ID, EXAMPLE_SECRET_ACCESS_KEY, &now), BODY);
+                let req = put_retention(
+                    &env,
+                    &params(EXAMPLE_ACCESS_KEY_ID, EXAMPLE_SECRET_ACCESS_KEY, &now),
+                    BODY,
+                );
                 let (parts, _) = req.into_parts();
                 Request::from_parts(parts, Bytes::from(BODY.replace("365", "1")))
             },
@@ -232,7 +272,9 @@ async fn anything_but_a_valid_signature_from_a_listed_key_is_refused_recorded_an
                 .header("content-type", "application/json")
                 .header(
                     "authorization",
-                    format!("AWS4-HMAC-SHA256 Credential={EXAMPLE_ACCESS_KEY_ID}/20261202/us-east-1/chime/aws4_request"),
+                    format!(
+                        "AWS4-HMAC-SHA256 Credential={EXAMPLE_ACCESS_KEY_ID}/20261202/us-east-1/chime/aws4_request"
+                    ),
                 )
                 .body(Bytes::from(BODY))
                 .unwrap(),
@@ -319,14 +361,16 @@ async fn anything_but_a_valid_signature_from_a_listed_key_is_refused_recorded_an
 async fn without_client_keys_a_loopback_listener_keeps_unverified_reverse_calls() {
     let env = Env::start(Mode::Reverse, ProxySettings::default()).await;
     let mut c = Checks::new("loopback without client keys");
-    let resp = env
-        .aws("PUT", CHIME_HOST, &retention_path(ACCOUNT), None, BODY)
-        .await;
+    let resp = env.aws("PUT", CHIME_HOST, &retention_path(ACCOUNT), None, BODY).await;
     c.eq("status", resp.status, 200);
     let ev = env.last_event();
     c.eq("verified", &ev["userIdentity"]["verified"], &json!(false));
     c.eq("principal", &ev["userIdentity"]["principal"], &Value::Null);
-    c.eq("claimed accessKeyId", &ev["userIdentity"]["accessKeyId"], &json!(EXAMPLE_ACCESS_KEY_ID));
+    c.eq(
+        "claimed accessKeyId",
+        &ev["userIdentity"]["accessKeyId"],
+        &json!(EXAMPLE_ACCESS_KEY_ID),
+    );
     env.proxy.stop().await;
     c.finish();
 }
@@ -338,11 +382,13 @@ async fn in_forward_mode_verified_means_the_vendor_accepted_the_signature() {
     // Client keys concern reverse mode only: forward calls keep the client's own signature.
     let env = Env::start(Mode::Forward, settings(&clients)).await;
     let mut c = Checks::new("forward verified");
-    let resp = env
-        .aws("PUT", CHIME_HOST, &retention_path(ACCOUNT), None, BODY)
-        .await;
+    let resp = env.aws("PUT", CHIME_HOST, &retention_path(ACCOUNT), None, BODY).await;
     c.eq("accepted: status", resp.status, 200);
-    c.eq("accepted: verified", &env.last_event()["userIdentity"]["verified"], &json!(true));
+    c.eq(
+        "accepted: verified",
+        &env.last_event()["userIdentity"]["verified"],
+        &json!(true),
+    );
 
     // A 404 from the vendor still proves the key.
     env.fake.set_status_override(Some((404, "No such account".into())));
@@ -351,7 +397,11 @@ async fn in_forward_mode_verified_means_the_vendor_accepted_the_signature() {
     c.eq("unknown account: a vendor error", resp.status, 404);
     let ev = env.last_event();
     c.eq("unknown account: outcome", &ev["outcome"], &json!("forwarded"));
-    c.eq("unknown account: verified", &ev["userIdentity"]["verified"], &json!(true));
+    c.eq(
+        "unknown account: verified",
+        &ev["userIdentity"]["verified"],
+        &json!(true),
+    );
 
     // A signature the vendor refuses is not verified.
     let path = retention_path(ACCOUNT);
@@ -376,7 +426,10 @@ fn a_clients_file_others_can_read_is_refused() {
     let text = support::in_process::config_toml("http://127.0.0.1:9", &dir.path().join("a.db"), &settings(&clients));
     let e = retention_proxy::config::Config::from_toml_str(&text, "t.toml").unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("reverse.clients_file") && msg.contains("chmod 600"), "{msg}");
+    assert!(
+        msg.contains("reverse.clients_file") && msg.contains("chmod 600"),
+        "{msg}"
+    );
     assert!(!msg.contains(EXAMPLE_SECRET_ACCESS_KEY), "{msg}");
 
     let missing = dir.path().join("absent.toml");

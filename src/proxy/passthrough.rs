@@ -54,7 +54,12 @@ pub async fn serve(app: &App, conn: &Conn, route: Route, req: Request<Incoming>)
         if let Some(keys) = authenticate::keys_for(app, &route)
             && let Err(e) = authenticate::check(keys, &parts, &bytes)
         {
-            app.metrics.refused.get_or_create(&RouteLabels { route: "unauthenticated" }).inc();
+            app.metrics
+                .refused
+                .get_or_create(&RouteLabels {
+                    route: "unauthenticated",
+                })
+                .inc();
             return e.response(family, &new_id());
         }
         if let Err(e) = route.upstream_head(&conn.peer_ip, &mut parts) {
