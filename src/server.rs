@@ -317,6 +317,7 @@ pub async fn run_with_reloads(
         audit: writer.handle(),
         metrics: metrics.clone(),
         db: config.audit.path.clone(),
+        chain: admin::chain::ChainWatch::new(config.audit.proxy_instance.clone()),
     });
     let front = Arc::new(Front {
         tunnels: Arc::new(Tunnels::new(interceptor, config.forward.max_tunnels, resolver.clone())),
@@ -362,6 +363,14 @@ pub async fn run_with_reloads(
     if let Some(a) = listeners.admin.as_ref().and_then(|l| l.local_addr().ok()) {
         info!(listen = %a, "admin listening");
     }
+    let chain_task = listeners.admin.is_some().then(|| {
+        tokio::spawn(
+            admin
+                .chain
+                .clone()
+                .run(app.config.audit.path.clone(), admin::chain::EVERY, stop_rx.clone()),
+        )
+    });
     let admin_task = listeners.admin.map(|l| {
         tokio::spawn(serve_admin(
             l,
@@ -478,6 +487,9 @@ pub async fn run_with_reloads(
     }
     let _ = stop_tx.send(true);
     if let Some(t) = admin_task {
+        let _ = t.await;
+    }
+    if let Some(t) = chain_task {
         let _ = t.await;
     }
     let _ = reloader.await;

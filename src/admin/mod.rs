@@ -1,10 +1,13 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/v1/events` ([`events`]) and
-//! CloudTrail `LookupEvents` ([`lookup`]). It reads the audit trail through the store's
-//! reading side and never touches the request path's state.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/v1/events`, `/v1/history`
+//! ([`events`]), `/v1/chain` ([`chain`]), CloudTrail `LookupEvents` ([`lookup`]) and the audit
+//! viewer under `/ui/` ([`ui`]). It reads the audit trail through the store's reading side and
+//! never touches the request path's state.
 
+pub mod chain;
 pub mod events;
 pub mod lookup;
 pub mod metrics;
+pub mod ui;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +34,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// The audit database, read by `/v1/events` and LookupEvents.
     pub db: PathBuf,
+    /// The latest verification of the chain, for `/v1/chain`.
+    pub chain: Arc<chain::ChainWatch>,
 }
 
 pub(crate) fn json_response(status: StatusCode, v: serde_json::Value) -> Response<ProxyBody> {
@@ -65,6 +70,13 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
     use sha2::{Digest, Sha256};
     let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
     a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn not_found() -> Response<ProxyBody> {
+    plain(
+        StatusCode::NOT_FOUND,
+        "known paths: /healthz /readyz /metrics /v1/events /v1/events/{eventID} /v1/history /v1/chain /ui/",
+    )
 }
 
 /// Serves one admin request.
@@ -103,15 +115,23 @@ pub async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Response<Proxy
             );
             r
         }
-        "/v1/events" => {
+        "/ui" => ui::to_index(),
+        p if p.starts_with("/ui/") => ui::serve(p),
+        p if p.starts_with("/v1/") => {
             if !authorised(&admin, &req) {
                 return json_response(StatusCode::UNAUTHORIZED, json!({"error": "admin_token required"}));
             }
-            events::serve(&admin, req.uri().query().unwrap_or("")).await
+            let q = req.uri().query().unwrap_or("");
+            match p {
+                "/v1/events" => events::serve(&admin, q).await,
+                "/v1/history" => events::history(&admin, q).await,
+                "/v1/chain" => json_response(StatusCode::OK, admin.chain.status()),
+                p => match p.strip_prefix("/v1/events/") {
+                    Some(id) if !id.contains('/') => events::one(&admin, id).await,
+                    _ => not_found(),
+                },
+            }
         }
-        _ => plain(
-            StatusCode::NOT_FOUND,
-            "known paths: /healthz /readyz /metrics /v1/events",
-        ),
+        _ => not_found(),
     }
 }

@@ -189,6 +189,12 @@ pub trait Reader {
     /// The last known retention of every resource the proxy has seen.
     fn state(&self) -> Result<Vec<StateRow>, AuditError>;
 
+    /// The last known retention values of one resource (one row per setting). A store with an
+    /// index on the resource answers without reading every row of [`Reader::state`].
+    fn state_of(&self, resource: &str) -> Result<Vec<StateRow>, AuditError> {
+        Ok(self.state()?.into_iter().filter(|s| s.resource == resource).collect())
+    }
+
     /// Calls `visit` for every record in chain order, as stored, until it breaks.
     fn chain(&self, visit: &mut dyn FnMut(StoredRecord<'_>) -> std::ops::ControlFlow<()>) -> Result<(), AuditError>;
 

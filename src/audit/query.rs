@@ -28,6 +28,11 @@ pub struct Filter {
     pub resource: Option<String>,
     /// `guardrail.decision`.
     pub decision: Option<String>,
+    /// `outcome` of the merged event (`forwarded`, `denied`, `rejected`, `upstream_error`,
+    /// `unknown` while the vendor's answer is not recorded).
+    pub outcome: Option<String>,
+    /// `proxyInstance`: the instance that recorded the call.
+    pub instance: Option<String>,
     /// `userIdentity.accessKeyId` exactly (LookupEvents `AccessKeyId`).
     pub access_key_id: Option<String>,
     /// The user name CloudTrail records show: the bearer ARN, else the token fingerprint, else
@@ -43,6 +48,12 @@ pub struct Filter {
     pub before_seq: Option<u64>,
     /// Newest first instead of oldest first.
     pub newest_first: bool,
+    /// Ordered by `eventTime`, then `seq` (the viewer's order, which the time indexes serve
+    /// without sorting) instead of by `seq` alone.
+    pub by_time: bool,
+    /// Cursor of a [`Filter::by_time`] listing: events after (oldest first) or before (newest
+    /// first) this `(eventTime, seq)`.
+    pub time_cursor: Option<(String, u64)>,
     /// At most this many events.
     pub limit: Option<u64>,
 }
@@ -189,10 +200,21 @@ struct Checked {
 /// Walks every record in order and checks seq continuity, `prevHash` links, hashes and
 /// that the filter columns agree with the hashed body.
 pub fn verify(reader: &dyn Reader) -> Result<Verification, AuditError> {
+    verify_unless(reader, &|| false).map(|v| v.unwrap_or(Verification::Intact { records: 0 }))
+}
+
+/// [`verify`], stopped (`None`) as soon as `cancelled` answers true, for a walk in the
+/// background that must not hold up a shutdown.
+pub fn verify_unless(reader: &dyn Reader, cancelled: &dyn Fn() -> bool) -> Result<Option<Verification>, AuditError> {
     let mut expect_seq = 1u64;
     let mut prev = GENESIS.to_string();
     let mut broken = None;
+    let mut stopped = false;
     reader.chain(&mut |r| match check(&r, expect_seq, &prev) {
+        Ok(()) if expect_seq.is_multiple_of(4096) && cancelled() => {
+            stopped = true;
+            ControlFlow::Break(())
+        }
         Ok(()) => {
             prev.clear();
             prev.push_str(r.hash);
@@ -204,9 +226,12 @@ pub fn verify(reader: &dyn Reader) -> Result<Verification, AuditError> {
             ControlFlow::Break(())
         }
     })?;
-    Ok(broken.unwrap_or(Verification::Intact {
+    if stopped {
+        return Ok(None);
+    }
+    Ok(Some(broken.unwrap_or(Verification::Intact {
         records: expect_seq - 1,
-    }))
+    })))
 }
 
 /// Checks one record against the one before it (`prev`, the hash it must link to).

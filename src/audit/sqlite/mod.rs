@@ -56,6 +56,11 @@ CREATE TABLE IF NOT EXISTS last_seen (
 ) WITHOUT ROWID;
 ";
 
+/// Indexes later releases added to [`SCHEMA`], created on open when missing: the viewer's
+/// refusals page (`decision`, newest first by time) reads one index range.
+const ADDED_INDEXES: &str =
+    "CREATE INDEX IF NOT EXISTS records_decision_time ON records(kind, decision, event_time) WHERE kind = 'request';";
+
 /// WAL pages after which the writer checkpoints by itself (SQLite's automatic checkpoint):
 /// 64 MiB. Normally the [`Checkpointer`] keeps the WAL far below this.
 pub const WRITER_CHECKPOINT_PAGES: u32 = 16_384;
@@ -250,6 +255,9 @@ impl SqliteStore {
                 tracing::info!(db = %path.display(), version = SCHEMA_VERSION, "audit database of an earlier release stamped with its schema version");
             }
         }
+        // Indexes added since: an index is not part of what `ownership` checks, so a database
+        // that has it stays readable by earlier releases, and one without it gains it here.
+        tx.execute_batch(ADDED_INDEXES).map_err(|e| open_err(path, e))?;
         tx.commit().map_err(|e| open_err(path, e))?;
         Ok(SqliteStore {
             conn,

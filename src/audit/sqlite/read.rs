@@ -159,6 +159,17 @@ fn select(f: &Filter) -> (String, Vec<Sql>) {
     if let Some(s) = &f.event_id {
         cond(" AND r.event_id = ?", Sql::Text(s.clone()));
     }
+    if let Some(s) = &f.instance {
+        cond(" AND json_extract(r.body, '$.proxyInstance') = ?", Sql::Text(s.clone()));
+    }
+    // As `merge` decides it: the outcome link's, else the request link's (a call that ended
+    // at the proxy), else `unknown`.
+    if let Some(s) = &f.outcome {
+        cond(
+            " AND coalesce((SELECT json_extract(o.body, '$.outcome') FROM records o WHERE o.event_id = r.event_id AND o.kind = 'outcome' ORDER BY o.seq LIMIT 1), json_extract(r.body, '$.outcome'), 'unknown') = ?",
+            Sql::Text(s.clone()),
+        );
+    }
     if let Some(b) = f.read_only {
         cond(" AND json_extract(r.body, '$.readOnly') = ?", Sql::Integer(b as i64));
     }
@@ -189,9 +200,11 @@ fn select(f: &Filter) -> (String, Vec<Sql>) {
             Sql::Text(s.clone()),
         );
     }
+    // Tested on the request link's `seq`, which the time indexes hold: a newest-first page
+    // reads only the index until it has its events.
     if let Some(s) = &f.resource {
         cond(
-            " AND r.event_id IN (SELECT x.event_id FROM records x JOIN record_resources rr ON rr.seq = x.seq WHERE rr.resource = ?)",
+            " AND r.seq IN (SELECT y.seq FROM records y WHERE y.kind = 'request' AND y.event_id IN (SELECT x.event_id FROM records x JOIN record_resources rr ON rr.seq = x.seq WHERE rr.resource = ?))",
             Sql::Text(s.clone()),
         );
     }
@@ -201,10 +214,17 @@ fn select(f: &Filter) -> (String, Vec<Sql>) {
     if let Some(b) = f.before_seq {
         cond(" AND r.seq < ?", Sql::Integer(b as i64));
     }
-    sql.push_str(if f.newest_first {
-        " ORDER BY r.seq DESC"
-    } else {
-        " ORDER BY r.seq"
+    if let Some((t, seq)) = &f.time_cursor {
+        let op = if f.newest_first { "<" } else { ">" };
+        sql.push_str(&format!(" AND (r.event_time, r.seq) {op} (?, ?)"));
+        args.push(Sql::Text(t.clone()));
+        args.push(Sql::Integer((*seq).min(i64::MAX as u64) as i64));
+    }
+    sql.push_str(match (f.by_time, f.newest_first) {
+        (false, false) => " ORDER BY r.seq",
+        (false, true) => " ORDER BY r.seq DESC",
+        (true, false) => " ORDER BY r.event_time, r.seq",
+        (true, true) => " ORDER BY r.event_time DESC, r.seq DESC",
     });
     if let Some(l) = f.limit {
         sql.push_str(" LIMIT ?");
