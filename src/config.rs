@@ -29,6 +29,8 @@ pub struct RawConfig {
     pub reverse: RawReverse,
     /// Organisation guardrails, evaluated in order.
     pub guardrails: Vec<guardrail::RawGuardrail>,
+    /// Alert sinks (SPEC §11).
+    pub alerts: Vec<crate::alerts::RawAlert>,
 }
 
 /// `[server]`
@@ -443,6 +445,8 @@ pub struct Config {
     pub reverse: ReverseConfig,
     /// Compiled `[[guardrails]]`.
     pub guardrails: Vec<Guardrail>,
+    /// Validated `[[alerts]]`, their secrets read.
+    pub alerts: Vec<crate::alerts::Sink>,
     /// The raw form with defaults filled in, for `check-config`.
     pub raw: RawConfig,
 }
@@ -764,6 +768,29 @@ impl Config {
             }
         }
 
+        let mut alerts = Vec::new();
+        let mut sink_ids = std::collections::HashSet::new();
+        for (i, a) in raw.alerts.iter().enumerate() {
+            let id = if a.id.is_empty() {
+                String::new()
+            } else {
+                format!(" ({:?})", a.id)
+            };
+            match crate::alerts::Sink::compile(a) {
+                Ok(sink) => {
+                    if !sink_ids.insert(sink.id.clone()) {
+                        bad(&format!("alerts[{i}].id"), format!("{:?} is used twice", sink.id));
+                    }
+                    alerts.push(sink);
+                }
+                Err(errs) => {
+                    for (k, r) in errs {
+                        bad(&format!("alerts[{i}]{id}.{k}"), r);
+                    }
+                }
+            }
+        }
+
         if !p.is_empty() {
             return Err(ConfigError {
                 origin: origin.to_string(),
@@ -813,6 +840,7 @@ impl Config {
                 allow_unauthenticated: raw.reverse.allow_unauthenticated,
             },
             guardrails,
+            alerts,
             raw,
         })
     }
@@ -980,7 +1008,10 @@ mod tests {
             let e = Config::from_toml_str(&format!("[server]\nlisten = \"{listen}\"\n"), "x.toml").unwrap_err();
             let (key, reason) = &e.problems[0];
             assert_eq!(key, "reverse.clients_file", "{listen}");
-            assert!(reason.contains("[reverse] clients_file") && reason.contains("allow_unauthenticated"), "{reason}");
+            assert!(
+                reason.contains("[reverse] clients_file") && reason.contains("allow_unauthenticated"),
+                "{reason}"
+            );
             let c = Config::from_toml_str(
                 &format!("[server]\nlisten = \"{listen}\"\n[reverse]\nallow_unauthenticated = true\n"),
                 "x.toml",

@@ -762,7 +762,12 @@ mod tests {
             ("forwarded", 429, Some("ThrottledClientException"), true),
             ("forwarded", 403, Some("UnrecognizedClientException"), false),
             ("forwarded", 403, Some("InvalidSignatureException"), false),
-            ("forwarded", 403, Some("InvalidSignatureException:http://internal.amazon.com/coral/"), false),
+            (
+                "forwarded",
+                403,
+                Some("InvalidSignatureException:http://internal.amazon.com/coral/"),
+                false,
+            ),
             ("forwarded", 403, Some("ExpiredTokenException"), false),
             ("forwarded", 400, Some("IncompleteSignatureException"), false),
             ("forwarded", 403, Some("MissingAuthenticationTokenException"), false),
@@ -771,7 +776,11 @@ mod tests {
             ("forwarded", 503, None, false),
             ("upstream_error", 502, Some("ServiceFailureException"), false),
         ] {
-            assert_eq!(vendor_accepted_signature(&answer(outcome, status, code)), proven, "{outcome} {status} {code:?}");
+            assert_eq!(
+                vendor_accepted_signature(&answer(outcome, status, code)),
+                proven,
+                "{outcome} {status} {code:?}"
+            );
         }
     }
 }

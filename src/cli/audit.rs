@@ -127,7 +127,11 @@ fn print_events(
 /// What `--actor` is compared with: itself, or for a raw Slack token (`xoxb-…`, `xoxp-…`),
 /// its fingerprint under the installation's key, so the token is never compared, stored or
 /// printed as it is.
-fn actor_as_recorded(actor: String, db: &std::path::Path, key_file: Option<std::path::PathBuf>) -> Result<String, String> {
+fn actor_as_recorded(
+    actor: String,
+    db: &std::path::Path,
+    key_file: Option<std::path::PathBuf>,
+) -> Result<String, String> {
     let actor = actor.trim().to_string();
     if !looks_like_slack_token(&actor) {
         return Ok(actor);
