@@ -776,13 +776,11 @@ impl Config {
             } else {
                 format!(" ({:?})", a.id)
             };
+            if !a.id.is_empty() && !sink_ids.insert(a.id.clone()) {
+                bad(&format!("alerts[{i}].id"), format!("{:?} is used twice", a.id));
+            }
             match crate::alerts::Sink::compile(a) {
-                Ok(sink) => {
-                    if !sink_ids.insert(sink.id.clone()) {
-                        bad(&format!("alerts[{i}].id"), format!("{:?} is used twice", sink.id));
-                    }
-                    alerts.push(sink);
-                }
+                Ok(sink) => alerts.push(sink),
                 Err(errs) => {
                     for (k, r) in errs {
                         bad(&format!("alerts[{i}]{id}.{k}"), r);

@@ -723,6 +723,10 @@ struct SinkRun {
 impl SinkRun {
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let id = self.sink.id.clone();
+        // Every series exists from the start, at zero.
+        let _ = self.metrics.sent.get_or_create(&self.labels);
+        let _ = self.metrics.failed.get_or_create(&self.labels);
+        let _ = self.metrics.retried.get_or_create(&self.labels);
         let mut queue: VecDeque<Pending> = VecDeque::new();
         let mut read_to = self.position;
         let mut saved = self.position;
