@@ -47,7 +47,7 @@ pub fn envelope(event: &Value, sourcetype: &str) -> Value {
 
 impl Hec {
     /// Sends one event.
-    pub async fn send(&self, event: &Value) -> Result<String, DeliveryError> {
+    pub async fn send(&mut self, event: &Value) -> Result<String, DeliveryError> {
         let body = Bytes::from(envelope(event, &self.sourcetype).to_string());
         let token = String::from_utf8_lossy(self.token.bytes()).into_owned();
         self.client

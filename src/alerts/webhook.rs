@@ -11,9 +11,7 @@ use bytes::Bytes;
 use http::{Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use super::{DeliveryError, Secret};
 
@@ -43,17 +41,34 @@ pub fn decode_secret(text: &str) -> Result<Secret, String> {
     Ok(Secret::new(key))
 }
 
-/// An HTTP(S) client for one sink: connect and TLS handshake bounded by `timeout`, roots as
-/// for upstreams (webpki roots plus `ca_file`).
+/// An HTTP(S) client for one sink: one connection, kept between deliveries while it works.
+/// A delivery that fails or is abandoned (its timeout) takes the connection with it, so a
+/// receiver that never answers leaves no connection or task behind.
 pub struct HttpClient {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    connector: HttpsConnector<HttpConnector>,
+    conn: Option<Conn>,
+}
+
+/// A connection: its request sender and the task that drives it (aborted when dropped).
+struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    _task: AbortOnDrop,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The most of a receiver's answer kept (for `alerts test` and the log).
 const ANSWER_LIMIT: usize = 512;
 
 impl HttpClient {
-    /// Builds the client.
+    /// Builds the client: connect and TLS handshake bounded by `timeout`, roots as for
+    /// upstreams (webpki roots plus `ca_file`).
     pub fn new(ca_file: Option<&std::path::Path>, timeout: Duration) -> Result<HttpClient, String> {
         let roots = crate::http::upstream::root_store(ca_file).map_err(|e| e.to_string())?;
         let tls =
@@ -71,16 +86,32 @@ impl HttpClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(1)
-            .build(connector);
-        Ok(HttpClient { client })
+        Ok(HttpClient { connector, conn: None })
+    }
+
+    async fn connect(&mut self, url: &Uri) -> Result<Conn, DeliveryError> {
+        use tower_service::Service;
+        std::future::poll_fn(|cx| self.connector.poll_ready(cx))
+            .await
+            .map_err(|e| DeliveryError::Unreachable(describe(e.as_ref())))?;
+        let io = self
+            .connector
+            .call(url.clone())
+            .await
+            .map_err(|e| DeliveryError::Unreachable(describe(e.as_ref())))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| DeliveryError::Unreachable(describe(&e)))?;
+        let task = AbortOnDrop(tokio::spawn(async move {
+            let _ = conn.await;
+        }));
+        Ok(Conn { sender, _task: task })
     }
 
     /// POSTs `body` with `headers`; the status and the start of the answer when it is 2xx.
-    pub async fn post(&self, url: &Uri, headers: &[(&str, String)], body: Bytes) -> Result<String, DeliveryError> {
-        let mut b = Request::post(url.clone())
+    pub async fn post(&mut self, url: &Uri, headers: &[(&str, String)], body: Bytes) -> Result<String, DeliveryError> {
+        let mut b = Request::post(url.path_and_query().map_or("/", |p| p.as_str()))
+            .header(http::header::HOST, url.authority().map_or("", |a| a.as_str()))
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(
                 http::header::USER_AGENT,
@@ -92,23 +123,41 @@ impl HttpClient {
         let req = b
             .body(Full::new(body))
             .map_err(|e| DeliveryError::Refused(e.to_string()))?;
-        let resp = self
-            .client
-            .request(req)
+        // Taken out while in use: dropped with this future if it is abandoned.
+        let mut conn = match self.conn.take() {
+            Some(c) if !c.sender.is_closed() => c,
+            _ => self.connect(url).await?,
+        };
+        if conn.sender.ready().await.is_err() {
+            conn = self.connect(url).await?;
+        }
+        let resp = conn
+            .sender
+            .send_request(req)
             .await
             .map_err(|e| DeliveryError::Unreachable(describe(&e)))?;
         let status = resp.status();
         let mut answer = Vec::new();
         let mut body = resp.into_body();
-        while answer.len() < ANSWER_LIMIT {
+        let mut complete = false;
+        loop {
             match body.frame().await {
                 Some(Ok(f)) => {
-                    if let Ok(d) = f.into_data() {
+                    if let Ok(d) = f.into_data()
+                        && answer.len() < ANSWER_LIMIT
+                    {
                         answer.extend_from_slice(&d);
                     }
                 }
-                _ => break,
+                Some(Err(_)) => break,
+                None => {
+                    complete = true;
+                    break;
+                }
             }
+        }
+        if complete {
+            self.conn = Some(conn);
         }
         answer.truncate(ANSWER_LIMIT);
         let text = format!("HTTP {} {}", status.as_u16(), String::from_utf8_lossy(&answer).trim());
@@ -144,7 +193,7 @@ pub struct Webhook {
 
 impl Webhook {
     /// Sends one event.
-    pub async fn send(&self, event: &serde_json::Value) -> Result<String, DeliveryError> {
+    pub async fn send(&mut self, event: &serde_json::Value) -> Result<String, DeliveryError> {
         let id = event
             .get("eventID")
             .and_then(|v| v.as_str())
