@@ -579,6 +579,11 @@ impl Sender {
 /// How often a sink looks for new records.
 pub const POLL: Duration = Duration::from_millis(200);
 
+/// Request links read per page, and pages read per look: a sink passes up to 50,000
+/// records a second.
+const SCAN_PAGE: usize = 1000;
+const MAX_PAGES: usize = 10;
+
 /// The longest a position that only skips non-matching records waits before it is stored.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 
@@ -738,26 +743,37 @@ impl SinkRun {
         let mut head = self.position;
         let mut read_error_logged: Option<Instant> = None;
         'run: loop {
-            // 1. Read ahead, within the in-flight bound.
-            let room = self.sink.max_in_flight.saturating_sub(queue.len());
-            if room > 0 {
+            // 1. Read ahead: request links in pages, as far as the log goes (non-matching
+            //    ones cost no memory), until `max_in_flight` alerts wait.
+            let mut pages = 0;
+            while queue.len() < self.sink.max_in_flight && pages < MAX_PAGES {
+                pages += 1;
                 let after = read_to;
-                match with_db(&self.db, move |d| d.feed.requests_after(after, room)).await {
-                    Ok(page) => {
-                        head = page.head;
-                        for r in page.records {
-                            if let Some(p) = self.pending(r) {
-                                queue.push_back(p);
-                            }
-                        }
-                        read_to = page.scanned_to;
-                    }
+                let page = match with_db(&self.db, move |d| d.feed.requests_after(after, SCAN_PAGE)).await {
+                    Ok(page) => page,
                     Err(e) => {
                         if read_error_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
                             warn!(sink = %id, error = %e, "alert sink cannot read the audit log");
                             read_error_logged = Some(Instant::now());
                         }
+                        break;
                     }
+                };
+                head = page.head;
+                let full = page.records.len() >= SCAN_PAGE;
+                let mut stopped_before = None;
+                for r in page.records {
+                    if queue.len() >= self.sink.max_in_flight {
+                        stopped_before = Some(r.seq - 1);
+                        break;
+                    }
+                    if let Some(p) = self.pending(r) {
+                        queue.push_back(p);
+                    }
+                }
+                read_to = stopped_before.unwrap_or(page.scanned_to);
+                if !full || stopped_before.is_some() {
+                    break;
                 }
             }
 
