@@ -8,6 +8,15 @@
 # refuses `pip install` there (externally-managed-environment).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The alert tests start a private rsyslogd (the distribution's package) on a loopback port.
+if ! command -v rsyslogd >/dev/null 2>&1 && [ ! -x /usr/sbin/rsyslogd ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update && apt-get install -y --no-install-recommends rsyslog
+  else
+    echo "test-all: rsyslogd is missing; install it first: sudo apt-get install -y rsyslog" >&2
+    exit 1
+  fi
+fi
 cargo test --profile ci --locked
 venv="${CLIENTS_VENV:-$PWD/.venv-clients}"
 if [ ! -x "$venv/bin/python" ]; then

@@ -33,6 +33,8 @@ pub struct RawConfig {
     pub slack: RawSlack,
     /// Organisation guardrails, evaluated in order.
     pub guardrails: Vec<guardrail::RawGuardrail>,
+    /// Alert sinks (SPEC §11).
+    pub alerts: Vec<crate::alerts::RawAlert>,
 }
 
 /// `[slack]`
@@ -460,6 +462,8 @@ pub struct Config {
     pub slack: RawSlack,
     /// Compiled `[[guardrails]]`.
     pub guardrails: Vec<Guardrail>,
+    /// Validated `[[alerts]]`, their secrets read.
+    pub alerts: Vec<crate::alerts::Sink>,
     /// The raw form with defaults filled in, for `check-config`.
     pub raw: RawConfig,
 }
@@ -792,6 +796,27 @@ impl Config {
             }
         }
 
+        let mut alerts = Vec::new();
+        let mut sink_ids = std::collections::HashSet::new();
+        for (i, a) in raw.alerts.iter().enumerate() {
+            let id = if a.id.is_empty() {
+                String::new()
+            } else {
+                format!(" ({:?})", a.id)
+            };
+            if !a.id.is_empty() && !sink_ids.insert(a.id.clone()) {
+                bad(&format!("alerts[{i}].id"), format!("{:?} is used twice", a.id));
+            }
+            match crate::alerts::Sink::compile(a) {
+                Ok(sink) => alerts.push(sink),
+                Err(errs) => {
+                    for (k, r) in errs {
+                        bad(&format!("alerts[{i}]{id}.{k}"), r);
+                    }
+                }
+            }
+        }
+
         if !p.is_empty() {
             return Err(ConfigError {
                 origin: origin.to_string(),
@@ -843,6 +868,7 @@ impl Config {
             },
             slack: raw.slack.clone(),
             guardrails,
+            alerts,
             raw,
         })
     }

@@ -11,6 +11,8 @@
 //! - [`tunnel`]: `CONNECT`, blind or with the client's TLS terminated by a leaf from
 //!   [`tunnel::ca`].
 //! - [`admin`]: the admin listener — health, readiness, metrics, `/v1/events`, LookupEvents.
+//! - [`alerts`]: refused and risky changes pushed to webhooks, syslog and Splunk HEC, read
+//!   forward from the audit log by one task per sink, off the request path.
 //! - [`cli`]: `audit …`, `policy test`, `check-config`, `ca init`, `hash-password`.
 //! - [`policy`]: the decision for one call, and the compiled [`policy::guardrail`] rules.
 //! - [`audit`]: records and the hash chain, what of a call is stored ([`audit::event`]), the
@@ -25,6 +27,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod alerts;
 pub mod audit;
 pub mod cli;
 pub mod config;

@@ -1,7 +1,8 @@
 //! Listeners and lifecycle. `run` takes already-bound listeners and a shutdown future (tests
 //! bind port 0 and pass their own trigger), serves until the future resolves, then shuts down
 //! in a fixed order: stop accepting → let in-flight requests finish within the grace period →
-//! commit every queued audit record → return.
+//! commit every queued audit record → stop the alert sinks → return. The alert sinks start
+//! before the writer, each from its stored position in the log.
 //!
 //! Each request on the proxy listener is dispatched here, above both ways of serving it:
 //! proxy authentication first, then `CONNECT` to [`crate::tunnel`] and the rest to
@@ -24,6 +25,7 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::admin::metrics::{Metrics, RouteLabels};
 use crate::admin::{self, Admin};
+use crate::alerts::Alerts;
 use crate::audit::AuditError;
 use crate::audit::event::TokenKey;
 use crate::audit::sqlite::{self, SqliteStore};
@@ -58,6 +60,9 @@ pub enum RunError {
     /// The interception CA could not be loaded.
     #[error("cannot load the interception CA: {0}")]
     Intercept(#[from] InterceptError),
+    /// An alert sink could not be started.
+    #[error("cannot start alert delivery: {0}")]
+    Alerts(String),
 }
 
 /// Bound sockets for `run`.
@@ -294,6 +299,19 @@ pub async fn run_with_reloads(
     let store = SqliteStore::open(&config.audit.path)?;
     let checkpointer = sqlite::Checkpointer::start(&config.audit.path, sqlite::Checkpointer::INTERVAL)?;
     let hmac_key = sqlite::load_or_create_key(&config.audit.hmac_key_file)?;
+    let mut metrics = Metrics::default();
+    if let Some(c) = &credentials {
+        metrics.register_credential_refreshes(c.refresh_counter());
+    }
+    let metrics = Arc::new(metrics);
+    // Before the writer takes any record: each sink's position is where this run starts.
+    let alerts = Alerts::start(
+        &config.audit.path,
+        &config.alerts,
+        metrics.alerts.clone(),
+        config.upstreams.request_timeout + Duration::from_secs(5),
+    )
+    .map_err(RunError::Alerts)?;
     let turns = if runs_on_one_cpu() { Turns::Shared } else { Turns::Own };
     let writer = Writer::start(store, config.audit.queue_capacity, turns)?;
     let resolver = CheckedResolver::new(configured_names(&config));
@@ -307,11 +325,6 @@ pub async fn run_with_reloads(
         Some((cert, key)) => Some(Interceptor::load(cert, key)?),
         None => None,
     };
-    let mut metrics = Metrics::default();
-    if let Some(c) = &credentials {
-        metrics.register_credential_refreshes(c.refresh_counter());
-    }
-    let metrics = Arc::new(metrics);
     let admin = Arc::new(Admin {
         token: config.server.admin_token.clone(),
         audit: writer.handle(),
@@ -497,6 +510,8 @@ pub async fn run_with_reloads(
     drop(front);
     drop(app);
     writer.shutdown().await;
+    // After the writer: a sink may still pass what was committed last, but never waits for it.
+    alerts.stop().await;
     let _ = tokio::task::spawn_blocking(move || checkpointer.stop()).await;
     info!("audit records committed; stopped");
     Ok(())

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -42,6 +43,28 @@ pub struct LookupLabels {
     pub result: &'static str,
 }
 
+/// Labels of an alert sink's figures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    /// The sink's `id`.
+    pub sink: String,
+}
+
+/// Alert delivery figures (SPEC §11), one series per sink (`sink` label).
+#[derive(Clone, Default)]
+pub struct AlertMetrics {
+    /// Alerts the sink accepted.
+    pub sent: Family<SinkLabels, Counter>,
+    /// Delivery attempts that failed (each one is retried).
+    pub failed: Family<SinkLabels, Counter>,
+    /// Delivery attempts that were retries of an earlier failure.
+    pub retried: Family<SinkLabels, Counter>,
+    /// Age of the oldest record the sink has not passed yet, seconds (0 when caught up).
+    pub lag_seconds: Family<SinkLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Records in the log after the sink's position.
+    pub lag_records: Family<SinkLabels, Gauge>,
+}
+
 /// All metrics.
 pub struct Metrics {
     registry: Registry,
@@ -55,6 +78,8 @@ pub struct Metrics {
     pub refused: Family<RouteLabels, Counter>,
     /// Slack token lookups (`[slack] resolve_tokens`).
     pub slack_lookups: Family<LookupLabels, Counter>,
+    /// Alert delivery, per sink.
+    pub alerts: AlertMetrics,
     /// Pass-through counters of the known routes, made once so the hot path allocates nothing.
     pass_routes: Vec<(&'static str, Counter)>,
 }
@@ -99,6 +124,28 @@ impl Default for Metrics {
             "Slack token lookups: hit (no auth.test needed), resolved or failed (one auth.test)",
             slack_lookups.clone(),
         );
+        let alerts = AlertMetrics::default();
+        registry.register("alerts_sent", "Alerts a sink accepted", alerts.sent.clone());
+        registry.register(
+            "alerts_failed",
+            "Alert delivery attempts that failed (each is retried)",
+            alerts.failed.clone(),
+        );
+        registry.register(
+            "alerts_retried",
+            "Alert delivery attempts that retried an earlier failure",
+            alerts.retried.clone(),
+        );
+        registry.register(
+            "alerts_lag_seconds",
+            "Age of the oldest audit record a sink has not passed yet (0 when caught up)",
+            alerts.lag_seconds.clone(),
+        );
+        registry.register(
+            "alerts_lag_records",
+            "Audit records after a sink's position",
+            alerts.lag_records.clone(),
+        );
         let pass_routes = PASS_ROUTES
             .iter()
             .map(|r| (*r, passthrough.get_or_create(&RouteLabels { route: r }).clone()))
@@ -110,6 +157,7 @@ impl Default for Metrics {
             call_seconds,
             refused,
             slack_lookups,
+            alerts,
             pass_routes,
         }
     }

@@ -60,6 +60,27 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Alert sinks (`[[alerts]]`).
+    Alerts {
+        /// Which alerts command.
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
+}
+
+/// `alerts` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Send one sample alert (a refused shortening, marked `"alertTest": true`) to a sink and
+    /// print what it answered; exit 1 when it did not accept it.
+    Test {
+        /// Configuration file (TOML) with the `[[alerts]]` sink.
+        #[arg(long)]
+        config: PathBuf,
+        /// The sink's `id`.
+        #[arg(long)]
+        id: String,
+    },
 }
 
 /// `ca` subcommands.
@@ -224,9 +245,11 @@ pub fn run_offline(cmd: Command) -> ExitCode {
             Ok(c) => {
                 print!("{}", c.to_toml());
                 eprintln!(
-                    "configuration OK ({} guardrail{})",
+                    "configuration OK ({} guardrail{}, {} alert sink{})",
                     c.guardrails.len(),
-                    if c.guardrails.len() == 1 { "" } else { "s" }
+                    if c.guardrails.len() == 1 { "" } else { "s" },
+                    c.alerts.len(),
+                    if c.alerts.len() == 1 { "" } else { "s" }
                 );
                 ExitCode::SUCCESS
             }
@@ -314,6 +337,34 @@ pub fn run_offline(cmd: Command) -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("retention-proxy: cannot hash the password: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Alerts {
+            command: AlertsCommand::Test { config, id },
+        } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("retention-proxy: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(crate::alerts::send_test(&config, &id)) {
+                Ok(answer) => {
+                    println!("{answer}");
+                    ExitCode::SUCCESS
+                }
+                Err(msg) => {
+                    eprintln!("retention-proxy: {msg}");
                     ExitCode::from(1)
                 }
             }

@@ -10,7 +10,8 @@
 //! - [`modes`]: the fake vendor + in-process proxy environment of the forward/reverse tests;
 //! - [`trail`]: the shared trail of the compliance-query tests;
 //! - [`tls`]: test CAs, a TLS front for the fake vendor, tunnels;
-//! - [`checks`]: soft assertions that must be finished.
+//! - [`checks`]: soft assertions that must be finished;
+//! - [`receivers`]: alert receivers (webhook, Splunk HEC, a real rsyslogd, a black hole).
 
 #![allow(dead_code)]
 
@@ -21,6 +22,7 @@ pub mod fake_vendor;
 pub mod fixtures;
 pub mod in_process;
 pub mod modes;
+pub mod receivers;
 pub mod sigv4;
 pub mod tls;
 pub mod trail;

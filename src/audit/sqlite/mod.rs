@@ -12,8 +12,10 @@ use rusqlite::{Connection, OpenFlags, params};
 
 use super::{AuditError, Backend, GENESIS, Linked};
 
+mod feed;
 mod read;
 use crate::retention::{Observed, RetentionValue, Target};
+pub use feed::{AlertFeed, FeedPage, FeedRecord, Positions};
 pub use read::SqliteReader;
 
 /// Each record costs one B-tree insert per table and index it lands in, so the schema keeps
@@ -54,6 +56,11 @@ CREATE TABLE IF NOT EXISTS last_seen (
     seq      INTEGER NOT NULL,
     PRIMARY KEY (target, resource)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alert_positions (
+    sink       TEXT PRIMARY KEY,
+    seq        INTEGER NOT NULL,
+    updated_at TEXT NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// Indexes later releases added to [`SCHEMA`], created on open when missing: the viewer's
@@ -82,13 +89,21 @@ fn open_err(path: &Path, e: impl std::fmt::Display) -> AuditError {
 /// The schema this release writes, kept in SQLite's `user_version`. Earlier releases left it
 /// at 0; their tables are this schema's (or the first release's, which the statements above
 /// still serve), so such a database is stamped with this version when it is opened.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Version 2 added `alert_positions` (where each alert sink is in the log); a version 1
+/// database gains the table, empty, when it is opened.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `PRAGMA application_id` of an audit database ("RPXY"): the file says whose it is.
 pub const APPLICATION_ID: i64 = 0x5250_5859;
 
 /// The tables (and only those) an audit database holds.
-const OWN_TABLES: [&str; 4] = ["records", "record_actors", "record_resources", "last_seen"];
+const OWN_TABLES: [&str; 5] = [
+    "records",
+    "record_actors",
+    "record_resources",
+    "last_seen",
+    "alert_positions",
+];
 
 /// The columns of `records` every release has written.
 const RECORD_COLUMNS: [&str; 10] = [
