@@ -109,12 +109,9 @@ t = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 canonical_path = "".join(c if c.isalnum() or c in "-_.~/" else "%%%02X" % ord(c) for c in path)
 headers = {"content-type": "application/json", "host": f"127.0.0.1:{port}", "x-amz-date": t}
 signed = ";".join(sorted(headers))
-creq = "
-".join(["PUT", canonical_path, "", "".join(f"{k}:{headers[k]}
-" for k in sorted(headers)), signed, hashlib.sha256(body).hexdigest()])
+creq = "\n".join(["PUT", canonical_path, "", "".join(f"{k}:{headers[k]}\n" for k in sorted(headers)), signed, hashlib.sha256(body).hexdigest()])
 scope = f"{t[:8]}/{region}/{service}/aws4_request"
-sts = "
-".join(["AWS4-HMAC-SHA256", t, scope, hashlib.sha256(creq.encode()).hexdigest()])
+sts = "\n".join(["AWS4-HMAC-SHA256", t, scope, hashlib.sha256(creq.encode()).hexdigest()])
 k = ("AWS4" + secret).encode()
 for part in (t[:8], region, service, "aws4_request"):
     k = hmac.new(k, part.encode(), hashlib.sha256).digest()
