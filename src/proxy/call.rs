@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use tracing::warn;
 
 use super::route::Route;
-use super::slack_identity;
+use super::slack_lookup;
 use super::state::{App, Conn};
 use super::{authenticate, new_id, resign};
 use crate::admin::metrics::{CallLabels, RouteLabels};
@@ -77,7 +77,7 @@ pub async fn serve(
     };
     let (call, problem) = policy::read(&m, odd_path, &rparts, body.as_deref().map_err(Clone::clone));
     identify(&mut facts.caller, Some(&app.token_key), &call);
-    slack_identity::resolve(
+    slack_lookup::resolve(
         &app,
         conn,
         &route,

@@ -9,6 +9,7 @@ pub mod passthrough;
 pub mod reload;
 pub mod route;
 pub mod slack_identity;
+pub mod slack_lookup;
 pub mod state;
 
 use std::future::Future;
