@@ -122,8 +122,8 @@ fn main() -> ExitCode {
             clients = keys.len(),
             "reverse-mode AWS callers must sign with a key from [reverse] clients_file"
         ),
-        (None, true) if !config.server.listen.ip().is_loopback() => tracing::warn!(
-            listen = %config.server.listen,
+        (None, true) if config.server.listen.is_some_and(|l| !l.ip().is_loopback()) => tracing::warn!(
+            listen = %config.server.listen.map(|l| l.to_string()).unwrap_or_default(),
             "[reverse] allow_unauthenticated: anyone who reaches this listener can act with the proxy's AWS credentials"
         ),
         (None, _) => {}

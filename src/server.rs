@@ -26,10 +26,11 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 use crate::admin::metrics::{Metrics, RouteLabels};
 use crate::admin::{self, Admin};
 use crate::alerts::Alerts;
-use crate::audit::AuditError;
 use crate::audit::event::TokenKey;
+use crate::audit::postgres::{Pool, Shipper};
 use crate::audit::sqlite::{self, SqliteStore};
 use crate::audit::writer::{Turns, Writer};
+use crate::audit::{AuditError, Store};
 use crate::config::Config;
 use crate::http::body::{ProxyBody, plain};
 use crate::http::egress::{self, CheckedResolver};
@@ -67,8 +68,8 @@ pub enum RunError {
 
 /// Bound sockets for `run`.
 pub struct Listeners {
-    /// The proxy listener.
-    pub proxy: TcpListener,
+    /// The proxy listener; `None` for an admin-only console (`server.listen = ""`).
+    pub proxy: Option<TcpListener>,
     /// The admin listener, if enabled.
     pub admin: Option<TcpListener>,
 }
@@ -314,6 +315,21 @@ pub async fn run_with_reloads(
     .map_err(RunError::Alerts)?;
     let turns = if runs_on_one_cpu() { Turns::Shared } else { Turns::Own };
     let writer = Writer::start(store, config.audit.queue_capacity, turns)?;
+    // Shipping starts once the writer holds the log: it reads what is committed.
+    let shipper = config.audit.central.clone().map(|c| {
+        info!(database = %c.display(), instance = %config.audit.proxy_instance, mode = ?c.mode, "shipping the audit chain to the central store");
+        Shipper::start(
+            c,
+            config.audit.proxy_instance.clone(),
+            config.audit.path.clone(),
+            writer.handle().stats.commit_signal.clone(),
+        )
+    });
+    let fleet = config.audit.central.clone().map(Pool::new);
+    let store = match &fleet {
+        Some(pool) => Store::Central(pool.clone()),
+        None => Store::Local(config.audit.path.clone()),
+    };
     let resolver = CheckedResolver::new(configured_names(&config));
     let dialer = upstream::Dialer::new(
         config.upstreams.ca_file.as_deref(),
@@ -329,7 +345,8 @@ pub async fn run_with_reloads(
         token: config.server.admin_token.clone(),
         audit: writer.handle(),
         metrics: metrics.clone(),
-        db: config.audit.path.clone(),
+        store: store.clone(),
+        shipping: shipper.as_ref().map(|s| s.state.clone()),
         chain: admin::chain::ChainWatch::new(config.audit.proxy_instance.clone()),
     });
     let front = Arc::new(Front {
@@ -343,6 +360,8 @@ pub async fn run_with_reloads(
             credentials,
             token_key: TokenKey::new(&hmac_key),
             slack_identities: Default::default(),
+            fleet,
+            shipping: shipper.as_ref().map(|s| s.state.clone()),
             reverse: proxy::state::ReverseTargets::new(&config.upstreams)
                 .map_err(|e| RunError::Upstream(e.to_string()))?,
             guardrails: proxy::state::Guardrails::new(proxy::state::RuleSet {
@@ -381,7 +400,7 @@ pub async fn run_with_reloads(
             admin
                 .chain
                 .clone()
-                .run(app.config.audit.path.clone(), admin::chain::EVERY, stop_rx.clone()),
+                .run(store.clone(), admin::chain::EVERY, stop_rx.clone()),
         )
     });
     let admin_task = listeners.admin.map(|l| {
@@ -402,10 +421,29 @@ pub async fn run_with_reloads(
         .header_read_timeout(app.config.server.header_read_timeout)
         .keep_alive(true);
     let builder = Arc::new(builder);
-    info!(listen = %listeners.proxy.local_addr().map(|a| a.to_string()).unwrap_or_default(), "proxy listening");
     let header_read_timeout = app.config.server.header_read_timeout;
     let mut backoff = AcceptBackoff::new();
     tokio::pin!(shutdown);
+    let Some(proxy_listener) = listeners.proxy else {
+        info!("no proxy listener (server.listen is empty): serving the admin listener only, as an audit console");
+        shutdown.await;
+        return stop(Stopping {
+            graceful,
+            stop_tx,
+            admin_task,
+            chain_task,
+            reloader,
+            ticker,
+            front,
+            app,
+            writer,
+            shipper,
+            alerts,
+            checkpointer,
+        })
+        .await;
+    };
+    info!(listen = %proxy_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "proxy listening");
     loop {
         let permit = tokio::select! {
             _ = &mut shutdown => break,
@@ -413,7 +451,7 @@ pub async fn run_with_reloads(
         };
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
-            acc = listeners.proxy.accept() => match acc {
+            acc = proxy_listener.accept() => match acc {
                 Ok(a) => {
                     backoff.succeeded();
                     a
@@ -491,9 +529,59 @@ pub async fn run_with_reloads(
         );
     }
 
-    // Shutdown, in order.
+    drop(proxy_listener);
+    stop(Stopping {
+        graceful,
+        stop_tx,
+        admin_task,
+        chain_task,
+        reloader,
+        ticker,
+        front,
+        app,
+        writer,
+        shipper,
+        alerts,
+        checkpointer,
+    })
+    .await
+}
+
+/// What shutting down stops, in order.
+struct Stopping {
+    graceful: GracefulShutdown,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    admin_task: Option<tokio::task::JoinHandle<()>>,
+    chain_task: Option<tokio::task::JoinHandle<()>>,
+    reloader: tokio::task::JoinHandle<()>,
+    ticker: tokio::task::JoinHandle<()>,
+    front: Arc<Front>,
+    app: Arc<App>,
+    writer: Writer,
+    shipper: Option<Shipper>,
+    alerts: Alerts,
+    checkpointer: sqlite::Checkpointer,
+}
+
+/// Shuts down in order: in-flight requests finish within the grace period, the admin
+/// listener stops, every queued record is committed and shipped (briefly), the alert sinks
+/// stop.
+async fn stop(s: Stopping) -> Result<(), RunError> {
+    let Stopping {
+        graceful,
+        stop_tx,
+        admin_task,
+        chain_task,
+        reloader,
+        ticker,
+        front,
+        app,
+        writer,
+        shipper,
+        alerts,
+        checkpointer,
+    } = s;
     info!("shutting down: draining in-flight requests");
-    drop(listeners.proxy);
     let grace = app.config.server.shutdown_grace;
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         warn!(?grace, "in-flight requests did not finish within the grace period");
@@ -510,6 +598,10 @@ pub async fn run_with_reloads(
     drop(front);
     drop(app);
     writer.shutdown().await;
+    // After the writer: what it committed last is shipped if the central store answers soon.
+    if let Some(s) = shipper {
+        s.stop(Duration::from_secs(5)).await;
+    }
     // After the writer: a sink may still pass what was committed last, but never waits for it.
     alerts.stop().await;
     let _ = tokio::task::spawn_blocking(move || checkpointer.stop()).await;
@@ -539,7 +631,10 @@ pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
             .await
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))
     };
-    let proxy = bind(config.server.listen).await?;
+    let proxy = match config.server.listen {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
     let admin = match config.server.admin_listen {
         Some(a) => Some(bind(a).await?),
         None => None,

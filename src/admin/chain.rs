@@ -2,14 +2,14 @@
 //! walked ([`query::verify`]) on a blocking thread at start and then every [`EVERY`], never on
 //! a request: a page load reads the last result.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::audit::query::{self, Verification};
+use crate::audit::Store;
+use crate::audit::query::{self, InstanceVerification, Verification};
 
 /// How often the chain is verified again.
 pub const EVERY: Duration = Duration::from_secs(300);
@@ -19,14 +19,15 @@ pub const EVERY: Duration = Duration::from_secs(300);
 struct Checked {
     /// When it finished (RFC 3339 UTC, ms).
     at: String,
-    /// What it found, or why it could not read the chain.
-    result: Result<Verification, String>,
+    /// What it found per chain (one for a local log, one per instance for the central store),
+    /// or why it could not read the store.
+    result: Result<Vec<InstanceVerification>, String>,
 }
 
-/// The latest verification of the chain of one store, kept for the admin listener.
+/// The latest verification of the chains of one store, kept for the admin listener.
 #[derive(Debug)]
 pub struct ChainWatch {
-    /// `proxyInstance` of this store's chain.
+    /// `proxyInstance` of this instance (the name of a local log's one chain).
     instance: String,
     /// The latest result; `None` until the first verification ends.
     last: Mutex<Option<Checked>>,
@@ -41,15 +42,16 @@ impl ChainWatch {
         })
     }
 
-    /// Verifies the chain in `db` now and every `every` until `stop` turns true.
-    pub async fn run(self: Arc<Self>, db: PathBuf, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    /// Verifies the chains in `store` now and every `every` until `stop` turns true.
+    pub async fn run(self: Arc<Self>, store: Store, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
-            let path = db.clone();
+            let store = store.clone();
             let cancel = Arc::new(AtomicBool::new(false));
             let cancelled = cancel.clone();
             let walk = tokio::task::spawn_blocking(move || {
-                let reader = crate::audit::open_reader(&path).map_err(|e| e.to_string())?;
-                query::verify_unless(reader.as_ref(), &|| cancelled.load(Ordering::Relaxed)).map_err(|e| e.to_string())
+                let reader = crate::audit::open_reader(&store).map_err(|e| e.to_string())?;
+                query::verify_each_unless(reader.as_ref(), &|| cancelled.load(Ordering::Relaxed))
+                    .map_err(|e| e.to_string())
             });
             let result = tokio::select! {
                 r = walk => match r {
@@ -64,8 +66,13 @@ impl ChainWatch {
                     return;
                 }
             };
-            if let Ok(Verification::Broken { seq, reason }) = &result {
-                tracing::error!(instance = %self.instance, seq, %reason, "the audit chain does not verify");
+            if let Ok(all) = &result {
+                for (instance, v) in all {
+                    if let Verification::Broken { seq, reason } = v {
+                        let instance = instance.as_deref().unwrap_or(&self.instance);
+                        tracing::error!(instance = %instance, seq, %reason, "the audit chain does not verify");
+                    }
+                }
             }
             let at = query::format_time(time::OffsetDateTime::now_utc());
             if let Ok(mut last) = self.last.lock() {
@@ -79,25 +86,27 @@ impl ChainWatch {
     }
 
     /// `{"instances":[{instance, state, seq, checkedAt, text}]}`, `state` one of `intact`,
-    /// `broken`, `unreadable` and `not_verified`.
+    /// `broken`, `unreadable` and `not_verified`; one entry per chain.
     pub fn status(&self) -> Value {
         let last = self.last.lock().ok().and_then(|l| l.clone());
-        let one = match last {
-            None => json!({"instance": self.instance, "state": "not_verified", "seq": null,
-                "checkedAt": null, "text": "not yet verified"}),
-            Some(Checked {
-                at,
-                result: Ok(Verification::Intact { records }),
-            }) => json!({"instance": self.instance, "state": "intact", "seq": records,
-                "checkedAt": at, "text": format!("intact up to seq {records}")}),
-            Some(Checked {
-                at,
-                result: Ok(Verification::Broken { seq, reason }),
-            }) => json!({"instance": self.instance, "state": "broken", "seq": seq,
-                "checkedAt": at, "reason": reason, "text": format!("broken at seq {seq}")}),
-            Some(Checked { at, result: Err(e) }) => json!({"instance": self.instance, "state": "unreadable",
-                "seq": null, "checkedAt": at, "reason": e, "text": "could not be read"}),
+        let instances: Vec<Value> = match last {
+            None => vec![json!({"instance": self.instance, "state": "not_verified", "seq": null,
+                "checkedAt": null, "text": "not yet verified"})],
+            Some(Checked { at, result: Err(e) }) => vec![json!({"instance": self.instance, "state": "unreadable",
+                "seq": null, "checkedAt": at, "reason": e, "text": "could not be read"})],
+            Some(Checked { at, result: Ok(all) }) => all
+                .into_iter()
+                .map(|(instance, v)| {
+                    let instance = instance.unwrap_or_else(|| self.instance.clone());
+                    match v {
+                        Verification::Intact { records } => json!({"instance": instance, "state": "intact",
+                            "seq": records, "checkedAt": at, "text": format!("intact up to seq {records}")}),
+                        Verification::Broken { seq, reason } => json!({"instance": instance, "state": "broken",
+                            "seq": seq, "checkedAt": at, "reason": reason, "text": format!("broken at seq {seq}")}),
+                    }
+                })
+                .collect(),
         };
-        json!({"instances": [one], "everySeconds": EVERY.as_secs()})
+        json!({"instances": instances, "everySeconds": EVERY.as_secs()})
     }
 }

@@ -135,8 +135,8 @@ async fn read<T: Send + 'static>(
     admin: &Admin,
     work: impl FnOnce(&dyn Reader) -> Result<T, AuditError> + Send + 'static,
 ) -> Result<T, Response<ProxyBody>> {
-    let path = admin.db.clone();
-    match tokio::task::spawn_blocking(move || work(crate::audit::open_reader(&path)?.as_ref())).await {
+    let store = admin.store.clone();
+    match tokio::task::spawn_blocking(move || work(crate::audit::open_reader(&store)?.as_ref())).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(json_response(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -106,10 +106,10 @@ pub async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Response<Proxy
         return r;
     }
     let limit = filter.limit.unwrap_or(50);
-    let path = admin.db.clone();
+    let store = admin.store.clone();
     let res = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
-        crate::audit::open_reader(&path)?.events(&filter, &mut |seq, e| {
+        crate::audit::open_reader(&store)?.events(&filter, &mut |seq, e| {
             out.push((seq, e));
             Ok(())
         })?;

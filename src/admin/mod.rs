@@ -9,14 +9,14 @@ pub mod lookup;
 pub mod metrics;
 pub mod ui;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::audit::{AuditError, AuditHandle};
+use crate::audit::postgres::Shipping;
+use crate::audit::{AuditError, AuditHandle, Store};
 use crate::http::body::{ProxyBody, full, plain};
 use metrics::Metrics;
 
@@ -32,8 +32,11 @@ pub struct Admin {
     pub audit: AuditHandle,
     /// The proxy's metrics.
     pub metrics: Arc<Metrics>,
-    /// The audit database, read by `/v1/events` and LookupEvents.
-    pub db: PathBuf,
+    /// The store `/v1/events`, LookupEvents and the viewer read: the local log, or the
+    /// fleet's central store when `[audit.central]` is set.
+    pub store: Store,
+    /// Shipping to the central store, when configured (readiness, metrics).
+    pub shipping: Option<Arc<Shipping>>,
     /// The latest verification of the chain, for `/v1/chain`.
     pub chain: Arc<chain::ChainWatch>,
 }
@@ -93,7 +96,10 @@ pub async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Response<Proxy
     match req.uri().path() {
         "/healthz" => plain(StatusCode::OK, "ok"),
         "/readyz" => match tokio::time::timeout(READY_WAIT, admin.audit.probe()).await {
-            Ok(Ok(())) => plain(StatusCode::OK, "ready"),
+            Ok(Ok(())) => match admin.shipping.as_ref().and_then(|s| s.problem()) {
+                None => plain(StatusCode::OK, "ready"),
+                Some(why) => plain(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {why}")),
+            },
             Ok(Err(AuditError::Write(why))) => plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("not ready: the audit store cannot commit now: {why}"),
@@ -108,7 +114,14 @@ pub async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Response<Proxy
             if !authorised(&admin, &req) {
                 return plain(StatusCode::UNAUTHORIZED, "admin_token required");
             }
-            let mut r = Response::new(full(admin.metrics.render(&admin.audit.stats)));
+            let mut text = admin.metrics.render(&admin.audit.stats);
+            if let Some(s) = &admin.shipping {
+                let eof = text.rfind("# EOF").unwrap_or(text.len());
+                let mut central = String::new();
+                s.render(&mut central);
+                text.insert_str(eof, &central);
+            }
+            let mut r = Response::new(full(text));
             r.headers_mut().insert(
                 "content-type",
                 http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

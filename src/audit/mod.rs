@@ -8,6 +8,7 @@
 pub mod canonical;
 pub mod event;
 pub mod export;
+pub mod postgres;
 pub mod query;
 pub mod reload;
 pub mod sqlite;
@@ -147,8 +148,9 @@ pub trait Backend: Send + 'static {
     /// Checks that a commit would succeed now (for `/readyz`): the files can be written,
     /// the lock can be taken, the schema takes a record. The error says why not.
     fn probe(&mut self) -> Result<(), AuditError>;
-    /// Every remembered retention value, to seed the `previous` memory at start.
-    fn last_seen(&mut self) -> Result<Vec<Observed>, AuditError>;
+    /// Every remembered retention value with the `eventTime` of the record that reported it,
+    /// to seed the `previous` memory at start.
+    fn last_seen(&mut self) -> Result<Vec<(Observed, String)>, AuditError>;
 }
 
 /// One record as stored, for the chain walk: its columns and the canonical text its hash
@@ -198,6 +200,22 @@ pub trait Reader {
     /// Calls `visit` for every record in chain order, as stored, until it breaks.
     fn chain(&self, visit: &mut dyn FnMut(StoredRecord<'_>) -> std::ops::ControlFlow<()>) -> Result<(), AuditError>;
 
+    /// The instances whose chains the store holds, for a store of many (the central one);
+    /// `None` for a store of one chain.
+    fn instances(&self) -> Result<Option<Vec<String>>, AuditError> {
+        Ok(None)
+    }
+
+    /// [`Reader::chain`] of one instance (a store of one chain has only its own).
+    fn chain_of(
+        &self,
+        instance: &str,
+        visit: &mut dyn FnMut(StoredRecord<'_>) -> std::ops::ControlFlow<()>,
+    ) -> Result<(), AuditError> {
+        let _ = instance;
+        self.chain(visit)
+    }
+
     /// The events that name `resource`, oldest first: its history.
     fn history(
         &self,
@@ -224,9 +242,22 @@ impl dyn Reader + '_ {
     }
 }
 
-/// Opens the store at `db` for reading. The one place a reader picks its store.
-pub fn open_reader(db: &std::path::Path) -> Result<Box<dyn Reader>, AuditError> {
-    Ok(Box::new(sqlite::SqliteReader::open(db)?))
+/// Where a reader reads: the local SQLite file, or the fleet's central store.
+#[derive(Clone)]
+pub enum Store {
+    /// The instance's own log.
+    Local(std::path::PathBuf),
+    /// The central store, through a shared connection.
+    Central(std::sync::Arc<postgres::Pool>),
+}
+
+/// Opens the store at `db` for reading. The one place a reader picks its store. A central
+/// store is read over its shared connection, so this runs on a blocking thread of the runtime.
+pub fn open_reader(store: &Store) -> Result<Box<dyn Reader>, AuditError> {
+    match store {
+        Store::Local(db) => Ok(Box::new(sqlite::SqliteReader::open(db)?)),
+        Store::Central(pool) => Ok(Box::new(postgres::PostgresReader::shared(pool, None)?)),
+    }
 }
 
 /// Records for the unit tests of the store and its readers.

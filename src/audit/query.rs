@@ -206,11 +206,40 @@ pub fn verify(reader: &dyn Reader) -> Result<Verification, AuditError> {
 /// [`verify`], stopped (`None`) as soon as `cancelled` answers true, for a walk in the
 /// background that must not hold up a shutdown.
 pub fn verify_unless(reader: &dyn Reader, cancelled: &dyn Fn() -> bool) -> Result<Option<Verification>, AuditError> {
+    walk(&mut |visit| reader.chain(visit), cancelled)
+}
+
+/// One chain's verification, named by its instance when the store holds many.
+pub type InstanceVerification = (Option<String>, Verification);
+
+/// [`verify_unless`] for every chain the store holds: one for a local log, one per instance
+/// for the central store (each named).
+pub fn verify_each_unless(
+    reader: &dyn Reader,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Option<Vec<InstanceVerification>>, AuditError> {
+    let Some(instances) = reader.instances()? else {
+        return Ok(verify_unless(reader, cancelled)?.map(|v| vec![(None, v)]));
+    };
+    let mut out = Vec::with_capacity(instances.len());
+    for instance in instances {
+        match walk(&mut |visit| reader.chain_of(&instance, visit), cancelled)? {
+            Some(v) => out.push((Some(instance), v)),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(out))
+}
+
+/// A chain walker: calls its visitor for each record of one chain, in order.
+type Walker<'a> = dyn FnMut(&mut dyn FnMut(StoredRecord<'_>) -> ControlFlow<()>) -> Result<(), AuditError> + 'a;
+
+fn walk(chain: &mut Walker<'_>, cancelled: &dyn Fn() -> bool) -> Result<Option<Verification>, AuditError> {
     let mut expect_seq = 1u64;
     let mut prev = GENESIS.to_string();
     let mut broken = None;
     let mut stopped = false;
-    reader.chain(&mut |r| match check(&r, expect_seq, &prev) {
+    chain(&mut |r| match check(&r, expect_seq, &prev) {
         Ok(()) if expect_seq.is_multiple_of(4096) && cancelled() => {
             stopped = true;
             ControlFlow::Break(())

@@ -63,13 +63,16 @@ pub struct WriterStats {
     pub commit_micros: AtomicU64,
     /// Commit latency histogram buckets (upper bounds in `COMMIT_BUCKETS_US`), cumulative later.
     pub commit_buckets: [AtomicU64; 8],
+    /// Notified after each commit (the shipper to the central store waits on it).
+    pub commit_signal: Arc<tokio::sync::Notify>,
 }
 
 /// Upper bounds (µs) of the commit latency buckets.
 pub const COMMIT_BUCKETS_US: [u64; 8] = [250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, u64::MAX];
 
-/// The last value seen per (target, resource): the `previous` of the next change.
-pub type LastSeen = Arc<Mutex<HashMap<(Target, String), RetentionValue>>>;
+/// The last value seen per (target, resource), with the `eventTime` of the record that
+/// reported it: the `previous` of the next change.
+pub type LastSeen = Arc<Mutex<HashMap<(Target, String), (RetentionValue, String)>>>;
 
 /// How the writer shares the CPU with the runtime that feeds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,10 +105,10 @@ impl Writer {
     /// Starts the writer over `backend`, sharing the CPU as `turns` says.
     pub fn start<B: Backend>(mut backend: B, capacity: usize, turns: Turns) -> Result<Writer, AuditError> {
         let head = backend.head()?;
-        let seen: HashMap<(Target, String), RetentionValue> = backend
+        let seen: HashMap<(Target, String), (RetentionValue, String)> = backend
             .last_seen()?
             .into_iter()
-            .map(|o| ((o.target, o.resource), o.value))
+            .map(|(o, time)| ((o.target, o.resource), (o.value, time)))
             .collect();
         let last_seen: LastSeen = Arc::new(Mutex::new(seen));
         let (tx, rx) = mpsc::channel(capacity.max(1));
@@ -185,8 +188,13 @@ impl AuditHandle {
 
     /// The last value seen for a setting.
     pub fn previous(&self, target: Target, resource: &str) -> Option<RetentionValue> {
+        self.previous_seen(target, resource).map(|(v, _)| v)
+    }
+
+    /// The last value seen for a setting, with the `eventTime` of the record that reported it.
+    pub fn previous_seen(&self, target: Target, resource: &str) -> Option<(RetentionValue, String)> {
         let map = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&(target, resource.to_string())).copied()
+        map.get(&(target, resource.to_string())).cloned()
     }
 }
 
@@ -274,7 +282,7 @@ impl<B: Backend> State<B> {
                     let mut map = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
                     for l in &linked {
                         for o in &l.record.observed {
-                            map.insert((o.target, o.resource.clone()), o.value);
+                            map.insert((o.target, o.resource.clone()), (o.value, l.record.event_time.clone()));
                         }
                     }
                 }
@@ -284,6 +292,7 @@ impl<B: Backend> State<B> {
                     .filter_map(|(ack, r)| ack.map(|a| (a, r)))
                     .collect();
                 self.deliver(answers);
+                stats.commit_signal.notify_one();
                 Ok(())
             }
             Err(e) => {
@@ -446,7 +455,7 @@ mod tests {
         fn probe(&mut self) -> Result<(), AuditError> {
             Ok(())
         }
-        fn last_seen(&mut self) -> Result<Vec<Observed>, AuditError> {
+        fn last_seen(&mut self) -> Result<Vec<(Observed, String)>, AuditError> {
             Ok(Vec::new())
         }
     }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use super::{AuditCommand, ExportFormat, Format};
+use super::{AuditCommand, ExportFormat, FleetArgs, Format};
 use crate::audit::query::{self, Filter, Verification};
 use crate::audit::{self, AuditError, Reader, export};
 
@@ -159,24 +159,57 @@ fn looks_like_slack_token(s: &str) -> bool {
     (s.len() > 5 && s.starts_with("xox") && s.as_bytes().get(4) == Some(&b'-')) || s.starts_with("xapp-")
 }
 
+/// Opens `--db`: a SQLite file, or the central store for a postgres:// URL.
+fn open(db: &std::path::Path, fleet: &FleetArgs) -> Result<Box<dyn Reader>, String> {
+    let text = db.to_string_lossy();
+    if crate::config::central::is_postgres_url(&text) {
+        let central = crate::config::Central::connect_to(&text, fleet.password_file.as_deref())
+            .map_err(|e| format!("--db {e}"))?;
+        let reader =
+            audit::postgres::PostgresReader::open(&central, fleet.instance.clone()).map_err(|e| e.to_string())?;
+        return Ok(Box::new(reader));
+    }
+    if fleet.password_file.is_some() {
+        return Err("--password-file is for a postgres:// --db".into());
+    }
+    audit::open_reader(&audit::Store::Local(db.to_path_buf())).map_err(|e| e.to_string())
+}
+
 /// Runs an `audit` command; an error is one sentence.
 pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
     match cmd {
-        AuditCommand::Verify { db } => {
-            let reader = audit::open_reader(&db).map_err(|e| e.to_string())?;
-            match query::verify(reader.as_ref()).map_err(|e| e.to_string())? {
-                Verification::Intact { records } => {
-                    println!("audit chain intact: {records} records verified");
-                    Ok(ExitCode::SUCCESS)
-                }
-                Verification::Broken { seq, reason } => {
-                    println!("audit chain broken at seq {seq}: {reason}");
-                    Ok(ExitCode::from(1))
+        AuditCommand::Verify { db, fleet } => {
+            let reader = open(&db, &fleet)?;
+            let all = query::verify_each_unless(reader.as_ref(), &|| false)
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default();
+            if all.is_empty() {
+                let which = fleet
+                    .instance
+                    .as_deref()
+                    .map(|i| format!(" for instance {i}"))
+                    .unwrap_or_default();
+                println!("audit chain intact: the central store holds no records{which}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut broken = false;
+            for (instance, v) in all {
+                let name = instance.map(|i| format!("instance {i}: ")).unwrap_or_default();
+                match v {
+                    Verification::Intact { records } => {
+                        println!("{name}audit chain intact: {records} records verified")
+                    }
+                    Verification::Broken { seq, reason } => {
+                        broken = true;
+                        println!("{name}audit chain broken at seq {seq}: {reason}");
+                    }
                 }
             }
+            Ok(if broken { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         AuditCommand::Query {
             db,
+            fleet,
             since,
             until,
             event_name,
@@ -206,18 +239,29 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
                 resource,
                 decision,
                 limit,
+                instance: fleet.instance.clone(),
                 ..Filter::default()
             };
-            let reader = audit::open_reader(&db).map_err(|e| e.to_string())?;
+            let reader = open(&db, &fleet)?;
             print_events(format, &export::CSV_COLUMNS, None, |visit| {
                 reader.events(&f, &mut |_, e| visit(e))
             })
         }
-        AuditCommand::History { db, resource, format } => {
-            let reader = audit::open_reader(&db).map_err(|e| e.to_string())?;
+        AuditCommand::History {
+            db,
+            fleet,
+            resource,
+            format,
+        } => {
+            let reader = open(&db, &fleet)?;
             let empty = format!("no events for resource {resource:?}");
+            let f = Filter {
+                resource: Some(resource.clone()),
+                instance: fleet.instance.clone(),
+                ..Filter::default()
+            };
             print_events(format, &HISTORY_COLUMNS, Some(empty), |visit| {
-                reader.history(&resource, &mut |mut e| {
+                reader.events(&f, &mut |_, mut e| {
                     // Keep only this resource's changes, so "previous -> new" reads as its
                     // own history.
                     if let Some(Value::Array(cs)) = e.get_mut("changes") {
@@ -227,8 +271,8 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
                 })
             })
         }
-        AuditCommand::State { db, format } => {
-            let reader = audit::open_reader(&db).map_err(|e| e.to_string())?;
+        AuditCommand::State { db, fleet, format } => {
+            let reader = open(&db, &fleet)?;
             let rows = reader.state().map_err(|e| e.to_string())?;
             let columns = ["resource", "target", "value", "seenAt", "eventID"];
             let empty = "no retention values seen yet".to_string();
@@ -243,6 +287,7 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
         }
         AuditCommand::Export {
             db,
+            fleet,
             format,
             since,
             until,
@@ -252,9 +297,10 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
             let f = Filter {
                 since,
                 until,
+                instance: fleet.instance.clone(),
                 ..Filter::default()
             };
-            let reader = audit::open_reader(&db).map_err(|e| e.to_string())?;
+            let reader = open(&db, &fleet)?;
             export_events(reader.as_ref(), &f, format, out.as_deref())
         }
     }

@@ -117,14 +117,28 @@ pub enum LogFormat {
     Json,
 }
 
+/// What narrows or opens the central store when `--db` is a postgres:// URL.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FleetArgs {
+    /// Only this instance's events (`proxyInstance`); with the central store, only its chain.
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// A file holding the central store's password (else the URL's, else PGPASSWORD).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+}
+
 /// `audit` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Show merged events, filtered.
     Query {
-        /// Audit database.
+        /// Audit database: a SQLite file, or the fleet's central store as a postgres:// URL.
         #[arg(long, default_value = "retention-audit.db")]
         db: PathBuf,
+        /// `--instance` and `--password-file`.
+        #[command(flatten)]
+        fleet: FleetArgs,
         /// Events at or after T (RFC 3339 or an age: 15m, 24h, 7d).
         #[arg(long)]
         since: Option<String>,
@@ -160,9 +174,12 @@ pub enum AuditCommand {
     },
     /// Export events: CloudTrail log records, JSON lines or CSV.
     Export {
-        /// Audit database.
+        /// Audit database: a SQLite file, or the fleet's central store as a postgres:// URL.
         #[arg(long, default_value = "retention-audit.db")]
         db: PathBuf,
+        /// `--instance` and `--password-file`.
+        #[command(flatten)]
+        fleet: FleetArgs,
         /// Output format.
         #[arg(long, value_enum)]
         format: ExportFormat,
@@ -179,9 +196,12 @@ pub enum AuditCommand {
     },
     /// Every change and read of one resource, in order: actor, previous -> new, decision, outcome.
     History {
-        /// Audit database.
+        /// Audit database: a SQLite file, or the fleet's central store as a postgres:// URL.
         #[arg(long, default_value = "retention-audit.db")]
         db: PathBuf,
+        /// `--instance` and `--password-file`.
+        #[command(flatten)]
+        fleet: FleetArgs,
         /// Account id, ARN or Slack channel id.
         #[arg(long)]
         resource: String,
@@ -191,18 +211,24 @@ pub enum AuditCommand {
     },
     /// The last known retention of every resource the proxy has seen.
     State {
-        /// Audit database.
+        /// Audit database: a SQLite file, or the fleet's central store as a postgres:// URL.
         #[arg(long, default_value = "retention-audit.db")]
         db: PathBuf,
+        /// `--instance` and `--password-file`.
+        #[command(flatten)]
+        fleet: FleetArgs,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
     /// Walk the hash chain; exit 0 when intact, 1 with the first broken seq.
     Verify {
-        /// Audit database.
+        /// Audit database: a SQLite file, or the fleet's central store as a postgres:// URL.
         #[arg(long, default_value = "retention-audit.db")]
         db: PathBuf,
+        /// `--instance` and `--password-file`.
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
 }
 

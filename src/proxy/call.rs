@@ -19,7 +19,7 @@ use tracing::warn;
 use super::route::Route;
 use super::slack_lookup;
 use super::state::{App, Conn};
-use super::{authenticate, new_id, resign};
+use super::{authenticate, fleet, new_id, resign};
 use crate::admin::metrics::{CallLabels, RouteLabels};
 use crate::audit::AuditError;
 use crate::audit::event::{self, Answer, CallFacts, Caller, FinalOutcome, TokenKey, Way};
@@ -86,11 +86,10 @@ pub async fn serve(
         &mut facts.caller,
     )
     .await;
-    let previous: Vec<_> = call
-        .changes
-        .iter()
-        .map(|c| app.audit.previous(c.target, &c.resource))
-        .collect();
+    let mut previous = Vec::with_capacity(call.changes.len());
+    for c in &call.changes {
+        previous.push(fleet::previous(&app, c.target, &c.resource).await);
+    }
 
     // 3. Authenticate: in reverse mode with client keys, an AWS caller proves who it is
     //    before anything else is judged (as AWS authenticates before it authorises).
@@ -116,13 +115,48 @@ pub async fn serve(
         } => return refuse(&app, &facts, &call, &previous, &verdict, outcome, error, started).await,
     };
 
-    // 5. Record, durably, before anything leaves.
-    if let Err(resp) = record_request(&app, &facts, &call, &previous, &verdict, started).await {
-        return resp;
+    // 5. Record, durably, before anything leaves: locally, and in sync mode in the fleet's
+    //    central store too. A change the central store cannot take in time is refused.
+    let read_only = facts.op.read_only();
+    if let Some(why) = fleet::refusal(&app, read_only) {
+        warn_call!(facts, reason = %why, "central audit store unavailable; change refused (fail closed)");
+        let error = VendorError::audit_unavailable();
+        return refuse(
+            &app,
+            &facts,
+            &call,
+            &previous,
+            &verdict,
+            "audit_unavailable",
+            error,
+            started,
+        )
+        .await;
+    }
+    let seq = match record_request(&app, &facts, &call, &previous, &verdict, started).await {
+        Ok(seq) => seq,
+        Err(resp) => return resp,
+    };
+    if let Some(seq) = seq
+        && let Err(why) = fleet::sync(&app, read_only, seq).await
+    {
+        warn_call!(facts, reason = %why, "the change's record did not reach the central audit store; change refused (sync mode)");
+        let error = VendorError::audit_unavailable();
+        return record_outcome(
+            &app,
+            &facts,
+            &call,
+            &verdict,
+            Err((error, "audit_unavailable")),
+            started,
+        )
+        .await;
     }
 
     // 6. Forward.
-    let answer = forward(&app, conn, &route, parts, &claimed, body.unwrap_or_default()).await;
+    let answer = forward(&app, conn, &route, parts, &claimed, body.unwrap_or_default())
+        .await
+        .map_err(|e| (e, "upstream_error"));
 
     // 7. Record the outcome, then answer.
     record_outcome(&app, &facts, &call, &verdict, answer, started).await
@@ -263,8 +297,8 @@ async fn refuse(
     err.response(family, &f.event_id)
 }
 
-/// Commits the request link; when that fails and `audit.fail_mode` is `closed`, the answer
-/// that refuses the call.
+/// Commits the request link (its `seq`, `None` when it failed and `fail_mode` is `open`);
+/// when that fails and `audit.fail_mode` is `closed`, the answer that refuses the call.
 async fn record_request(
     app: &App,
     facts: &CallFacts,
@@ -272,10 +306,11 @@ async fn record_request(
     previous: &[Option<RetentionValue>],
     verdict: &Verdict,
     started: Instant,
-) -> Result<(), Response<ProxyBody>> {
+) -> Result<Option<u64>, Response<ProxyBody>> {
     let request = event::request_record(facts, call, previous, verdict, None);
-    let Err(e) = app.audit.append(request).await else {
-        return Ok(());
+    let e = match app.audit.append(request).await {
+        Ok(seq) => return Ok(Some(seq)),
+        Err(e) => e,
     };
     match app.config.audit.fail_mode {
         FailMode::Closed => {
@@ -285,7 +320,7 @@ async fn record_request(
         }
         FailMode::Open => {
             warn_call!(facts, error = %e, "audit commit failed; forwarding anyway (fail_mode = open)");
-            Ok(())
+            Ok(None)
         }
     }
 }
@@ -339,7 +374,7 @@ async fn record_outcome(
     facts: &CallFacts,
     call: &Call,
     verdict: &Verdict,
-    answer: Result<(Response<()>, Bytes), VendorError>,
+    answer: Result<(Response<()>, Bytes), (VendorError, &'static str)>,
     started: Instant,
 ) -> Response<ProxyBody> {
     let family = facts.op.family();
@@ -351,9 +386,11 @@ async fn record_outcome(
             rp.headers.remove(CONTENT_LENGTH);
             (Response::from_parts(rp, full(bytes)), a)
         }
-        Err(err) => {
+        Err((err, outcome)) => {
             let a = Answer {
-                outcome: "upstream_error",
+                // The vendor's failure, or a refusal before it left (sync mode: the central
+                // store did not take the request link).
+                outcome,
                 status: err.status_for(family).as_u16(),
                 request_id: None,
                 response: Value::Null,

@@ -5,6 +5,7 @@
 pub mod authenticate;
 pub mod call;
 pub mod credentials;
+pub mod fleet;
 pub mod passthrough;
 pub mod reload;
 pub mod route;

@@ -37,6 +37,10 @@ pub struct App {
     pub reverse: ReverseTargets,
     /// Who Slack tokens belong to, by fingerprint (`[slack] resolve_tokens`).
     pub slack_identities: SlackIdentities,
+    /// The fleet's central store, when `[audit.central]` is set (fleet-wide `previous`).
+    pub fleet: Option<Arc<crate::audit::postgres::Pool>>,
+    /// Shipping to the central store: what sync mode and `max_lag` consult.
+    pub shipping: Option<Arc<crate::audit::postgres::Shipping>>,
 }
 
 /// The connection a request arrived on.

@@ -144,9 +144,17 @@ impl InProcessProxy {
         };
         let admin_addr = admin.as_ref().map(|l| l.local_addr().expect("admin address"));
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(Listeners { proxy, admin }, cfg, creds, async {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(server::run(
+            Listeners {
+                proxy: Some(proxy),
+                admin,
+            },
+            cfg,
+            creds,
+            async {
+                let _ = rx.await;
+            },
+        ));
         InProcessProxy {
             addr,
             admin: admin_addr,

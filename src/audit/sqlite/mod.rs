@@ -13,9 +13,11 @@ use rusqlite::{Connection, OpenFlags, params};
 use super::{AuditError, Backend, GENESIS, Linked};
 
 mod feed;
+mod outbox;
 mod read;
 use crate::retention::{Observed, RetentionValue, Target};
 pub use feed::{AlertFeed, FeedPage, FeedRecord, Positions};
+pub use outbox::{OutRecord, Outbox};
 pub use read::SqliteReader;
 
 /// Each record costs one B-tree insert per table and index it lands in, so the schema keeps
@@ -423,19 +425,27 @@ impl Backend for SqliteStore {
         tx.rollback().map_err(write_err)
     }
 
-    fn last_seen(&mut self) -> Result<Vec<Observed>, AuditError> {
+    fn last_seen(&mut self) -> Result<Vec<(Observed, String)>, AuditError> {
         let mut st = self
             .conn
-            .prepare("SELECT target, resource, value FROM last_seen")
+            .prepare(
+                "SELECT l.target, l.resource, l.value, coalesce(r.event_time, '') FROM last_seen l
+                 LEFT JOIN records r ON r.seq = l.seq",
+            )
             .map_err(|e| AuditError::Read(e.to_string()))?;
         let rows = st
             .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
             })
             .map_err(|e| AuditError::Read(e.to_string()))?;
         let mut out = Vec::new();
         for row in rows {
-            let (t, res, v) = row.map_err(|e| AuditError::Read(e.to_string()))?;
+            let (t, res, v, time) = row.map_err(|e| AuditError::Read(e.to_string()))?;
             let (Some(target), Some(value)) = (
                 Target::parse(&t),
                 serde_json::from_str(&v)
@@ -444,11 +454,14 @@ impl Backend for SqliteStore {
             ) else {
                 continue;
             };
-            out.push(Observed {
-                target,
-                resource: res,
-                value,
-            });
+            out.push((
+                Observed {
+                    target,
+                    resource: res,
+                    value,
+                },
+                time,
+            ));
         }
         Ok(out)
     }

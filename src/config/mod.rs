@@ -15,6 +15,9 @@ use crate::http::headers::normalise_host;
 use crate::policy::guardrail::{self, Guardrail};
 use crate::vendors::sigv4_verify::ClientKeys;
 
+pub mod central;
+pub use central::{Central, ShipMode};
+
 /// The raw configuration file, exactly as written. Every section and key has a default.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -118,6 +121,9 @@ pub struct RawAudit {
     pub proxy_instance: Option<String>,
     /// Events waiting for the writer before callers wait for room. Default 8192.
     pub queue_capacity: usize,
+    /// `[audit.central]`: the fleet's PostgreSQL store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub central: Option<central::RawCentral>,
 }
 
 impl Default for RawAudit {
@@ -128,6 +134,7 @@ impl Default for RawAudit {
             hmac_key_file: None,
             proxy_instance: None,
             queue_capacity: 8192,
+            central: None,
         }
     }
 }
@@ -306,8 +313,8 @@ impl fmt::Display for Upstream {
 /// Validated `[server]`.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Proxy listener.
-    pub listen: SocketAddr,
+    /// Proxy listener; `None` (`listen = ""`) for an admin-only console.
+    pub listen: Option<SocketAddr>,
     /// Admin listener, `None` when disabled.
     pub admin_listen: Option<SocketAddr>,
     /// Admin bearer token.
@@ -343,6 +350,8 @@ pub struct AuditConfig {
     pub proxy_instance: String,
     /// Writer queue capacity.
     pub queue_capacity: usize,
+    /// The fleet's central store, when configured.
+    pub central: Option<Central>,
 }
 
 /// Validated `[upstreams]`.
@@ -572,13 +581,17 @@ impl Config {
         let mut p: Vec<(String, String)> = Vec::new();
         let mut bad = |k: &str, r: String| p.push((k.to_string(), r));
 
-        let listen = raw.server.listen.parse::<SocketAddr>().unwrap_or_else(|e| {
-            bad(
-                "server.listen",
-                format!("{:?} is not host:port ({e})", raw.server.listen),
-            );
-            SocketAddr::from(([127, 0, 0, 1], 8080))
-        });
+        let listen = if raw.server.listen.trim().is_empty() {
+            None
+        } else {
+            Some(raw.server.listen.parse::<SocketAddr>().unwrap_or_else(|e| {
+                bad(
+                    "server.listen",
+                    format!("{:?} is not host:port ({e})", raw.server.listen),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 8080))
+            }))
+        };
         let admin_listen = if raw.server.admin_listen.is_empty() {
             None
         } else {
@@ -625,7 +638,11 @@ impl Config {
             },
             None => None,
         };
-        if !is_loopback(&listen) && clients_file.is_none() && !raw.reverse.allow_unauthenticated {
+        if let Some(listen) = listen
+            && !is_loopback(&listen)
+            && clients_file.is_none()
+            && !raw.reverse.allow_unauthenticated
+        {
             bad(
                 "reverse.clients_file",
                 format!(
@@ -714,6 +731,24 @@ impl Config {
             PathBuf::from(s)
         });
         let proxy_instance = raw.audit.proxy_instance.clone().unwrap_or_else(default_instance);
+        if proxy_instance.trim().is_empty() {
+            bad("audit.proxy_instance", "must not be empty".into());
+        }
+        let central = raw.audit.central.as_ref().and_then(|c| central::validate(c, &mut bad));
+        if listen.is_none() {
+            if admin_listen.is_none() {
+                bad(
+                    "server.listen",
+                    "is empty, which runs an admin-only console; that needs server.admin_listen".into(),
+                );
+            }
+            if central.is_none() && raw.audit.central.is_none() {
+                bad(
+                    "server.listen",
+                    "is empty, which runs an admin-only console for the fleet; that needs [audit.central]".into(),
+                );
+            }
+        }
 
         let mut up = |key: &str, v: &str| {
             Upstream::parse(v).unwrap_or_else(|e| {
@@ -843,6 +878,7 @@ impl Config {
                 hmac_key_file,
                 proxy_instance,
                 queue_capacity: raw.audit.queue_capacity,
+                central,
             },
             upstreams,
             forward: ForwardConfig {
@@ -874,8 +910,16 @@ impl Config {
     }
 
     /// The effective configuration as TOML (defaults filled in).
+    /// Secrets are shown as `REDACTED`: the admin token and a password in the central URL.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(&self.raw).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+        let mut raw = self.raw.clone();
+        if raw.server.admin_token.is_some() {
+            raw.server.admin_token = Some("REDACTED".into());
+        }
+        if let Some(c) = raw.audit.central.as_mut() {
+            c.url = central::redact_url(&c.url);
+        }
+        toml::to_string_pretty(&raw).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }
 
@@ -895,7 +939,7 @@ mod tests {
     #[test]
     fn defaults_are_the_spec_defaults() {
         let c = Config::default();
-        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.server.listen.unwrap().to_string(), "127.0.0.1:8080");
         assert_eq!(c.server.admin_listen.unwrap().to_string(), "127.0.0.1:9090");
         assert_eq!(c.audit.path, PathBuf::from("retention-audit.db"));
         assert_eq!(c.audit.fail_mode, FailMode::Closed);
