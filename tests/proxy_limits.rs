@@ -399,7 +399,9 @@ async fn a_body_that_breaks_off_is_recorded_as_rejected_and_not_forwarded() {
     let deadline = std::time::Instant::now() + WAIT;
     // The proxy may still be creating its database when the test first looks.
     let newest = || {
-        let reader = retention_proxy::audit::open_reader(&env.proxy.db_path).ok()?;
+        let reader =
+            retention_proxy::audit::open_reader(&retention_proxy::audit::Store::Local(env.proxy.db_path.clone()))
+                .ok()?;
         reader.query(&Default::default()).ok()?.pop()
     };
     let event = loop {

@@ -271,7 +271,8 @@ async fn the_slack_user_id_is_an_actor_and_a_guardrail_can_exempt_it() {
     assert_eq!(forwarded(&fake), 1);
 
     // Every record is committed before its call is answered: the live database can be read.
-    let reader = retention_proxy::audit::open_reader(&proxy.db_path).expect("open the audit database");
+    let reader = retention_proxy::audit::open_reader(&retention_proxy::audit::Store::Local(proxy.db_path.clone()))
+        .expect("open the audit database");
     let found = reader
         .query(&Filter {
             actor: Some(owner_a.clone()),

@@ -184,12 +184,10 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
                 .map_err(|e| e.to_string())?
                 .unwrap_or_default();
             if all.is_empty() {
-                let which = fleet
-                    .instance
-                    .as_deref()
-                    .map(|i| format!(" for instance {i}"))
-                    .unwrap_or_default();
-                println!("audit chain intact: the central store holds no records{which}");
+                if let Some(i) = &fleet.instance {
+                    return Err(format!("the central store holds no records for instance {i:?}"));
+                }
+                println!("audit chain intact: the central store holds no records yet");
                 return Ok(ExitCode::SUCCESS);
             }
             let mut broken = false;

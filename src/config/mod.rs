@@ -986,7 +986,7 @@ mod tests {
 
     #[test]
     fn the_example_file_lists_the_default_allow_hosts() {
-        let text = include_str!("../config/retention-proxy.example.toml");
+        let text = include_str!("../../config/retention-proxy.example.toml");
         let raw: toml::Table = toml::from_str(text).expect("example parses");
         let listed: Vec<String> = raw["forward"]["allow_hosts"]
             .as_array()

@@ -216,7 +216,8 @@ impl InProcessProxy {
 
 /// Reads every merged event and verifies the chain.
 pub fn read_audit(db: &Path) -> AuditLog {
-    let conn = retention_proxy::audit::open_reader(db).unwrap_or_else(|e| panic!("open the audit database: {e}"));
+    let conn = retention_proxy::audit::open_reader(&retention_proxy::audit::Store::Local(db.to_path_buf()))
+        .unwrap_or_else(|e| panic!("open the audit database: {e}"));
     let events = conn
         .query(&Filter::default())
         .unwrap_or_else(|e| panic!("query the audit log: {e}"));

@@ -166,7 +166,16 @@ impl Reader for PostgresReader {
 
     fn instances(&self) -> Result<Option<Vec<String>>, AuditError> {
         if let Some(i) = &self.instance {
-            return Ok(Some(vec![i.clone()]));
+            let mut found = false;
+            self.stream(
+                "SELECT 1 FROM audit_records WHERE instance = $1 LIMIT 1",
+                &[Arg::Text(i.clone())],
+                &mut |_| {
+                    found = true;
+                    Ok(ControlFlow::Break(()))
+                },
+            )?;
+            return Ok(Some(if found { vec![i.clone()] } else { Vec::new() }));
         }
         let mut out = Vec::new();
         self.stream(
@@ -234,15 +243,13 @@ fn state_row(r: &tokio_postgres::Row) -> Result<StateRow, AuditError> {
         .ok()
         .and_then(|b| b.get("eventTime").and_then(Value::as_str).map(str::to_string))
         .unwrap_or(text(r, 3)?.to_string());
-    let mut row = StateRow {
+    Ok(StateRow {
         target: text(r, 0)?.to_string(),
         resource: text(r, 1)?.to_string(),
         value: serde_json::from_str(text(r, 2)?).unwrap_or(Value::Null),
         seen_at,
         event_id: text(r, 4)?.to_string(),
-    };
-    row.resource.shrink_to_fit();
-    Ok(row)
+    })
 }
 
 /// The statement and arguments of a filtered query. Each event's position is its `id`.

@@ -667,7 +667,7 @@ mod tests {
             ));
             let seen = store.last_seen().unwrap();
             assert_eq!(seen.len(), 1);
-            assert_eq!(seen[0].value, RetentionValue::Days(103));
+            assert_eq!(seen[0].0.value, RetentionValue::Days(103));
             let state = conn.state().unwrap();
             assert_eq!(state.len(), 1);
             assert_eq!(state[0].seen_at, "2026-11-22T10:00:03.000Z");
