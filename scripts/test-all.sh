@@ -17,6 +17,26 @@ if ! command -v rsyslogd >/dev/null 2>&1 && [ ! -x /usr/sbin/rsyslogd ]; then
     exit 1
   fi
 fi
+# The central-store tests (SPEC §9) start private PostgreSQL clusters, each on a loopback port
+# in a temporary directory, from the distribution's server programs (initdb, pg_ctl); the
+# system cluster the package may create is never used.
+have_initdb() {
+  local d
+  d="$(pg_config --bindir 2>/dev/null || true)"
+  if [ -n "$d" ] && [ -x "$d/initdb" ]; then return 0; fi
+  for d in /usr/lib/postgresql/*/bin; do
+    if [ -x "$d/initdb" ]; then return 0; fi
+  done
+  command -v initdb >/dev/null 2>&1
+}
+if ! have_initdb; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update && apt-get install -y --no-install-recommends postgresql
+  else
+    echo "test-all: PostgreSQL's server programs are missing; install them first: sudo apt-get install -y --no-install-recommends postgresql" >&2
+    exit 1
+  fi
+fi
 cargo test --profile ci --locked
 venv="${CLIENTS_VENV:-$PWD/.venv-clients}"
 if [ ! -x "$venv/bin/python" ]; then

@@ -36,6 +36,8 @@ pub struct BinaryProxyOpts {
     pub upstream: String,
     /// `audit.fail_mode`.
     pub fail_mode: &'static str,
+    /// Extra lines inside `[audit]` (for example `proxy_instance = "a"`).
+    pub audit_toml: String,
     /// Extra TOML appended to the file (for example `[[guardrails]]`).
     pub extra_toml: String,
     /// Extra environment for the child.
@@ -50,6 +52,7 @@ impl BinaryProxyOpts {
         BinaryProxyOpts {
             upstream: upstream.to_string(),
             fail_mode: "closed",
+            audit_toml: String::new(),
             extra_toml: String::new(),
             env: Vec::new(),
             env_remove: Vec::new(),
@@ -62,13 +65,18 @@ pub fn config_text(listen: SocketAddr, admin: SocketAddr, db: &Path, opts: &Bina
     let up = toml_str(&opts.upstream);
     let mut s = format!(
         "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\nshutdown_grace = \"10s\"\n\n\
-         [audit]\npath = {db}\nfail_mode = \"{fail}\"\n\n\
+         [audit]\npath = {db}\nfail_mode = \"{fail}\"\n{audit}\n\
          [upstreams]\nchime = {up}\nchime_messaging = {up}\nchime_identity = {up}\nslack = {up}\n\n\
          [forward.resolve]\n\"chime.us-east-1.amazonaws.com\" = {up}\n\
          \"messaging-chime.us-east-1.amazonaws.com\" = {up}\n\
          \"identity-chime.us-east-1.amazonaws.com\" = {up}\n\"slack.com\" = {up}\n",
         db = toml_str(&db.display().to_string()),
         fail = opts.fail_mode,
+        audit = if opts.audit_toml.is_empty() {
+            String::new()
+        } else {
+            format!("{}\n", opts.audit_toml.trim_end())
+        },
     );
     if !opts.extra_toml.is_empty() {
         s.push('\n');

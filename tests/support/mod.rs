@@ -11,7 +11,8 @@
 //! - [`trail`]: the shared trail of the compliance-query tests;
 //! - [`tls`]: test CAs, a TLS front for the fake vendor, tunnels;
 //! - [`checks`]: soft assertions that must be finished;
-//! - [`receivers`]: alert receivers (webhook, Splunk HEC, a real rsyslogd, a black hole).
+//! - [`receivers`]: alert receivers (webhook, Splunk HEC, a real rsyslogd, a black hole);
+//! - [`postgres`]: a throw-away PostgreSQL cluster for the central audit store.
 
 #![allow(dead_code)]
 
@@ -22,6 +23,7 @@ pub mod fake_vendor;
 pub mod fixtures;
 pub mod in_process;
 pub mod modes;
+pub mod postgres;
 pub mod receivers;
 pub mod sigv4;
 pub mod tls;
