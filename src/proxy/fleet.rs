@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::audit::postgres::ship::{Link, fleet_previous};
+use crate::audit::postgres::ship::fleet_previous;
 use crate::config::{FailMode, ShipMode};
 use crate::proxy::App;
 use crate::retention::{RetentionValue, Target};
@@ -15,15 +15,13 @@ const PREVIOUS_WITHIN: Duration = Duration::from_millis(1000);
 
 /// The last known value of a setting: the newer of this instance's and the central store's
 /// (another instance may have changed it since), the local one when the store does not
-/// answer in time.
+/// answer in time (a refused connection answers at once; an unreachable host costs a change
+/// at most [`PREVIOUS_WITHIN`]).
 pub async fn previous(app: &App, target: Target, resource: &str) -> Option<RetentionValue> {
     let local = app.audit.previous_seen(target, resource);
-    let (Some(pool), Some(shipping)) = (&app.fleet, &app.shipping) else {
+    let Some(pool) = &app.fleet else {
         return local.map(|(v, _)| v);
     };
-    if shipping.progress().link == Link::Down {
-        return local.map(|(v, _)| v);
-    }
     let lookup = async {
         let client = pool.client().await?;
         fleet_previous(&client, target.as_str(), resource).await

@@ -123,7 +123,31 @@ pub async fn connect(c: &Central) -> Result<Client, AuditError> {
 /// Creates the tables when they are missing and the role may; a role with only `INSERT` and
 /// `SELECT` on tables created by hand is fine.
 pub async fn ensure_schema(client: &Client, c: &Central) -> Result<(), AuditError> {
-    let missing: Vec<String> = client
+    let missing = missing_tables(client, c).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if let Err(e) = client.batch_execute(SCHEMA).await {
+        // Another instance may have created them at the same moment.
+        if missing_tables(client, c).await?.is_empty() {
+            return Ok(());
+        }
+        return Err(AuditError::Open {
+            path: c.display(),
+            reason: format!(
+                "{} (the tables {} are missing; create them once as the README's \"Fleet\" section shows)",
+                pg_err("cannot create the central tables", &e),
+                missing.join(", ")
+            ),
+        });
+    }
+    tracing::info!(database = %c.display(), "central audit tables created");
+    Ok(())
+}
+
+/// The tables of [`SCHEMA`] the database does not have.
+async fn missing_tables(client: &Client, c: &Central) -> Result<Vec<String>, AuditError> {
+    Ok(client
         .query(
             "SELECT t FROM unnest($1::text[]) AS t WHERE to_regclass(t) IS NULL",
             &[&TABLES.to_vec()],
@@ -135,20 +159,7 @@ pub async fn ensure_schema(client: &Client, c: &Central) -> Result<(), AuditErro
         })?
         .iter()
         .map(|r| r.get(0))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    client.batch_execute(SCHEMA).await.map_err(|e| AuditError::Open {
-        path: c.display(),
-        reason: format!(
-            "{} (the tables {} are missing; create them once as the README's \"Fleet\" section shows)",
-            pg_err("cannot create the central tables", &e),
-            missing.join(", ")
-        ),
-    })?;
-    tracing::info!(database = %c.display(), "central audit tables created");
-    Ok(())
+        .collect())
 }
 
 /// One connection shared by readers on the admin listener, made again when it breaks.
