@@ -58,7 +58,7 @@ pub enum Command {
     Audit {
         /// Which audit command.
         #[command(subcommand)]
-        command: AuditCommand,
+        command: Box<AuditCommand>,
     },
     /// Alert sinks (`[[alerts]]`).
     Alerts {
@@ -284,7 +284,7 @@ pub fn run_offline(cmd: Command) -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Audit { command } => match audit::run(command) {
+        Command::Audit { command } => match audit::run(*command) {
             Ok(code) => code,
             Err(msg) => {
                 eprintln!("retention-proxy: {msg}");

@@ -112,7 +112,7 @@ impl PostgresReader {
     }
 }
 
-fn text<'r>(r: &'r tokio_postgres::Row, i: usize) -> Result<&'r str, AuditError> {
+fn text(r: &tokio_postgres::Row, i: usize) -> Result<&str, AuditError> {
     r.try_get::<_, &str>(i).map_err(rd)
 }
 
