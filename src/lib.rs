@@ -16,9 +16,11 @@
 //! - [`cli`]: `audit …`, `policy test`, `check-config`, `ca init`, `hash-password`.
 //! - [`policy`]: the decision for one call, and the compiled [`policy::guardrail`] rules.
 //! - [`audit`]: records and the hash chain, what of a call is stored ([`audit::event`]), the
-//!   writer thread, the store's two sides (`Backend` to write, `Reader` to read) and their
-//!   SQLite implementation ([`audit::sqlite`]), queries, verify and export.
-//! - [`config`]: raw TOML → validated [`config::Config`].
+//!   writer thread, the store's two sides (`Backend` to write, `Reader` to read), the local
+//!   SQLite store ([`audit::sqlite`]), the fleet's central PostgreSQL store and the shipper
+//!   that feeds it ([`audit::postgres`]), queries, verify and export.
+//! - [`config`]: raw TOML → validated [`config::Config`]; `[audit.central]` in
+//!   [`config::central`].
 //! - [`vendors`]: what each vendor API is — hosts, paths, parsing, error shapes, how its answers
 //!   read — one file per vendor; SigV4 identity and re-signing.
 //! - [`http`]: bodies, header rules, upstream connections, proxy authentication, TLS.
