@@ -44,6 +44,9 @@ pub struct BinaryProxyOpts {
     pub env: Vec<(String, String)>,
     /// Variables removed from the child's environment (before `env` is applied).
     pub env_remove: Vec<String>,
+    /// `server.listen = ""`: an admin-only console (SPEC §9); [`BinaryProxy::addr`] is then
+    /// a port nothing listens on.
+    pub admin_only: bool,
 }
 
 impl BinaryProxyOpts {
@@ -56,6 +59,7 @@ impl BinaryProxyOpts {
             extra_toml: String::new(),
             env: Vec::new(),
             env_remove: Vec::new(),
+            admin_only: false,
         }
     }
 }
@@ -63,6 +67,11 @@ impl BinaryProxyOpts {
 /// The configuration file text for a proxy on `listen`/`admin` writing `db`.
 pub fn config_text(listen: SocketAddr, admin: SocketAddr, db: &Path, opts: &BinaryProxyOpts) -> String {
     let up = toml_str(&opts.upstream);
+    let listen = if opts.admin_only {
+        String::new()
+    } else {
+        listen.to_string()
+    };
     let mut s = format!(
         "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\nshutdown_grace = \"10s\"\n\n\
          [audit]\npath = {db}\nfail_mode = \"{fail}\"\n{audit}\n\

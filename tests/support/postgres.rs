@@ -373,8 +373,9 @@ impl Postgres {
     }
 
     /// Creates (once) the role [`WRITER_ROLE`] with only `INSERT` and `SELECT` on `tables`
-    /// (which must exist) and `CONNECT`/`USAGE` to reach them, the least-privilege setup the
-    /// README documents, and returns its URL on [`DATABASE`].
+    /// (which must exist), `USAGE` on the sequences those tables' columns own (a `bigserial`
+    /// default calls `nextval`, which needs it) and `CONNECT`/`USAGE` to reach them, the
+    /// least-privilege setup the README documents, and returns its URL on [`DATABASE`].
     pub fn least_privilege_url(&mut self, tables: &[&str]) -> String {
         let password = match &self.writer_password {
             Some(p) => p.clone(),
@@ -394,6 +395,17 @@ impl Postgres {
         };
         for t in tables {
             self.psql(&format!("GRANT INSERT, SELECT ON TABLE {t} TO {WRITER_ROLE}"));
+            // The sequences owned by the table's columns (serial: an automatic dependency;
+            // identity: an internal one).
+            let sequences = self.psql(&format!(
+                "SELECT c.oid::regclass::text FROM pg_class c \
+                 JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid \
+                 WHERE c.relkind = 'S' AND d.refclassid = 'pg_class'::regclass \
+                 AND d.refobjid = '{t}'::regclass AND d.deptype IN ('a', 'i')"
+            ));
+            for seq in sequences.lines().filter(|l| !l.is_empty()) {
+                self.psql(&format!("GRANT USAGE ON SEQUENCE {seq} TO {WRITER_ROLE}"));
+            }
         }
         format!("postgres://{WRITER_ROLE}:{password}@127.0.0.1:{}/{DATABASE}", self.port)
     }
