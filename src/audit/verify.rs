@@ -42,6 +42,11 @@ pub struct Report {
     pub signed: bool,
     /// External checkpoint files compared with the log.
     pub external: u64,
+    /// The chain starts at this checkpoint record (the records before it were archived).
+    pub starts_at: Option<u64>,
+    /// The segment not yet covered by a checkpoint: its first `seq`, the Merkle root of its
+    /// records and the hash of its last one (what the next checkpoint must say).
+    pub open_segment: (u64, String, String),
 }
 
 /// A chain walker: calls its visitor for each record of one chain, in order.
@@ -159,6 +164,9 @@ impl Links<'_> {
 
     /// Checks `r` against the records before it.
     fn check(&mut self, r: &StoredRecord<'_>) -> Result<(), Verification> {
+        if self.expect == 1 && r.seq > 1 && r.kind == "checkpoint" {
+            return self.start_at(r);
+        }
         if r.seq != self.expect {
             return Err(Links::broken(
                 self.expect,
@@ -178,6 +186,47 @@ impl Links<'_> {
             self.seg.push(leaf);
             self.report.after_newest += 1;
         }
+        self.prev.clear();
+        self.prev.push_str(r.hash);
+        self.expect += 1;
+        Ok(())
+    }
+
+    /// A chain whose records before `r` were archived starts at the checkpoint `r`, which
+    /// covers them: it must link to them and (given a key) be signed.
+    fn start_at(&mut self, r: &StoredRecord<'_>) -> Result<(), Verification> {
+        let cp = serde_json::from_str::<Value>(r.body)
+            .map_err(|e| e.to_string())
+            .and_then(|v| Checkpoint::from_json(&v))
+            .map_err(|e| {
+                Links::broken(
+                    r.seq,
+                    format!(
+                        "the chain starts at seq {}, which is not a readable checkpoint: {e}",
+                        r.seq
+                    ),
+                )
+            })?;
+        let bad = |what: &str| Links::broken(r.seq, format!("checkpoint {} (seq {}): {what}", cp.range(), r.seq));
+        if cp.last_seq + 1 != r.seq || cp.last_hash != r.prev_hash {
+            return Err(bad(
+                "the chain starts here, but this checkpoint does not cover the records before it",
+            ));
+        }
+        if let Some(key) = self.opts.public_key {
+            cp.verify_signature(key).map_err(|e| bad(&e))?;
+        }
+        self.report.starts_at = Some(r.seq);
+        self.expect = r.seq;
+        self.prev = r.prev_hash.to_string();
+        self.previous_cp = cp.hash();
+        self.seg_first = r.seq;
+        self.seg.clear();
+        self.seg.extend(checkpoint::leaf(r.hash));
+        self.report.checkpoints += 1;
+        self.report.after_newest = 0;
+        self.report.newest = Some((cp.first_seq, cp.last_seq, cp.time.clone()));
+        self.stored.push(cp);
         self.prev.clear();
         self.prev.push_str(r.hash);
         self.expect += 1;
@@ -234,6 +283,10 @@ impl Links<'_> {
     fn external(&mut self, last_seq: u64) -> Result<(), Verification> {
         let Some(files) = self.opts.external else { return Ok(()) };
         for (name, file) in files {
+            // Records archived before the chain's first checkpoint are checked with the archive.
+            if self.report.starts_at.is_some_and(|s| file.last_seq + 1 < s) {
+                continue;
+            }
             if let Some(key) = self.opts.public_key {
                 file.verify_signature(key)
                     .map_err(|e| Links::broken(file.first_seq, format!("checkpoint file {name}: {e}")))?;
@@ -299,6 +352,8 @@ pub fn walk(
             after_newest: 0,
             signed: opts.public_key.is_some(),
             external: 0,
+            starts_at: None,
+            open_segment: (1, String::new(), GENESIS.to_string()),
         },
         stored: Vec::new(),
     };
@@ -368,10 +423,17 @@ pub fn walk(
         Verification::Intact { .. } => u64::MAX,
     });
     let last = links.expect - 1;
+    links.report.open_segment = (
+        links.seg_first,
+        hex::encode(checkpoint::merkle_root(&links.seg)),
+        links.prev.clone(),
+    );
     links.report.verification = match first {
         Some(b) => b,
         None => match links.external(last) {
-            Ok(()) => Verification::Intact { records: last },
+            Ok(()) => Verification::Intact {
+                records: last + 1 - links.report.starts_at.unwrap_or(1).min(last + 1),
+            },
             Err(b) => b,
         },
     };

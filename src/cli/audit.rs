@@ -183,7 +183,12 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
             fleet,
             pubkey,
             checkpoints,
-        } => super::verify::run(db, fleet, pubkey, checkpoints),
+            archive,
+        } => match archive {
+            Some(dir) => super::verify::run_archive(&dir, pubkey.as_deref()),
+            None => super::verify::run(db, fleet, pubkey, checkpoints),
+        },
+        AuditCommand::Archive { db, before, out } => super::archive::run(&db, &before, &out),
         AuditCommand::Pubkey { db, config } => super::verify::pubkey(db, config),
         AuditCommand::Query {
             db,

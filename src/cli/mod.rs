@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 
+pub mod archive;
 pub mod audit;
 pub mod policy_test;
 pub mod verify;
@@ -240,6 +241,24 @@ pub enum AuditCommand {
         /// log as written, so a log cut short or rewritten before the newest one fails.
         #[arg(long)]
         checkpoints: Option<PathBuf>,
+        /// Check a directory `audit archive` wrote instead of the database: the archived
+        /// records against their checkpoints.
+        #[arg(long)]
+        archive: Option<PathBuf>,
+    },
+    /// Move records older than T out of the database into DIR: their stored texts, CloudTrail
+    /// files of their events and the checkpoints that cover them. The chain left starts at a
+    /// signed checkpoint.
+    Archive {
+        /// Audit database (a SQLite file).
+        #[arg(long, default_value = "retention-audit.db")]
+        db: PathBuf,
+        /// Records before this time (RFC 3339 or an age: 90d) that a checkpoint covers.
+        #[arg(long)]
+        before: String,
+        /// Directory the archive is written to.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print the checkpoint public key (PEM), to keep elsewhere for `verify --pubkey`.
     Pubkey {

@@ -117,6 +117,28 @@ pub fn run(
     Ok(if broken { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
+/// Runs `audit verify --archive DIR`.
+pub fn run_archive(dir: &Path, pubkey: Option<&Path>) -> Result<ExitCode, String> {
+    let key = pubkey
+        .map(|p| PublicKey::read(p).map_err(|e| format!("--pubkey {e}")))
+        .transpose()?;
+    match super::archive::verify_archive(dir, key.as_ref())? {
+        (Verification::Intact { .. }, n) => {
+            let signed = if key.is_some() {
+                ", signatures verified"
+            } else {
+                " (signatures not checked: give --pubkey)"
+            };
+            println!("archive intact: {n} records verified against their checkpoints{signed}");
+            Ok(ExitCode::SUCCESS)
+        }
+        (Verification::Broken { seq, reason }, _) => {
+            println!("archive broken at seq {seq}: {reason}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
 /// Runs `audit pubkey`: the PEM public key of the checkpoint signing key.
 pub fn pubkey(db: PathBuf, config: Option<PathBuf>) -> Result<ExitCode, String> {
     let key_file = match config {

@@ -12,10 +12,12 @@ use rusqlite::{Connection, OpenFlags, params};
 
 use super::{AuditError, Backend, GENESIS, Linked};
 
+mod archive;
 mod feed;
 mod outbox;
 mod read;
 use crate::retention::{Observed, RetentionValue, Target};
+pub use archive::{Archiver, RawRecord};
 pub use feed::{AlertFeed, FeedPage, FeedRecord, Positions};
 pub use outbox::{OutRecord, Outbox};
 pub use read::SqliteReader;
