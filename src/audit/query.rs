@@ -208,12 +208,15 @@ fn opts_copy<'a>(o: &super::verify::Options<'a>) -> super::verify::Options<'a> {
     }
 }
 
+/// One chain's full report, named by its instance when the store holds many.
+pub type InstanceReport = (Option<String>, super::verify::Report);
+
 /// Every chain the store holds, each walked with the options `opts` gives for its instance.
 pub fn verify_each_with<'a>(
     reader: &dyn Reader,
     opts: &dyn Fn(Option<&str>) -> super::verify::Options<'a>,
     cancelled: &dyn Fn() -> bool,
-) -> Result<Option<Vec<(Option<String>, super::verify::Report)>>, AuditError> {
+) -> Result<Option<Vec<InstanceReport>>, AuditError> {
     let Some(instances) = reader.instances()? else {
         let o = opts(None);
         return Ok(super::verify::walk(&mut |visit| reader.chain(visit), &o, cancelled)?.map(|r| vec![(None, r)]));

@@ -310,8 +310,9 @@ impl Links<'_> {
                     return Err(Links::broken(
                         last_seq + 1,
                         format!(
-                            "checkpoint file {name} covers records up to seq {}, but the log ends at seq {last_seq}: records were cut off",
-                            file.last_seq
+                            "checkpoint file {name} covers records up to seq {} and was itself recorded as seq {}, but the log ends at seq {last_seq}: records were cut off",
+                            file.last_seq,
+                            file.last_seq + 1
                         ),
                     ));
                 }

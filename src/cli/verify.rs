@@ -34,6 +34,9 @@ fn public_key(db: &Path, pubkey: Option<&Path>, central: bool) -> Result<(Option
     }
 }
 
+/// An instance (none for a local log) and its checkpoint files.
+type Named = (Option<String>, Vec<(String, Checkpoint)>);
+
 /// Runs `audit verify`; exit 0 intact, 1 broken.
 pub fn run(
     db: PathBuf,
@@ -55,14 +58,13 @@ pub fn run(
             None => all.to_vec(),
         }
     };
-    let per_instance: Vec<(Option<String>, Vec<(String, Checkpoint)>)> =
-        match reader.instances().map_err(|e| e.to_string())? {
-            Some(list) => list
-                .into_iter()
-                .map(|i| (Some(i.clone()), for_instance(Some(&i))))
-                .collect(),
-            None => vec![(None, for_instance(None))],
-        };
+    let per_instance: Vec<Named> = match reader.instances().map_err(|e| e.to_string())? {
+        Some(list) => list
+            .into_iter()
+            .map(|i| (Some(i.clone()), for_instance(Some(&i))))
+            .collect(),
+        None => vec![(None, for_instance(None))],
+    };
     let all = query::verify_each_with(
         reader.as_ref(),
         &|instance| Options {
