@@ -687,7 +687,7 @@ async fn checkpoint_files_catch_a_cut_off_log_and_an_insider_rewrite() {
         &cut,
         &["--checkpoints", &cps],
         &format!(
-            "audit chain broken at seq 18: checkpoint file {newest} covers records up to seq 20, but the log ends at seq 17: records were cut off"
+            "audit chain broken at seq 18: checkpoint file {newest} covers records up to seq 20 and was itself recorded as seq 21, but the log ends at seq 17: records were cut off"
         ),
     );
 
