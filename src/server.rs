@@ -26,10 +26,11 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 use crate::admin::metrics::{Metrics, RouteLabels};
 use crate::admin::{self, Admin};
 use crate::alerts::Alerts;
+use crate::audit::checkpoint::SigningKey;
 use crate::audit::event::TokenKey;
 use crate::audit::postgres::{Pool, Shipper};
 use crate::audit::sqlite::{self, SqliteStore};
-use crate::audit::writer::{Turns, Writer};
+use crate::audit::writer::{CheckpointSettings, Turns, Writer};
 use crate::audit::{AuditError, Store};
 use crate::config::Config;
 use crate::http::body::{ProxyBody, plain};
@@ -314,7 +315,18 @@ pub async fn run_with_reloads(
     )
     .map_err(RunError::Alerts)?;
     let turns = if runs_on_one_cpu() { Turns::Shared } else { Turns::Own };
-    let writer = Writer::start(store, config.audit.queue_capacity, turns)?;
+    let key = SigningKey::load_or_create(&config.audit.checkpoint_key_file).map_err(|reason| AuditError::Open {
+        path: config.audit.checkpoint_key_file.display().to_string(),
+        reason,
+    })?;
+    let checkpoints = CheckpointSettings {
+        key,
+        instance: config.audit.proxy_instance.clone(),
+        every: config.audit.checkpoint_every,
+        interval: config.audit.checkpoint_interval,
+        dir: config.audit.checkpoint_dir.clone(),
+    };
+    let writer = Writer::start_with_checkpoints(store, config.audit.queue_capacity, turns, checkpoints)?;
     // Shipping starts once the writer holds the log: it reads what is committed.
     let shipper = config.audit.central.clone().map(|c| {
         info!(database = %c.display(), instance = %config.audit.proxy_instance, mode = ?c.mode, "shipping the audit chain to the central store");

@@ -6,12 +6,14 @@
 //! work on any [`Reader`], and no SQL lives outside the store's own module.
 
 pub mod canonical;
+pub mod checkpoint;
 pub mod event;
 pub mod export;
 pub mod postgres;
 pub mod query;
 pub mod reload;
 pub mod sqlite;
+pub mod verify;
 pub mod writer;
 
 use crate::retention::Observed;
@@ -54,6 +56,8 @@ pub enum RecordKind {
     Request,
     /// Written when the vendor's answer (or the failure) is known.
     Outcome,
+    /// A signed checkpoint of the records since the previous one ([`checkpoint`]).
+    Checkpoint,
 }
 
 impl RecordKind {
@@ -62,6 +66,7 @@ impl RecordKind {
         match self {
             RecordKind::Request => "request",
             RecordKind::Outcome => "outcome",
+            RecordKind::Checkpoint => "checkpoint",
         }
     }
 }
@@ -151,6 +156,18 @@ pub trait Backend: Send + 'static {
     /// Every remembered retention value with the `eventTime` of the record that reported it,
     /// to seed the `previous` memory at start.
     fn last_seen(&mut self) -> Result<Vec<(Observed, String)>, AuditError>;
+
+    /// The newest checkpoint record (`seq` and stored text), to continue checkpointing after
+    /// a restart. A store without checkpoints has none.
+    fn last_checkpoint(&mut self) -> Result<Option<(u64, String)>, AuditError> {
+        Ok(None)
+    }
+
+    /// The hashes of the records from `seq` on, in order: the segment a checkpoint will cover.
+    fn hashes_from(&mut self, seq: u64) -> Result<Vec<String>, AuditError> {
+        let _ = seq;
+        Ok(Vec::new())
+    }
 }
 
 /// One record as stored, for the chain walk: its columns and the canonical text its hash

@@ -2,14 +2,11 @@
 //! merged events (request link + outcome link), and `verify`, which walks the chain through
 //! [`Reader::chain`] and names the first broken `seq`.
 
-use std::ops::ControlFlow;
-
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::canonical;
-use super::{AuditError, GENESIS, Reader, StoredRecord};
+use super::{AuditError, Reader};
 
 /// Filters shared by `audit query` and `GET /v1/events`.
 #[derive(Debug, Clone, Default)]
@@ -177,28 +174,8 @@ pub enum Verification {
     },
 }
 
-/// The fields of a record that `verify` compares with its columns. Every other field is
-/// skipped without being built, which is most of the work of reading a record; one of these
-/// keys given twice makes the record unreadable rather than letting one of its values win.
-#[derive(serde::Deserialize)]
-struct Checked {
-    seq: Option<Value>,
-    #[serde(rename = "prevHash")]
-    prev_hash: Option<Value>,
-    #[serde(rename = "recordType")]
-    record_type: Option<Value>,
-    #[serde(rename = "eventID")]
-    event_id: Option<Value>,
-    #[serde(rename = "eventTime")]
-    event_time: Option<Value>,
-    #[serde(rename = "eventName")]
-    event_name: Option<Value>,
-    #[serde(rename = "eventSource")]
-    event_source: Option<Value>,
-}
-
-/// Walks every record in order and checks seq continuity, `prevHash` links, hashes and
-/// that the filter columns agree with the hashed body.
+/// Walks every record in order and checks seq continuity, `prevHash` links, hashes, that the
+/// filter columns agree with the hashed body, and every checkpoint's segment ([`verify`]).
 pub fn verify(reader: &dyn Reader) -> Result<Verification, AuditError> {
     verify_unless(reader, &|| false).map(|v| v.unwrap_or(Verification::Intact { records: 0 }))
 }
@@ -206,7 +183,8 @@ pub fn verify(reader: &dyn Reader) -> Result<Verification, AuditError> {
 /// [`verify`], stopped (`None`) as soon as `cancelled` answers true, for a walk in the
 /// background that must not hold up a shutdown.
 pub fn verify_unless(reader: &dyn Reader, cancelled: &dyn Fn() -> bool) -> Result<Option<Verification>, AuditError> {
-    walk(&mut |visit| reader.chain(visit), cancelled)
+    let opts = super::verify::Options::default();
+    Ok(super::verify::walk(&mut |visit| reader.chain(visit), &opts, cancelled)?.map(|r| r.verification))
 }
 
 /// One chain's verification, named by its instance when the store holds many.
@@ -218,91 +196,40 @@ pub fn verify_each_unless(
     reader: &dyn Reader,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Option<Vec<InstanceVerification>>, AuditError> {
+    let opts = super::verify::Options::default();
+    Ok(verify_each_with(reader, &|_| opts_copy(&opts), cancelled)?
+        .map(|all| all.into_iter().map(|(i, r)| (i, r.verification)).collect()))
+}
+
+fn opts_copy<'a>(o: &super::verify::Options<'a>) -> super::verify::Options<'a> {
+    super::verify::Options {
+        public_key: o.public_key,
+        external: o.external,
+    }
+}
+
+/// One chain's full report, named by its instance when the store holds many.
+pub type InstanceReport = (Option<String>, super::verify::Report);
+
+/// Every chain the store holds, each walked with the options `opts` gives for its instance.
+pub fn verify_each_with<'a>(
+    reader: &dyn Reader,
+    opts: &dyn Fn(Option<&str>) -> super::verify::Options<'a>,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Option<Vec<InstanceReport>>, AuditError> {
     let Some(instances) = reader.instances()? else {
-        return Ok(verify_unless(reader, cancelled)?.map(|v| vec![(None, v)]));
+        let o = opts(None);
+        return Ok(super::verify::walk(&mut |visit| reader.chain(visit), &o, cancelled)?.map(|r| vec![(None, r)]));
     };
     let mut out = Vec::with_capacity(instances.len());
     for instance in instances {
-        match walk(&mut |visit| reader.chain_of(&instance, visit), cancelled)? {
-            Some(v) => out.push((Some(instance), v)),
+        let o = opts(Some(&instance));
+        match super::verify::walk(&mut |visit| reader.chain_of(&instance, visit), &o, cancelled)? {
+            Some(r) => out.push((Some(instance), r)),
             None => return Ok(None),
         }
     }
     Ok(Some(out))
-}
-
-/// A chain walker: calls its visitor for each record of one chain, in order.
-type Walker<'a> = dyn FnMut(&mut dyn FnMut(StoredRecord<'_>) -> ControlFlow<()>) -> Result<(), AuditError> + 'a;
-
-fn walk(chain: &mut Walker<'_>, cancelled: &dyn Fn() -> bool) -> Result<Option<Verification>, AuditError> {
-    let mut expect_seq = 1u64;
-    let mut prev = GENESIS.to_string();
-    let mut broken = None;
-    let mut stopped = false;
-    chain(&mut |r| match check(&r, expect_seq, &prev) {
-        Ok(()) if expect_seq.is_multiple_of(4096) && cancelled() => {
-            stopped = true;
-            ControlFlow::Break(())
-        }
-        Ok(()) => {
-            prev.clear();
-            prev.push_str(r.hash);
-            expect_seq += 1;
-            ControlFlow::Continue(())
-        }
-        Err(b) => {
-            broken = Some(b);
-            ControlFlow::Break(())
-        }
-    })?;
-    if stopped {
-        return Ok(None);
-    }
-    Ok(Some(broken.unwrap_or(Verification::Intact {
-        records: expect_seq - 1,
-    })))
-}
-
-/// Checks one record against the one before it (`prev`, the hash it must link to).
-fn check(r: &StoredRecord<'_>, expect_seq: u64, prev: &str) -> Result<(), Verification> {
-    let seq = r.seq;
-    let broken = |reason: &str| Verification::Broken {
-        seq,
-        reason: reason.to_string(),
-    };
-    if seq != expect_seq {
-        return Err(Verification::Broken {
-            seq: expect_seq,
-            reason: format!("record {expect_seq} is missing (next present is {seq})"),
-        });
-    }
-    if r.prev_hash != prev {
-        return Err(broken("its prevHash does not match the hash of the record before it"));
-    }
-    if canonical::sha256_hex(r.body.as_bytes()) != r.hash {
-        return Err(broken("its content does not match its hash"));
-    }
-    let v: Checked = match r.body.starts_with('{').then(|| serde_json::from_str(r.body)) {
-        Some(Ok(v)) => v,
-        _ => return Err(broken("its content is not a JSON object (with each key once)")),
-    };
-    let s = |v: &Option<Value>| v.as_ref().and_then(Value::as_str).unwrap_or("").to_string();
-    if v.seq.as_ref().and_then(Value::as_u64) != Some(seq) || s(&v.prev_hash) != r.prev_hash {
-        return Err(broken("its seq or prevHash column differs from its content"));
-    }
-    if s(&v.record_type) != r.kind || s(&v.event_id) != r.event_id {
-        return Err(broken("its kind or eventID column differs from its content"));
-    }
-    if r.kind == "request"
-        && (s(&v.event_time) != r.event_time
-            || s(&v.event_name) != r.event_name
-            || s(&v.event_source) != r.event_source)
-    {
-        return Err(broken(
-            "its eventTime, eventName or eventSource column differs from its content",
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

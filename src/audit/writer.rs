@@ -18,7 +18,8 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AuditError, Backend, Linked, NewRecord, ObjectText, RecordKind, link};
+use super::checkpoint::{self, Checkpoint, SigningKey};
+use super::{AuditError, Backend, GENESIS, IndexFields, Linked, NewRecord, ObjectText, RecordKind, link};
 use crate::retention::{RetentionValue, Target};
 
 /// Largest number of records committed in one transaction.
@@ -35,7 +36,68 @@ enum Msg {
     Probe(oneshot::Sender<Result<(), AuditError>>),
     /// Commit the outcome links kept through a failure, if any.
     Retry,
+    /// `checkpoint_interval` has passed: sign a checkpoint unless one was made meanwhile.
+    Checkpoint,
     Shutdown,
+}
+
+/// How the writer signs checkpoints (SPEC §12).
+#[derive(Debug)]
+pub struct CheckpointSettings {
+    /// The signing key.
+    pub key: SigningKey,
+    /// `proxyInstance` of the chain.
+    pub instance: String,
+    /// A checkpoint every this many records.
+    pub every: u64,
+    /// And at least this often.
+    pub interval: std::time::Duration,
+    /// Where each checkpoint is also written as a JSON file.
+    pub dir: Option<std::path::PathBuf>,
+}
+
+/// The writer's checkpointing state: the segment since the last checkpoint.
+struct Checkpointing {
+    settings: CheckpointSettings,
+    /// First `seq` of the open segment.
+    first: u64,
+    /// Hashes of the open segment's records, in order.
+    hashes: Vec<[u8; 32]>,
+    /// Hash of the last checkpoint (`GENESIS` before the first).
+    previous: String,
+    /// When the last checkpoint was made (or the writer started).
+    made: Instant,
+}
+
+impl Checkpointing {
+    /// Continues from what `backend` holds: the segment after its newest checkpoint.
+    fn resume<B: Backend>(settings: CheckpointSettings, backend: &mut B) -> Result<Checkpointing, AuditError> {
+        let (first, previous) = match backend.last_checkpoint()? {
+            Some((seq, text)) => {
+                let cp = serde_json::from_str::<serde_json::Value>(&text)
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| Checkpoint::from_json(&v))
+                    .map_err(|e| AuditError::Read(format!("the checkpoint at seq {seq} cannot be read: {e}")))?;
+                (seq, cp.hash())
+            }
+            None => (1, GENESIS.to_string()),
+        };
+        let hashes = backend
+            .hashes_from(first)?
+            .iter()
+            .map(|h| {
+                checkpoint::leaf(h)
+                    .ok_or_else(|| AuditError::Read(format!("a record hash after seq {first} is not hex")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Checkpointing {
+            settings,
+            first,
+            hashes,
+            previous,
+            made: Instant::now(),
+        })
+    }
 }
 
 /// Most outcome links kept through a store failure for a later commit. Past it, an outcome
@@ -103,7 +165,16 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer over `backend`, sharing the CPU as `turns` says.
-    pub fn start<B: Backend>(mut backend: B, capacity: usize, turns: Turns) -> Result<Writer, AuditError> {
+    pub fn start<B: Backend>(backend: B, capacity: usize, turns: Turns) -> Result<Writer, AuditError> {
+        Writer::start_inner(backend, capacity, turns, None)
+    }
+
+    fn start_inner<B: Backend>(
+        mut backend: B,
+        capacity: usize,
+        turns: Turns,
+        checkpoints: Option<Checkpointing>,
+    ) -> Result<Writer, AuditError> {
         let head = backend.head()?;
         let seen: HashMap<(Target, String), (RetentionValue, String)> = backend
             .last_seen()?
@@ -143,13 +214,40 @@ impl Writer {
             let last_seen = last_seen.clone();
             std::thread::Builder::new()
                 .name("audit-writer".into())
-                .spawn(move || run(backend, rx, head, stats, last_seen, answers, turns))
+                .spawn(move || run(backend, rx, head, stats, last_seen, answers, turns, checkpoints))
                 .map_err(|e| AuditError::Write(format!("cannot start the writer thread: {e}")))?
         };
         Ok(Writer {
             handle: AuditHandle { tx, stats, last_seen },
             thread: Some(thread),
         })
+    }
+
+    /// Starts the writer over `backend`, signing checkpoints as `checkpoints` says.
+    pub fn start_with_checkpoints<B: Backend>(
+        mut backend: B,
+        capacity: usize,
+        turns: Turns,
+        checkpoints: CheckpointSettings,
+    ) -> Result<Writer, AuditError> {
+        let interval = checkpoints.interval;
+        let cp = Checkpointing::resume(checkpoints, &mut backend)?;
+        let writer = Writer::start_inner(backend, capacity, turns, Some(cp))?;
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let tx = writer.handle.tx.clone();
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if tx.send(Msg::Checkpoint).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(writer)
     }
 
     /// A handle for request handlers.
@@ -218,6 +316,8 @@ struct State<B> {
     /// Outcome links whose commit failed, oldest first, to be committed when the store takes
     /// writes again (at most [`MAX_PENDING_OUTCOMES`]).
     pending: VecDeque<NewRecord>,
+    /// Checkpoint signing, when configured.
+    checkpoints: Option<Checkpointing>,
 }
 
 impl<B: Backend> State<B> {
@@ -292,7 +392,15 @@ impl<B: Backend> State<B> {
                     .filter_map(|(ack, r)| ack.map(|a| (a, r)))
                     .collect();
                 self.deliver(answers);
-                stats.commit_signal.notify_one();
+                let due = self.checkpoints.as_mut().is_some_and(|cp| {
+                    cp.hashes
+                        .extend(linked.iter().filter_map(|l| checkpoint::leaf(&l.hash)));
+                    cp.hashes.len() as u64 >= cp.settings.every
+                });
+                if due {
+                    self.checkpoint();
+                }
+                self.stats.commit_signal.notify_one();
                 Ok(())
             }
             Err(e) => {
@@ -336,6 +444,58 @@ impl<B: Backend> State<B> {
     }
 }
 
+impl<B: Backend> State<B> {
+    /// Signs and commits a checkpoint of the open segment, and writes its file. A failure is
+    /// logged; the segment stays open and the next checkpoint covers it.
+    fn checkpoint(&mut self) {
+        let Some(cp) = self.checkpoints.as_mut() else { return };
+        let now = crate::audit::query::format_time(time::OffsetDateTime::now_utc());
+        let mut c = Checkpoint {
+            instance: cp.settings.instance.clone(),
+            first_seq: cp.first,
+            last_seq: self.seq,
+            count: cp.hashes.len() as u64,
+            last_hash: self.hash.clone(),
+            merkle_root: hex::encode(checkpoint::merkle_root(&cp.hashes)),
+            time: now.clone(),
+            previous_checkpoint_hash: cp.previous.clone(),
+            signature: String::new(),
+        };
+        cp.settings.key.sign(&mut c);
+        let record = NewRecord {
+            kind: RecordKind::Checkpoint,
+            event_id: String::new(),
+            event_time: now,
+            body: ObjectText::from_value(&c.to_json(true)),
+            index: IndexFields {
+                event_name: "Checkpoint".into(),
+                event_source: "retention-proxy".into(),
+                ..IndexFields::default()
+            },
+            observed: Vec::new(),
+        };
+        let l = link(self.seq, &self.hash, record);
+        if let Err(e) = self.backend.append(std::slice::from_ref(&l)) {
+            tracing::error!(error = %e, range = %c.range(), "checkpoint could not be committed; the next one covers its records");
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.seq = l.seq;
+        self.hash.clone_from(&l.hash);
+        self.stats.committed.fetch_add(1, Ordering::Relaxed);
+        cp.previous = c.hash();
+        cp.first = l.seq;
+        cp.hashes.clear();
+        cp.hashes.extend(checkpoint::leaf(&l.hash));
+        cp.made = Instant::now();
+        if let Some(dir) = &cp.settings.dir
+            && let Err(e) = checkpoint::write_file(dir, &c)
+        {
+            tracing::error!(error = %e, dir = %dir.display(), range = %c.range(), "checkpoint file could not be written (the checkpoint is in the log)");
+        }
+    }
+}
+
 /// A linked record turned back into one that can be linked again (elsewhere in the chain):
 /// its text without the chain fields. Only on the failure path.
 fn unlinked(l: Linked) -> NewRecord {
@@ -352,6 +512,7 @@ fn unlinked(l: Linked) -> NewRecord {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run<B: Backend>(
     backend: B,
     mut rx: mpsc::Receiver<Msg>,
@@ -360,6 +521,7 @@ fn run<B: Backend>(
     last_seen: LastSeen,
     answers: Option<mpsc::UnboundedSender<Answers>>,
     turns: Turns,
+    checkpoints: Option<Checkpointing>,
 ) {
     let mut state = State {
         backend,
@@ -369,6 +531,7 @@ fn run<B: Backend>(
         last_seen,
         answers,
         pending: VecDeque::new(),
+        checkpoints,
     };
     let mut group: Vec<(NewRecord, Ack)> = Vec::new();
     let mut stop = false;
@@ -386,11 +549,13 @@ fn run<B: Backend>(
         }
         let mut probes = Vec::new();
         let mut retry = false;
+        let mut due = false;
         for m in msgs {
             match m {
                 Msg::Append(r, ack) => group.push((*r, ack)),
                 Msg::Probe(ack) => probes.push(ack),
                 Msg::Retry => retry = true,
+                Msg::Checkpoint => due = true,
                 Msg::Shutdown => stop = true,
             }
         }
@@ -399,6 +564,15 @@ fn run<B: Backend>(
         } else {
             Ok(())
         };
+        if due
+            && committed.is_ok()
+            && state
+                .checkpoints
+                .as_ref()
+                .is_some_and(|c| c.made.elapsed() >= c.settings.interval.mul_f64(0.9))
+        {
+            state.checkpoint();
+        }
         if !probes.is_empty() {
             // Ready when what failed before commits now and a write would succeed now.
             let ready = committed.and_then(|()| state.backend.probe());

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use super::{AuditCommand, ExportFormat, FleetArgs, Format};
-use crate::audit::query::{self, Filter, Verification};
+use crate::audit::query::{self, Filter};
 use crate::audit::{self, AuditError, Reader, export};
 
 fn times(since: Option<String>, until: Option<String>) -> Result<(Option<String>, Option<String>), String> {
@@ -160,7 +160,7 @@ fn looks_like_slack_token(s: &str) -> bool {
 }
 
 /// Opens `--db`: a SQLite file, or the central store for a postgres:// URL.
-fn open(db: &std::path::Path, fleet: &FleetArgs) -> Result<Box<dyn Reader>, String> {
+pub(super) fn open(db: &std::path::Path, fleet: &FleetArgs) -> Result<Box<dyn Reader>, String> {
     let text = db.to_string_lossy();
     if crate::config::central::is_postgres_url(&text) {
         let central = crate::config::Central::connect_to(&text, fleet.password_file.as_deref())
@@ -178,33 +178,18 @@ fn open(db: &std::path::Path, fleet: &FleetArgs) -> Result<Box<dyn Reader>, Stri
 /// Runs an `audit` command; an error is one sentence.
 pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
     match cmd {
-        AuditCommand::Verify { db, fleet } => {
-            let reader = open(&db, &fleet)?;
-            let all = query::verify_each_unless(reader.as_ref(), &|| false)
-                .map_err(|e| e.to_string())?
-                .unwrap_or_default();
-            if all.is_empty() {
-                if let Some(i) = &fleet.instance {
-                    return Err(format!("the central store holds no records for instance {i:?}"));
-                }
-                println!("audit chain intact: the central store holds no records yet");
-                return Ok(ExitCode::SUCCESS);
-            }
-            let mut broken = false;
-            for (instance, v) in all {
-                let name = instance.map(|i| format!("instance {i}: ")).unwrap_or_default();
-                match v {
-                    Verification::Intact { records } => {
-                        println!("{name}audit chain intact: {records} records verified")
-                    }
-                    Verification::Broken { seq, reason } => {
-                        broken = true;
-                        println!("{name}audit chain broken at seq {seq}: {reason}");
-                    }
-                }
-            }
-            Ok(if broken { ExitCode::from(1) } else { ExitCode::SUCCESS })
-        }
+        AuditCommand::Verify {
+            db,
+            fleet,
+            pubkey,
+            checkpoints,
+            archive,
+        } => match archive {
+            Some(dir) => super::verify::run_archive(&dir, pubkey.as_deref()),
+            None => super::verify::run(db, fleet, pubkey, checkpoints),
+        },
+        AuditCommand::Archive { db, before, out } => super::archive::run(&db, &before, &out),
+        AuditCommand::Pubkey { db, config } => super::verify::pubkey(db, config),
         AuditCommand::Query {
             db,
             fleet,

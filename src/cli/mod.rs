@@ -7,8 +7,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 
+pub mod archive;
 pub mod audit;
 pub mod policy_test;
+pub mod verify;
 
 /// Exit code for a configuration error (EX_CONFIG-like, as SPEC §5 asks).
 pub const EXIT_CONFIG: u8 = 64;
@@ -221,7 +223,8 @@ pub enum AuditCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Walk the hash chain; exit 0 when intact, 1 with the first broken seq.
+    /// Walk the hash chain and its signed checkpoints; exit 0 when intact, 1 with the first
+    /// broken seq or checkpoint.
     Verify {
         /// Audit database: a SQLite file, or the fleet's central store as a postgres:// URL.
         #[arg(long, default_value = "retention-audit.db")]
@@ -229,6 +232,42 @@ pub enum AuditCommand {
         /// `--instance` and `--password-file`.
         #[command(flatten)]
         fleet: FleetArgs,
+        /// The checkpoint public key (PEM, as `audit pubkey` prints it) kept elsewhere:
+        /// every checkpoint's signature must verify with it. Default: the key beside the
+        /// database, when it is readable.
+        #[arg(long)]
+        pubkey: Option<PathBuf>,
+        /// The checkpoint files kept elsewhere (`[audit] checkpoint_dir`): each must be in the
+        /// log as written, so a log cut short or rewritten before the newest one fails.
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+        /// Check a directory `audit archive` wrote instead of the database: the archived
+        /// records against their checkpoints.
+        #[arg(long)]
+        archive: Option<PathBuf>,
+    },
+    /// Move records older than T out of the database into DIR: their stored texts, CloudTrail
+    /// files of their events and the checkpoints that cover them. The chain left starts at a
+    /// signed checkpoint.
+    Archive {
+        /// Audit database (a SQLite file).
+        #[arg(long, default_value = "retention-audit.db")]
+        db: PathBuf,
+        /// Records before this time (RFC 3339 or an age: 90d) that a checkpoint covers.
+        #[arg(long)]
+        before: String,
+        /// Directory the archive is written to.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the checkpoint public key (PEM), to keep elsewhere for `verify --pubkey`.
+    Pubkey {
+        /// Audit database; the key is `<db>.checkpoint-key`.
+        #[arg(long, default_value = "retention-audit.db", conflicts_with = "config")]
+        db: PathBuf,
+        /// Or a configuration file naming `[audit] checkpoint_key_file` (or `path`).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 

@@ -121,6 +121,16 @@ pub struct RawAudit {
     pub proxy_instance: Option<String>,
     /// Events waiting for the writer before callers wait for room. Default 8192.
     pub queue_capacity: usize,
+    /// A signed checkpoint every this many records. Default 10000.
+    pub checkpoint_every: u64,
+    /// And at least this often, even when nothing happened. Default `1h`.
+    pub checkpoint_interval: String,
+    /// The Ed25519 signing key. Default: `<database>.checkpoint-key`, created on first run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_key_file: Option<String>,
+    /// A directory each checkpoint is also written to as one JSON file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_dir: Option<String>,
     /// `[audit.central]`: the fleet's PostgreSQL store.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub central: Option<central::RawCentral>,
@@ -134,6 +144,10 @@ impl Default for RawAudit {
             hmac_key_file: None,
             proxy_instance: None,
             queue_capacity: 8192,
+            checkpoint_every: 10_000,
+            checkpoint_interval: "1h".into(),
+            checkpoint_key_file: None,
+            checkpoint_dir: None,
             central: None,
         }
     }
@@ -352,6 +366,14 @@ pub struct AuditConfig {
     pub queue_capacity: usize,
     /// The fleet's central store, when configured.
     pub central: Option<Central>,
+    /// A checkpoint every this many records.
+    pub checkpoint_every: u64,
+    /// And at least this often.
+    pub checkpoint_interval: Duration,
+    /// The checkpoint signing key.
+    pub checkpoint_key_file: PathBuf,
+    /// Where checkpoints are also written as files.
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
 /// Validated `[upstreams]`.
@@ -735,6 +757,34 @@ impl Config {
             bad("audit.proxy_instance", "must not be empty".into());
         }
         let central = raw.audit.central.as_ref().and_then(|c| central::validate(c, &mut bad));
+        if raw.audit.checkpoint_every == 0 {
+            bad("audit.checkpoint_every", "must be at least 1".into());
+        }
+        let checkpoint_interval = match parse_duration(&raw.audit.checkpoint_interval) {
+            Ok(d) if d >= Duration::from_secs(1) => d,
+            Ok(_) => {
+                bad("audit.checkpoint_interval", "must be at least 1s".into());
+                Duration::from_secs(3600)
+            }
+            Err(e) => {
+                bad("audit.checkpoint_interval", e);
+                Duration::from_secs(3600)
+            }
+        };
+        let checkpoint_key_file = raw
+            .audit
+            .checkpoint_key_file
+            .as_deref()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                let mut s = path.clone().into_os_string();
+                s.push(".checkpoint-key");
+                PathBuf::from(s)
+            });
+        let checkpoint_dir = raw.audit.checkpoint_dir.as_deref().map(PathBuf::from);
+        if checkpoint_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            bad("audit.checkpoint_dir", "must name a directory (or be left out)".into());
+        }
         if listen.is_none() {
             if admin_listen.is_none() {
                 bad(
@@ -879,6 +929,10 @@ impl Config {
                 proxy_instance,
                 queue_capacity: raw.audit.queue_capacity,
                 central,
+                checkpoint_every: raw.audit.checkpoint_every,
+                checkpoint_interval,
+                checkpoint_key_file,
+                checkpoint_dir,
             },
             upstreams,
             forward: ForwardConfig {

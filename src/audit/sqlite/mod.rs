@@ -12,10 +12,12 @@ use rusqlite::{Connection, OpenFlags, params};
 
 use super::{AuditError, Backend, GENESIS, Linked};
 
+mod archive;
 mod feed;
 mod outbox;
 mod read;
 use crate::retention::{Observed, RetentionValue, Target};
+pub use archive::{Archiver, RawRecord};
 pub use feed::{AlertFeed, FeedPage, FeedRecord, Positions};
 pub use outbox::{OutRecord, Outbox};
 pub use read::SqliteReader;
@@ -68,7 +70,8 @@ CREATE TABLE IF NOT EXISTS alert_positions (
 /// Indexes later releases added to [`SCHEMA`], created on open when missing: the viewer's
 /// refusals page (`decision`, newest first by time) reads one index range.
 const ADDED_INDEXES: &str =
-    "CREATE INDEX IF NOT EXISTS records_decision_time ON records(kind, decision, event_time) WHERE kind = 'request';";
+    "CREATE INDEX IF NOT EXISTS records_decision_time ON records(kind, decision, event_time) WHERE kind = 'request';
+     CREATE INDEX IF NOT EXISTS records_checkpoints ON records(kind, seq) WHERE kind = 'checkpoint';";
 
 /// WAL pages after which the writer checkpoints by itself (SQLite's automatic checkpoint):
 /// 64 MiB. Normally the [`Checkpointer`] keeps the WAL far below this.
@@ -423,6 +426,30 @@ impl Backend for SqliteStore {
         )
         .map_err(write_err)?;
         tx.rollback().map_err(write_err)
+    }
+
+    fn last_checkpoint(&mut self) -> Result<Option<(u64, String)>, AuditError> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row(
+                "SELECT seq, body FROM records WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)),
+            )
+            .optional()
+            .map_err(|e| AuditError::Read(e.to_string()))
+    }
+
+    fn hashes_from(&mut self, seq: u64) -> Result<Vec<String>, AuditError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT hash FROM records WHERE seq >= ?1 ORDER BY seq")
+            .map_err(|e| AuditError::Read(e.to_string()))?;
+        let rows = st
+            .query_map([seq.min(i64::MAX as u64) as i64], |r| r.get::<_, String>(0))
+            .map_err(|e| AuditError::Read(e.to_string()))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|e| AuditError::Read(e.to_string()))
     }
 
     fn last_seen(&mut self) -> Result<Vec<(Observed, String)>, AuditError> {

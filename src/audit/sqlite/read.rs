@@ -60,8 +60,8 @@ impl Reader for SqliteReader {
         let mut st = self
             .conn
             .prepare(
-                "SELECT l.target, l.resource, l.value, r.event_time, r.event_id, r.body FROM last_seen l
-             JOIN records r ON r.seq = l.seq ORDER BY l.resource, l.target",
+                "SELECT l.target, l.resource, l.value, coalesce(r.event_time, ''), coalesce(r.event_id, ''), coalesce(r.body, '') FROM last_seen l
+             LEFT JOIN records r ON r.seq = l.seq ORDER BY l.resource, l.target",
             )
             .map_err(rd)?;
         let rows = st

@@ -1,0 +1,442 @@
+//! `audit verify`: one chain walked in order, with what each record must satisfy split in
+//! two. What depends on the record before it (`seq` continuity, `prevHash` links, the
+//! checkpoints and their segments) is checked in order as the store yields the records; what a
+//! record must satisfy alone (its hash over the stored canonical bytes, its columns against its
+//! content) is checked on every core, in chunks. The first broken `seq` of either is reported.
+//!
+//! Checkpoints (SPEC §12) are checked as they come: their segment, count, last hash, Merkle
+//! root, the hash of the checkpoint before, and — given a public key — their signature. Given
+//! the checkpoint files kept elsewhere (`--checkpoints DIR`), each must be in the log as it was
+//! written, so a log cut short or rewritten before the newest file is named.
+
+use std::ops::ControlFlow;
+use std::sync::mpsc;
+
+use serde_json::Value;
+
+use super::checkpoint::{self, Checkpoint, PublicKey};
+use super::query::Verification;
+use super::{AuditError, GENESIS, StoredRecord, canonical};
+
+/// What to check besides the links.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Checkpoint signatures are checked with this key.
+    pub public_key: Option<&'a PublicKey>,
+    /// Checkpoint files kept elsewhere (name, checkpoint), for this chain's instance.
+    pub external: Option<&'a [(String, Checkpoint)]>,
+}
+
+/// What a walk found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Intact, or the first broken record.
+    pub verification: Verification,
+    /// Checkpoints in the log.
+    pub checkpoints: u64,
+    /// The newest checkpoint's range and time.
+    pub newest: Option<(u64, u64, String)>,
+    /// Records after the newest checkpoint.
+    pub after_newest: u64,
+    /// Whether signatures were checked.
+    pub signed: bool,
+    /// External checkpoint files compared with the log.
+    pub external: u64,
+    /// The chain starts at this checkpoint record (the records before it were archived).
+    pub starts_at: Option<u64>,
+    /// The segment not yet covered by a checkpoint: its first `seq`, the Merkle root of its
+    /// records and the hash of its last one (what the next checkpoint must say).
+    pub open_segment: (u64, String, String),
+}
+
+/// A chain walker: calls its visitor for each record of one chain, in order.
+pub type Walker<'a> = dyn FnMut(&mut dyn FnMut(StoredRecord<'_>) -> ControlFlow<()>) -> Result<(), AuditError> + 'a;
+
+/// A record copied out of the store, for a worker thread.
+struct Owned {
+    seq: u64,
+    kind: String,
+    event_id: String,
+    event_time: String,
+    event_name: String,
+    event_source: String,
+    body: String,
+    prev_hash: String,
+    hash: String,
+}
+
+impl Owned {
+    fn of(r: &StoredRecord<'_>) -> Owned {
+        Owned {
+            seq: r.seq,
+            kind: r.kind.to_string(),
+            event_id: r.event_id.to_string(),
+            event_time: r.event_time.to_string(),
+            event_name: r.event_name.to_string(),
+            event_source: r.event_source.to_string(),
+            body: r.body.to_string(),
+            prev_hash: r.prev_hash.to_string(),
+            hash: r.hash.to_string(),
+        }
+    }
+
+    fn stored(&self) -> StoredRecord<'_> {
+        StoredRecord {
+            seq: self.seq,
+            kind: &self.kind,
+            event_id: &self.event_id,
+            event_time: &self.event_time,
+            event_name: &self.event_name,
+            event_source: &self.event_source,
+            body: &self.body,
+            prev_hash: &self.prev_hash,
+            hash: &self.hash,
+        }
+    }
+}
+
+/// Records per chunk handed to a worker.
+const CHUNK: usize = 2048;
+
+/// The fields of a record that are compared with its columns. Every other field is skipped
+/// without being built; one of these keys given twice makes the record unreadable.
+#[derive(serde::Deserialize)]
+struct Checked {
+    seq: Option<Value>,
+    #[serde(rename = "prevHash")]
+    prev_hash: Option<Value>,
+    #[serde(rename = "recordType")]
+    record_type: Option<Value>,
+    #[serde(rename = "eventID")]
+    event_id: Option<Value>,
+    #[serde(rename = "eventTime")]
+    event_time: Option<Value>,
+    #[serde(rename = "eventName")]
+    event_name: Option<Value>,
+    #[serde(rename = "eventSource")]
+    event_source: Option<Value>,
+}
+
+/// What a record must satisfy on its own: its hash over the stored bytes, and its columns
+/// against its content.
+pub fn check_content(r: &StoredRecord<'_>) -> Result<(), String> {
+    if canonical::sha256_hex(r.body.as_bytes()) != r.hash {
+        return Err("its content does not match its hash".into());
+    }
+    let v: Checked = match r.body.starts_with('{').then(|| serde_json::from_str(r.body)) {
+        Some(Ok(v)) => v,
+        _ => return Err("its content is not a JSON object (with each key once)".into()),
+    };
+    let s = |v: &Option<Value>| v.as_ref().and_then(Value::as_str).unwrap_or("").to_string();
+    if v.seq.as_ref().and_then(Value::as_u64) != Some(r.seq) || s(&v.prev_hash) != r.prev_hash {
+        return Err("its seq or prevHash column differs from its content".into());
+    }
+    if s(&v.record_type) != r.kind || s(&v.event_id) != r.event_id {
+        return Err("its kind or eventID column differs from its content".into());
+    }
+    if r.kind == "request"
+        && (s(&v.event_time) != r.event_time
+            || s(&v.event_name) != r.event_name
+            || s(&v.event_source) != r.event_source)
+    {
+        return Err("its eventTime, eventName or eventSource column differs from its content".into());
+    }
+    Ok(())
+}
+
+/// The in-order state of a walk.
+struct Links<'o> {
+    opts: &'o Options<'o>,
+    expect: u64,
+    prev: String,
+    /// First `seq` of the open segment, and its record hashes.
+    seg_first: u64,
+    seg: Vec<[u8; 32]>,
+    previous_cp: String,
+    report: Report,
+    stored: Vec<Checkpoint>,
+}
+
+impl Links<'_> {
+    fn broken(seq: u64, reason: String) -> Verification {
+        Verification::Broken { seq, reason }
+    }
+
+    /// Checks `r` against the records before it.
+    fn check(&mut self, r: &StoredRecord<'_>) -> Result<(), Verification> {
+        if self.expect == 1 && r.seq > 1 && r.kind == "checkpoint" {
+            return self.start_at(r);
+        }
+        if r.seq != self.expect {
+            return Err(Links::broken(
+                self.expect,
+                format!("record {} is missing (next present is {})", self.expect, r.seq),
+            ));
+        }
+        if r.prev_hash != self.prev {
+            return Err(Links::broken(
+                r.seq,
+                "its prevHash does not match the hash of the record before it".into(),
+            ));
+        }
+        if r.kind == "checkpoint" {
+            self.checkpoint(r)?;
+        } else {
+            let leaf = checkpoint::leaf(r.hash).ok_or_else(|| Links::broken(r.seq, "its hash is not hex".into()))?;
+            self.seg.push(leaf);
+            self.report.after_newest += 1;
+        }
+        self.prev.clear();
+        self.prev.push_str(r.hash);
+        self.expect += 1;
+        Ok(())
+    }
+
+    /// A chain whose records before `r` were archived starts at the checkpoint `r`, which
+    /// covers them: it must link to them and (given a key) be signed.
+    fn start_at(&mut self, r: &StoredRecord<'_>) -> Result<(), Verification> {
+        let cp = serde_json::from_str::<Value>(r.body)
+            .map_err(|e| e.to_string())
+            .and_then(|v| Checkpoint::from_json(&v))
+            .map_err(|e| {
+                Links::broken(
+                    r.seq,
+                    format!(
+                        "the chain starts at seq {}, which is not a readable checkpoint: {e}",
+                        r.seq
+                    ),
+                )
+            })?;
+        let bad = |what: &str| Links::broken(r.seq, format!("checkpoint {} (seq {}): {what}", cp.range(), r.seq));
+        if cp.last_seq + 1 != r.seq || cp.last_hash != r.prev_hash {
+            return Err(bad(
+                "the chain starts here, but this checkpoint does not cover the records before it",
+            ));
+        }
+        if let Some(key) = self.opts.public_key {
+            cp.verify_signature(key).map_err(|e| bad(&e))?;
+        }
+        self.report.starts_at = Some(r.seq);
+        self.expect = r.seq;
+        self.prev = r.prev_hash.to_string();
+        self.previous_cp = cp.hash();
+        self.seg_first = r.seq;
+        self.seg.clear();
+        self.seg.extend(checkpoint::leaf(r.hash));
+        self.report.checkpoints += 1;
+        self.report.after_newest = 0;
+        self.report.newest = Some((cp.first_seq, cp.last_seq, cp.time.clone()));
+        self.stored.push(cp);
+        self.prev.clear();
+        self.prev.push_str(r.hash);
+        self.expect += 1;
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, r: &StoredRecord<'_>) -> Result<(), Verification> {
+        let cp = serde_json::from_str::<Value>(r.body)
+            .map_err(|e| e.to_string())
+            .and_then(|v| Checkpoint::from_json(&v))
+            .map_err(|e| Links::broken(r.seq, format!("the checkpoint at seq {} is not readable: {e}", r.seq)))?;
+        let bad = |what: &str| Links::broken(r.seq, format!("checkpoint {} (seq {}): {what}", cp.range(), r.seq));
+        if cp.first_seq != self.seg_first || cp.last_seq + 1 != r.seq {
+            return Err(bad(&format!(
+                "it covers {}, not the records {}–{} since the checkpoint before it",
+                cp.range(),
+                self.seg_first,
+                r.seq - 1
+            )));
+        }
+        if cp.count != self.seg.len() as u64 {
+            return Err(bad(&format!(
+                "its count {} is not the {} records it covers",
+                cp.count,
+                self.seg.len()
+            )));
+        }
+        if cp.last_hash != r.prev_hash {
+            return Err(bad("its lastHash is not the hash of its last record"));
+        }
+        if cp.merkle_root != hex::encode(checkpoint::merkle_root(&self.seg)) {
+            return Err(bad("its merkleRoot does not match the records it covers"));
+        }
+        if cp.previous_checkpoint_hash != self.previous_cp {
+            return Err(bad(
+                "its previousCheckpointHash is not the hash of the checkpoint before it",
+            ));
+        }
+        if let Some(key) = self.opts.public_key {
+            cp.verify_signature(key).map_err(|e| bad(&e))?;
+        }
+        self.previous_cp = cp.hash();
+        self.seg_first = r.seq;
+        self.seg.clear();
+        self.seg.extend(checkpoint::leaf(r.hash));
+        self.report.checkpoints += 1;
+        self.report.after_newest = 0;
+        self.report.newest = Some((cp.first_seq, cp.last_seq, cp.time.clone()));
+        self.stored.push(cp);
+        Ok(())
+    }
+
+    /// Compares the checkpoint files kept elsewhere with the log's checkpoints.
+    fn external(&mut self, last_seq: u64) -> Result<(), Verification> {
+        let Some(files) = self.opts.external else { return Ok(()) };
+        for (name, file) in files {
+            // Records archived before the chain's first checkpoint are checked with the archive.
+            if self.report.starts_at.is_some_and(|s| file.last_seq + 1 < s) {
+                continue;
+            }
+            if let Some(key) = self.opts.public_key {
+                file.verify_signature(key)
+                    .map_err(|e| Links::broken(file.first_seq, format!("checkpoint file {name}: {e}")))?;
+            }
+            match self
+                .stored
+                .iter()
+                .find(|c| c.first_seq == file.first_seq && c.last_seq == file.last_seq)
+            {
+                Some(c) if c == file => {}
+                Some(_) => {
+                    return Err(Links::broken(
+                        file.first_seq,
+                        format!(
+                            "checkpoint file {name} differs from the log's checkpoint {}: the log was rewritten",
+                            file.range()
+                        ),
+                    ));
+                }
+                None if file.last_seq >= last_seq => {
+                    return Err(Links::broken(
+                        last_seq + 1,
+                        format!(
+                            "checkpoint file {name} covers records up to seq {} and was itself recorded as seq {}, but the log ends at seq {last_seq}: records were cut off",
+                            file.last_seq,
+                            file.last_seq + 1
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(Links::broken(
+                        file.first_seq,
+                        format!(
+                            "checkpoint file {name} ({}) is not in the log: the log was rewritten",
+                            file.range()
+                        ),
+                    ));
+                }
+            }
+            self.report.external += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Walks one chain; `None` when `cancelled` stopped it.
+pub fn walk(
+    chain: &mut Walker<'_>,
+    opts: &Options<'_>,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Option<Report>, AuditError> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    let mut links = Links {
+        opts,
+        expect: 1,
+        prev: GENESIS.to_string(),
+        seg_first: 1,
+        seg: Vec::new(),
+        previous_cp: GENESIS.to_string(),
+        report: Report {
+            verification: Verification::Intact { records: 0 },
+            checkpoints: 0,
+            newest: None,
+            after_newest: 0,
+            signed: opts.public_key.is_some(),
+            external: 0,
+            starts_at: None,
+            open_segment: (1, String::new(), GENESIS.to_string()),
+        },
+        stored: Vec::new(),
+    };
+    let mut in_order: Option<Verification> = None;
+    let mut stopped = false;
+    // The first record of each chunk a worker found broken.
+    let (chunks_tx, chunks_rx) = mpsc::sync_channel::<Vec<Owned>>(workers * 2);
+    let chunks_rx = std::sync::Mutex::new(chunks_rx);
+    let content: Result<Option<Verification>, AuditError> = std::thread::scope(|scope| {
+        let (found_tx, found_rx) = mpsc::channel::<Verification>();
+        for _ in 0..workers {
+            let (rx, found) = (&chunks_rx, found_tx.clone());
+            scope.spawn(move || {
+                loop {
+                    let chunk = match rx.lock().map(|r| r.recv()) {
+                        Ok(Ok(c)) => c,
+                        _ => break,
+                    };
+                    if let Some((seq, reason)) = chunk
+                        .iter()
+                        .find_map(|o| check_content(&o.stored()).err().map(|e| (o.seq, e)))
+                    {
+                        let _ = found.send(Verification::Broken { seq, reason });
+                    }
+                }
+            });
+        }
+        drop(found_tx);
+        let mut chunk: Vec<Owned> = Vec::with_capacity(CHUNK);
+        let mut n = 0u64;
+        let read = chain(&mut |r| {
+            n += 1;
+            if n.is_multiple_of(4096) && cancelled() {
+                stopped = true;
+                return ControlFlow::Break(());
+            }
+            if let Err(b) = links.check(&r) {
+                in_order = Some(b);
+                return ControlFlow::Break(());
+            }
+            chunk.push(Owned::of(&r));
+            if chunk.len() == CHUNK
+                && chunks_tx
+                    .send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                    .is_err()
+            {
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        });
+        if !chunk.is_empty() {
+            let _ = chunks_tx.send(chunk);
+        }
+        drop(chunks_tx);
+        read?;
+        Ok(found_rx.iter().min_by_key(|v| match v {
+            Verification::Broken { seq, .. } => *seq,
+            Verification::Intact { .. } => u64::MAX,
+        }))
+    });
+    if stopped {
+        return Ok(None);
+    }
+    let content = content?;
+    let first = [in_order, content].into_iter().flatten().min_by_key(|v| match v {
+        Verification::Broken { seq, .. } => *seq,
+        Verification::Intact { .. } => u64::MAX,
+    });
+    let last = links.expect - 1;
+    links.report.open_segment = (
+        links.seg_first,
+        hex::encode(checkpoint::merkle_root(&links.seg)),
+        links.prev.clone(),
+    );
+    links.report.verification = match first {
+        Some(b) => b,
+        None => match links.external(last) {
+            Ok(()) => Verification::Intact {
+                records: last + 1 - links.report.starts_at.unwrap_or(1).min(last + 1),
+            },
+            Err(b) => b,
+        },
+    };
+    Ok(Some(links.report))
+}

@@ -1,0 +1,159 @@
+//! `audit verify` and `audit pubkey`: the chain, its signed checkpoints (SPEC §12), and the
+//! key they are signed with.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::FleetArgs;
+use crate::audit::checkpoint::{self, Checkpoint, PublicKey, SigningKey};
+use crate::audit::query::{self, Verification};
+use crate::audit::verify::Options;
+
+/// The public key signatures are checked with: `--pubkey`, else the key beside a local
+/// database when it is readable (said in the output), else none.
+fn public_key(db: &Path, pubkey: Option<&Path>, central: bool) -> Result<(Option<PublicKey>, Option<String>), String> {
+    if let Some(p) = pubkey {
+        return Ok((Some(PublicKey::read(p).map_err(|e| format!("--pubkey {e}"))?), None));
+    }
+    if central {
+        return Ok((None, Some("signatures not checked (give --pubkey)".into())));
+    }
+    let beside = checkpoint::default_key_file(db);
+    match SigningKey::read(&beside) {
+        Ok(k) => Ok((
+            Some(k.public()),
+            Some(format!(
+                "signatures checked with the key beside the database ({}); give --pubkey to check them against a key kept elsewhere",
+                beside.display()
+            )),
+        )),
+        Err(_) => Ok((
+            None,
+            Some("signatures not checked (no key beside the database; give --pubkey)".into()),
+        )),
+    }
+}
+
+/// An instance (none for a local log) and its checkpoint files.
+type Named = (Option<String>, Vec<(String, Checkpoint)>);
+
+/// Runs `audit verify`; exit 0 intact, 1 broken.
+pub fn run(
+    db: PathBuf,
+    fleet: FleetArgs,
+    pubkey: Option<PathBuf>,
+    checkpoints: Option<PathBuf>,
+) -> Result<ExitCode, String> {
+    let central = crate::config::central::is_postgres_url(&db.to_string_lossy());
+    let (key, key_note) = public_key(&db, pubkey.as_deref(), central)?;
+    let external: Option<Vec<(String, Checkpoint)>> = checkpoints
+        .as_deref()
+        .map(|d| checkpoint::read_dir(d).map_err(|e| format!("--checkpoints {e}")))
+        .transpose()?;
+    let reader = super::audit::open(&db, &fleet)?;
+    let for_instance = |instance: Option<&str>| -> Vec<(String, Checkpoint)> {
+        let all = external.as_deref().unwrap_or(&[]);
+        match instance {
+            Some(i) => all.iter().filter(|(_, c)| c.instance == i).cloned().collect(),
+            None => all.to_vec(),
+        }
+    };
+    let per_instance: Vec<Named> = match reader.instances().map_err(|e| e.to_string())? {
+        Some(list) => list
+            .into_iter()
+            .map(|i| (Some(i.clone()), for_instance(Some(&i))))
+            .collect(),
+        None => vec![(None, for_instance(None))],
+    };
+    let all = query::verify_each_with(
+        reader.as_ref(),
+        &|instance| Options {
+            public_key: key.as_ref(),
+            external: external.as_ref().map(|_| {
+                per_instance
+                    .iter()
+                    .find(|(i, _)| i.as_deref() == instance)
+                    .map(|(_, files)| files.as_slice())
+                    .unwrap_or(&[])
+            }),
+        },
+        &|| false,
+    )
+    .map_err(|e| e.to_string())?
+    .unwrap_or_default();
+    if all.is_empty() {
+        if let Some(i) = &fleet.instance {
+            return Err(format!("the central store holds no records for instance {i:?}"));
+        }
+        println!("audit chain intact: the central store holds no records yet");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut broken = false;
+    for (instance, report) in all {
+        let name = instance.map(|i| format!("instance {i}: ")).unwrap_or_default();
+        match &report.verification {
+            Verification::Intact { records } => println!("{name}audit chain intact: {records} records verified"),
+            Verification::Broken { seq, reason } => {
+                broken = true;
+                println!("{name}audit chain broken at seq {seq}: {reason}");
+            }
+        }
+        if report.checkpoints == 0 && external.is_none() && pubkey.is_none() {
+            continue;
+        }
+        let signed = if report.signed { ", signatures verified" } else { "" };
+        println!("{name}  {} checkpoints{signed}", report.checkpoints);
+        if let Some((first, last, time)) = &report.newest {
+            println!(
+                "{name}  newest checkpoint {first}–{last} at {time}; {} records after it",
+                report.after_newest
+            );
+        }
+        if external.is_some() {
+            println!("{name}  {} checkpoint files matched the log", report.external);
+        }
+    }
+    if let Some(note) = key_note.filter(|_| !broken) {
+        eprintln!("{note}");
+    }
+    Ok(if broken { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Runs `audit verify --archive DIR`.
+pub fn run_archive(dir: &Path, pubkey: Option<&Path>) -> Result<ExitCode, String> {
+    let key = pubkey
+        .map(|p| PublicKey::read(p).map_err(|e| format!("--pubkey {e}")))
+        .transpose()?;
+    match super::archive::verify_archive(dir, key.as_ref())? {
+        (Verification::Intact { .. }, n) => {
+            let signed = if key.is_some() {
+                ", signatures verified"
+            } else {
+                " (signatures not checked: give --pubkey)"
+            };
+            println!("archive intact: {n} records verified against their checkpoints{signed}");
+            Ok(ExitCode::SUCCESS)
+        }
+        (Verification::Broken { seq, reason }, _) => {
+            println!("archive broken at seq {seq}: {reason}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Runs `audit pubkey`: the PEM public key of the checkpoint signing key.
+pub fn pubkey(db: PathBuf, config: Option<PathBuf>) -> Result<ExitCode, String> {
+    let key_file = match config {
+        Some(c) => {
+            crate::config::Config::load(&c)
+                .map_err(|e| e.to_string())?
+                .audit
+                .checkpoint_key_file
+        }
+        None => checkpoint::default_key_file(&db),
+    };
+    let key = SigningKey::read(&key_file)
+        .map_err(|e| format!("{e} (the key is created when the proxy first runs with this database)"))?;
+    print!("{}", key.public().to_pem());
+    Ok(ExitCode::SUCCESS)
+}
