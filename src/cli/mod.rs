@@ -128,6 +128,10 @@ pub struct FleetArgs {
     /// A file holding the central store's password (else the URL's, else PGPASSWORD).
     #[arg(long)]
     pub password_file: Option<PathBuf>,
+    /// CA certificates (PEM) the central store's TLS certificate is checked against, besides
+    /// the public roots (else PGSSLROOTCERT).
+    #[arg(long, env = "PGSSLROOTCERT")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `audit` subcommands.
