@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS audit_records (
     body         text        NOT NULL,
     prev_hash    text        NOT NULL,
     hash         text        NOT NULL,
-    shipped_at   timestamptz NOT NULL DEFAULT now(),
+    shipped_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (instance, seq)
 );
 CREATE INDEX IF NOT EXISTS audit_records_time ON audit_records (event_time, id) WHERE kind = 'request';
