@@ -12,6 +12,7 @@ use rusqlite::{Connection, OpenFlags, params};
 
 use super::{AuditError, Backend, GENESIS, Linked};
 
+pub mod backup;
 mod feed;
 mod outbox;
 mod read;
