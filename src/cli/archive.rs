@@ -83,17 +83,17 @@ pub fn run(db: &Path, before: &str, out: &Path) -> Result<ExitCode, String> {
         before_seq: Some(end),
         ..Filter::default()
     };
-    let mut files = export::HourlyFiles::new(&out.join("cloudtrail")).map_err(|e| format!("{}: {e}", out.display()))?;
-    let mut events = 0u64;
-    reader
-        .events(&f, &mut |_, e| {
-            events += 1;
-            files
-                .push(&export::cloudtrail_record(e))
-                .map_err(|e| AuditError::Read(e.to_string()))
-        })
-        .map_err(|e| e.to_string())?;
-    files.finish().map_err(|e| e.to_string())?;
+    let summary = export::export(
+        reader.as_ref(),
+        &f,
+        export::Destination::Hourly {
+            dir: &out.join("cloudtrail"),
+            account: None,
+        },
+        &mut |_| {},
+    )
+    .map_err(|e| e.to_string())?;
+    let events = summary.events;
     drop(reader);
     // 3. What was written must verify before anything is removed.
     match verify_archive(out, None)? {

@@ -1,4 +1,5 @@
-//! `audit query | export | verify | history | state`: reading the trail offline.
+//! `audit query | export | verify | history | state | backup`: reading and keeping the trail
+//! offline.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -279,7 +280,13 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
             since,
             until,
             out,
+            account_id,
         } => {
+            if let Some(a) = &account_id
+                && !export::valid_account(a)
+            {
+                return Err(format!("--account-id {a:?} must be a 12-digit AWS account id"));
+            }
             let (since, until) = times(since, until)?;
             let f = Filter {
                 since,
@@ -288,7 +295,32 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
                 ..Filter::default()
             };
             let reader = open(&db, &fleet)?;
-            export_events(reader.as_ref(), &f, format, out.as_deref())
+            export_events(reader.as_ref(), &f, format, out.as_deref(), account_id.as_deref())
+        }
+        AuditCommand::Backup { db, out, force } => {
+            if crate::config::central::is_postgres_url(&db.to_string_lossy()) {
+                return Err(
+                    "audit backup copies a local SQLite database; back the central store up with PostgreSQL's own tools (pg_dump)".into(),
+                );
+            }
+            let copied = audit::sqlite::backup::backup(&db, &out, force).map_err(|e| e.to_string())?;
+            println!(
+                "backed up {} records (seq {} to {}) from {} to {}",
+                copied.records,
+                copied.first_seq,
+                copied.last_seq,
+                db.display(),
+                out.display()
+            );
+            let mut key = db.clone().into_os_string();
+            key.push(".hmac-key");
+            if std::path::Path::new(&key).exists() {
+                eprintln!(
+                    "note: the key file {} was not copied; keep it separately (see README, \"Keeping the log\")",
+                    std::path::Path::new(&key).display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -310,78 +342,46 @@ fn export_events(
     f: &Filter,
     format: ExportFormat,
     out: Option<&std::path::Path>,
+    account: Option<&str>,
 ) -> Result<ExitCode, String> {
-    use std::io::IsTerminal;
-    let progress = std::io::stderr().is_terminal();
-    let mut n: u64 = 0;
-    let tick = |n: u64| {
-        if progress && n.is_multiple_of(10_000) {
-            eprint!("\rexported {n} events");
-        }
-    };
-    let werr = |e: std::io::Error| crate::audit::AuditError::Read(format!("cannot write the export: {e}"));
     let to_dir = out.filter(|p| {
         format == ExportFormat::Cloudtrail && (p.is_dir() || p.as_os_str().to_string_lossy().ends_with('/'))
     });
-    let result = if let Some(dir) = to_dir {
-        let mut files = export::HourlyFiles::new(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        reader
-            .events(f, &mut |_, e| {
-                n += 1;
-                tick(n);
-                files.push(&export::cloudtrail_record(e)).map_err(werr)
-            })
-            .and_then(|_| files.finish().map_err(werr))
-            .map(|files| {
-                if progress {
-                    eprintln!();
+    if account.is_some() && to_dir.is_none() {
+        return Err("--account-id names hourly files: give it with --format cloudtrail --out DIR".into());
+    }
+    let to = match to_dir {
+        Some(dir) => export::Destination::Hourly { dir, account },
+        None => export::Destination::Stream {
+            format: match format {
+                ExportFormat::Cloudtrail => export::Format::CloudTrail,
+                ExportFormat::Jsonl => export::Format::Jsonl,
+                ExportFormat::Csv => export::Format::Csv,
+            },
+            out: match out {
+                Some(p) => {
+                    Box::new(std::fs::File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()))?)
                 }
-                eprintln!("exported {n} events to {} files under {}", files.len(), dir.display());
-            })
-    } else {
-        let sink: Box<dyn Write> = match out {
-            Some(p) => Box::new(std::fs::File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()))?),
-            None => Box::new(std::io::stdout().lock()),
-        };
-        let mut w = std::io::BufWriter::new(sink);
-        match format {
-            ExportFormat::Cloudtrail => {
-                let mut doc = export::RecordsWriter::new(w).map_err(|e| format!("cannot write the export: {e}"))?;
-                reader
-                    .events(f, &mut |_, e| {
-                        n += 1;
-                        tick(n);
-                        doc.push(&export::cloudtrail_record(e)).map_err(werr)
-                    })
-                    .and_then(|_| doc.finish().map(|_| ()).map_err(werr))
-            }
-            ExportFormat::Jsonl => reader
-                .events(f, &mut |_, e| {
-                    n += 1;
-                    tick(n);
-                    writeln!(w, "{e}").map_err(werr)
-                })
-                .and_then(|_| w.flush().map_err(werr)),
-            ExportFormat::Csv => writeln!(w, "{}", export::CSV_COLUMNS.join(","))
-                .map_err(werr)
-                .and_then(|_| {
-                    reader.events(f, &mut |_, e| {
-                        n += 1;
-                        tick(n);
-                        writeln!(w, "{}", export::csv_row(&e)).map_err(werr)
-                    })
-                })
-                .and_then(|_| w.flush().map_err(werr)),
-        }
-        .map(|_| {
-            if progress {
-                eprintln!("\rexported {n} events");
-            }
-        })
+                None => Box::new(std::io::stdout()),
+            },
+        },
     };
+    let mut progress = super::progress::Progress::stderr("exported");
+    let result = export::export(reader, f, to, &mut |n| progress.update(n));
     match result {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(e) if e.to_string().contains("Broken pipe") => Ok(ExitCode::SUCCESS),
+        Ok(summary) => {
+            progress.finish(summary.events);
+            if let Some(dir) = to_dir {
+                eprintln!(
+                    "exported {} events to {} files under {}",
+                    summary.events,
+                    summary.files.len(),
+                    dir.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.is_broken_pipe() => Ok(ExitCode::SUCCESS),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -11,6 +11,7 @@ pub mod archive;
 pub mod audit;
 pub mod policy_test;
 pub mod verify;
+pub mod progress;
 
 /// Exit code for a configuration error (EX_CONFIG-like, as SPEC §5 asks).
 pub const EXIT_CONFIG: u8 = 64;
@@ -199,6 +200,23 @@ pub enum AuditCommand {
         /// gzip files split per hour. Default: standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The 12-digit AWS account that names the hourly files of records that name none
+        /// (Slack's); default 000000000000. Only with `--format cloudtrail --out DIR`.
+        #[arg(long, value_name = "ACCOUNT")]
+        account_id: Option<String>,
+    },
+    /// Copy a live database consistently (SQLite's online backup), for `audit verify` and
+    /// safekeeping. The HMAC key file beside it is not copied.
+    Backup {
+        /// The audit database (a SQLite file; the proxy may be writing to it).
+        #[arg(long, default_value = "retention-audit.db")]
+        db: PathBuf,
+        /// The copy to create (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace `--out` when it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Every change and read of one resource, in order: actor, previous -> new, decision, outcome.
     History {

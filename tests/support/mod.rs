@@ -12,7 +12,8 @@
 //! - [`tls`]: test CAs, a TLS front for the fake vendor, tunnels;
 //! - [`checks`]: soft assertions that must be finished;
 //! - [`receivers`]: alert receivers (webhook, Splunk HEC, a real rsyslogd, a black hole);
-//! - [`postgres`]: a throw-away PostgreSQL cluster for the central audit store.
+//! - [`postgres`]: a throw-away PostgreSQL cluster for the central audit store;
+//! - [`seeded`]: audit databases of thousands of calls, written through the library.
 
 #![allow(dead_code)]
 
@@ -25,6 +26,7 @@ pub mod in_process;
 pub mod modes;
 pub mod postgres;
 pub mod receivers;
+pub mod seeded;
 pub mod sigv4;
 pub mod tls;
 pub mod trail;

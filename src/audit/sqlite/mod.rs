@@ -13,6 +13,7 @@ use rusqlite::{Connection, OpenFlags, params};
 use super::{AuditError, Backend, GENESIS, Linked};
 
 mod archive;
+pub mod backup;
 mod feed;
 mod outbox;
 mod read;

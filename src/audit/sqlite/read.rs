@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::open_read_only;
 use crate::audit::query::{Filter, StateRow, merge};
-use crate::audit::{AuditError, Reader, StoredRecord};
+use crate::audit::{AuditError, Reader, StoredEvent, StoredRecord};
 
 fn rd(e: rusqlite::Error) -> AuditError {
     AuditError::Read(e.to_string())
@@ -54,6 +54,36 @@ impl Reader for SqliteReader {
             visit(seq, merge(text(1)?, text(2)?, outcome))?;
         }
         Ok(())
+    }
+
+    fn stored_events(
+        &self,
+        f: &Filter,
+        visit: &mut dyn FnMut(StoredEvent<'_>) -> Result<(), AuditError>,
+    ) -> Result<bool, AuditError> {
+        let (sql, args) = select_as(f, Plan::Streamed);
+        let mut st = self.conn.prepare(&sql).map_err(rd)?;
+        let mut rows = st.query(params_from_iter(args)).map_err(rd)?;
+        while let Some(r) = rows.next().map_err(rd)? {
+            let text = |i: usize| -> Result<&str, AuditError> {
+                r.get_ref(i)
+                    .map_err(rd)?
+                    .as_str()
+                    .map_err(|e| AuditError::Read(format!("column {i}: {e}")))
+            };
+            let outcome = match r.get_ref(3).map_err(rd)? {
+                rusqlite::types::ValueRef::Null => None,
+                _ => Some(text(3)?),
+            };
+            visit(StoredEvent {
+                seq: r.get::<_, i64>(0).map_err(rd)? as u64,
+                event_time: text(4)?,
+                request: text(1)?,
+                hash: text(2)?,
+                outcome,
+            })?;
+        }
+        Ok(true)
     }
 
     fn state(&self) -> Result<Vec<StateRow>, AuditError> {
@@ -129,10 +159,42 @@ impl Reader for SqliteReader {
 
 /// The statement and arguments of a filtered query.
 fn select(f: &Filter) -> (String, Vec<Sql>) {
+    select_as(f, Plan::Planned)
+}
+
+/// How a statement reaches its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// As SQLite's planner picks from the filters: an index, and the rows sorted by `seq`
+    /// afterwards when the index is not in that order (a page of events).
+    Planned,
+    /// In `seq` order without sorting the rows (and their texts) afterwards: a scan of the
+    /// table when no filter narrows through an index, else the matching `seq`s first (from
+    /// the index), then their rows in order. For reading many events (an export), where
+    /// sorting them would copy every text into a temporary B-tree.
+    Streamed,
+}
+
+fn select_as(f: &Filter, plan: Plan) -> (String, Vec<Sql>) {
     let mut sql = String::from(
-        "SELECT r.seq, r.body, r.hash, (SELECT o.body FROM records o WHERE o.event_id = r.event_id AND o.kind = 'outcome' ORDER BY o.seq LIMIT 1)
-         FROM records r WHERE r.kind = 'request'",
+        "SELECT r.seq, r.body, r.hash, (SELECT o.body FROM records o WHERE o.event_id = r.event_id AND o.kind = 'outcome' ORDER BY o.seq LIMIT 1),
+         r.event_time FROM records r WHERE ",
     );
+    let narrowed = f.since.is_some()
+        || f.until.is_some()
+        || f.event_name.is_some()
+        || f.decision.is_some()
+        || f.event_id.is_some()
+        || f.actor.is_some()
+        || f.resource.is_some()
+        || f.access_key_id.is_some()
+        || f.user_name.is_some();
+    let plan = if f.by_time { Plan::Planned } else { plan };
+    sql.push_str(match (plan, narrowed) {
+        (Plan::Planned, _) => "r.kind = 'request'",
+        (Plan::Streamed, false) => "+r.kind = 'request'",
+        (Plan::Streamed, true) => "r.seq IN (SELECT r.seq FROM records r WHERE r.kind = 'request'",
+    });
     let mut args: Vec<Sql> = Vec::new();
     let mut cond = |clause: &str, v: Sql| {
         sql.push_str(clause);
@@ -220,6 +282,9 @@ fn select(f: &Filter) -> (String, Vec<Sql>) {
         args.push(Sql::Text(t.clone()));
         args.push(Sql::Integer((*seq).min(i64::MAX as u64) as i64));
     }
+    if plan == Plan::Streamed && narrowed {
+        sql.push(')');
+    }
     sql.push_str(match (f.by_time, f.newest_first) {
         (false, false) => " ORDER BY r.seq",
         (false, true) => " ORDER BY r.seq DESC",
@@ -304,6 +369,90 @@ mod tests {
                 plan.iter().any(|p| p.contains(index) && !p.starts_with("SCAN")),
                 "{f:?}: {plan:?}"
             );
+        }
+    }
+
+    /// Reading events as stored (the export) gives the rows a page of events gives, in the
+    /// same order, and never sorts them afterwards.
+    #[test]
+    fn stored_events_are_the_events_in_seq_order_without_a_sort() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        for i in 0..9 {
+            crate::audit::testing::call(&mut store, i, 30 + i);
+        }
+        let reader = SqliteReader::open(&path).unwrap();
+        let s = |v: &str| Some(v.to_string());
+        let filters = [
+            Filter::default(),
+            Filter {
+                since: s("2026-11-22T10:00:03.000Z"),
+                ..Filter::default()
+            },
+            Filter {
+                until: s("2026-11-22T10:00:05.000Z"),
+                newest_first: true,
+                ..Filter::default()
+            },
+            Filter {
+                event_name: s("admin.conversations.setCustomRetention"),
+                since: s("2026-11-22T10:00:02.000Z"),
+                limit: Some(3),
+                ..Filter::default()
+            },
+            Filter {
+                actor: s("key-4"),
+                ..Filter::default()
+            },
+            Filter {
+                resource: s("C0123"),
+                after_seq: Some(4),
+                ..Filter::default()
+            },
+            Filter {
+                event_id: s("id-7"),
+                ..Filter::default()
+            },
+            Filter {
+                decision: s("allow"),
+                limit: Some(2),
+                newest_first: true,
+                ..Filter::default()
+            },
+            Filter {
+                source: s("slack"),
+                before_seq: Some(9),
+                ..Filter::default()
+            },
+        ];
+        for f in filters {
+            let mut planned = Vec::new();
+            reader
+                .events(&f, &mut |seq, e| {
+                    planned.push((seq, e));
+                    Ok(())
+                })
+                .unwrap();
+            let mut streamed = Vec::new();
+            let offered = reader
+                .stored_events(&f, &mut |e| {
+                    streamed.push((e.seq, merge(e.request, e.hash, e.outcome)));
+                    assert_eq!(Some(e.event_time), streamed.last().unwrap().1["eventTime"].as_str());
+                    Ok(())
+                })
+                .unwrap();
+            assert!(offered);
+            assert!(!planned.is_empty(), "{f:?} selects nothing");
+            assert_eq!(streamed, planned, "{f:?}");
+            let (sql, args) = select_as(&f, Plan::Streamed);
+            let mut st = reader.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let plan: Vec<String> = st
+                .query_map(params_from_iter(args), |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{f:?}: {plan:?}");
         }
     }
 
