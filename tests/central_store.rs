@@ -10,7 +10,11 @@
 //! - `max_lag` in async mode: past it `/readyz` is 503 and, failing closed, changes are
 //!   refused (recorded as `audit_unavailable`) while reads and pass-through still flow;
 //!   failing open, changes go on; once PostgreSQL is back everything is shipped;
-//! - the database password shows in no log, no `check-config` output and no CLI error.
+//! - the database password shows in no log, no `check-config` output and no CLI error;
+//! - TLS to PostgreSQL (a cluster with `ssl = on` and a certificate from a test CA): with
+//!   `ca_file` naming that CA an instance ships and the server sees TLS sessions; with a
+//!   `ca_file` of another CA it refuses the certificate and never falls back to plaintext;
+//!   `sslmode=disable` against a server that accepts only TLS is refused, and said why.
 
 mod support;
 
@@ -28,7 +32,8 @@ use support::binary::{self, BinaryProxy, BinaryProxyOpts};
 use support::clients::slack_form;
 use support::fake_vendor::{self, FakeVendor, FakeVendorOpts, SimpleResponse};
 use support::fixtures::{PROXY_ACCESS_KEY_ID, PROXY_SECRET_ACCESS_KEY, SLACK_GET, SLACK_SET, SLACK_TOKEN};
-use support::postgres::{DATABASE, Postgres, ROLE, WRITER_ROLE};
+use support::postgres::{DATABASE, Postgres, ROLE, ServerTls, WRITER_ROLE};
+use support::tls::TestCa;
 use support::toml_str;
 use tokio::task::block_in_place;
 use tokio_postgres::Client;
@@ -858,4 +863,341 @@ async fn the_database_password_never_shows() {
         "the malformed URL's error shows the password: {err}"
     );
     assert!(err.contains("--db"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. TLS to PostgreSQL
+// ---------------------------------------------------------------------------------------------
+
+/// A cluster with `ssl = on` serving a leaf for `127.0.0.1` and `localhost` issued by `ca`;
+/// with `hostssl_only`, the server refuses TCP connections without TLS.
+fn start_tls_cluster(ca: &TestCa, hostssl_only: bool) -> Postgres {
+    let (cert_pem, key_pem) = ca.leaf_pem(&["127.0.0.1", "localhost"]);
+    block_in_place(|| {
+        Postgres::start_tls(ServerTls {
+            cert_pem,
+            key_pem,
+            ca_pem: ca.cert_pem.clone(),
+            hostssl_only,
+        })
+    })
+}
+
+/// `url` with `?sslmode=MODE`.
+fn with_sslmode(url: &str, mode: &str) -> String {
+    assert!(!url.contains('?'), "{url} already has parameters");
+    format!("{url}?sslmode={mode}")
+}
+
+/// `[audit.central]` lines naming `ca` (written to `path`) as `ca_file`.
+fn ca_file_line(path: &Path, ca: &TestCa) -> String {
+    std::fs::write(path, &ca.cert_pem).expect("write the CA file");
+    format!("ca_file = {}", toml_str(&path.display().to_string()))
+}
+
+/// `(ssl, version)` of every session the proxies hold open (`application_name` is
+/// `retention-proxy`), as the server sees them.
+async fn proxy_sessions(db: &Client) -> Vec<(bool, Option<String>)> {
+    db.query(
+        "SELECT ssl, version FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE application_name = 'retention-proxy'",
+        &[],
+    )
+    .await
+    .expect("read pg_stat_ssl")
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// `count(*)` of `audit_records`.
+async fn central_total(db: &Client) -> i64 {
+    db.query_one("SELECT count(*)::bigint FROM audit_records", &[])
+        .await
+        .expect("count audit_records")
+        .get(0)
+}
+
+/// A server that accepts only TLS, its certificate issued by a test CA: instances whose
+/// `ca_file` is that CA ship with `sslmode=require` (async) and with `sslmode=prefer` (sync:
+/// every change committed in PostgreSQL before it is forwarded), and the server sees each of
+/// their sessions as TLS. The CLI has no way to name a CA (`--db` takes only a URI, whose
+/// TLS roots are the public ones): against this store it fails in one sentence saying the
+/// certificate's issuer is unknown, without the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_its_ca_file_an_instance_ships_over_tls() {
+    let ca = TestCa::new("retention-proxy central store test CA");
+    let pg = start_tls_cluster(&ca, true);
+    let fake = vendor().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_line = ca_file_line(&dir.path().join("central-ca.pem"), &ca);
+    let password = pg.password().to_string();
+
+    let req = Instance::start(
+        &fake,
+        "req",
+        "closed",
+        &central_toml(&with_sslmode(&pg.url(), "require"), "async", &ca_line),
+    )
+    .await;
+    let pref = Instance::start(
+        &fake,
+        "pref",
+        "closed",
+        &central_toml(&with_sslmode(&pg.url(), "prefer"), "sync", &ca_line),
+    )
+    .await;
+    for inst in [&req, &pref] {
+        let (status, body) = readyz_becomes(&inst.proxy, 200).await;
+        assert_eq!(
+            status,
+            200,
+            "/readyz of {} over TLS: {body}\n{}",
+            inst.name,
+            inst.proxy.log_text()
+        );
+    }
+    let sets = received(&fake, SLACK_SET);
+    for inst in [&req, &pref] {
+        for i in 0..2u32 {
+            assert_slack_ok(
+                &set_retention(inst.addr(), &format!("CTLS{}{i}", inst.name), 40 + i).await,
+                "a change through an instance shipping over TLS",
+            );
+        }
+    }
+    assert_eq!(received(&fake, SLACK_SET), sets + 4, "every change was forwarded");
+
+    let db = pg.superuser_client().await;
+    let local = wait_shipped(&db, &[&req, &pref]).await;
+    assert_eq!(
+        local,
+        BTreeMap::from([("pref".to_string(), 4), ("req".to_string(), 4)]),
+        "two changes, a request and an outcome record each, per instance"
+    );
+    // The central events are each instance's local events.
+    for inst in [&req, &pref] {
+        let central: BTreeSet<String> = db
+            .query(
+                "SELECT DISTINCT event_id FROM audit_records WHERE instance = $1",
+                &[&inst.name],
+            )
+            .await
+            .expect("read the central event ids")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(
+            central,
+            event_ids(&inst.db().display().to_string(), &[]),
+            "instance {}: the central events are its local events",
+            inst.name
+        );
+    }
+
+    // The server saw the proxies' sessions, every one of them over TLS (the superuser's own
+    // session, also TLS, is not named retention-proxy). The shippers keep their sessions
+    // open; wait until both are seen.
+    let deadline = Instant::now() + SHIPPED;
+    let sessions = loop {
+        let sessions = proxy_sessions(&db).await;
+        if sessions.len() >= 2 || Instant::now() >= deadline {
+            break sessions;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        sessions.len() >= 2,
+        "the server sees fewer than two sessions of the two instances: {sessions:?}"
+    );
+    for (ssl, version) in &sessions {
+        assert!(
+            *ssl && version.as_deref().is_some_and(|v| v.starts_with("TLSv1.")),
+            "a proxy session without TLS: {sessions:?}"
+        );
+    }
+    for inst in [&req, &pref] {
+        let log = inst.proxy.log_text();
+        assert!(
+            !log.contains("shipping to the central store failed") && !log.contains(&password),
+            "instance {}'s log:\n{log}",
+            inst.name
+        );
+    }
+
+    // The CLI: `--db` cannot name a CA, so the test CA is not trusted and the certificate is
+    // refused; the error is one sentence that names the database and the cause.
+    let shown = format!("{ROLE}@127.0.0.1:{}/{DATABASE}", pg.port());
+    for mode in ["require", "prefer"] {
+        let url = with_sslmode(&pg.url(), mode);
+        let o = cli(&["audit", "verify", "--db", &url]).await;
+        let what = format!("audit verify --db …?sslmode={mode} with a private CA");
+        binary::assert_one_line_error(&o, &what);
+        let err = binary::stderr(&o);
+        assert!(
+            err.contains(&shown) && err.contains("invalid peer certificate") && err.contains("UnknownIssuer"),
+            "{what} does not say the certificate's issuer is unknown, where: {err}"
+        );
+        assert!(!err.contains(&password), "{what} shows the password: {err}");
+        assert!(binary::stdout(&o).is_empty(), "{what} printed: {}", binary::stdout(&o));
+    }
+}
+
+/// `sslmode=require` with a `ca_file` holding another CA, against a server that would also
+/// take plaintext: the certificate is refused (never a fallback to plaintext), the log says
+/// its issuer is unknown, `/readyz` answers 503 with the reason in both modes, a sync
+/// instance refuses changes in the vendor's shape, nothing reaches the central tables, no
+/// session of the proxies exists on the server, and the password is in no log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_certificate_from_another_ca_is_refused_and_the_log_says_why() {
+    let ca = TestCa::new("retention-proxy central store test CA");
+    let other = TestCa::new("some other CA");
+    let pg = start_tls_cluster(&ca, false);
+    // The tables exist, so that "nothing inserted" is a count.
+    block_in_place(|| pg.psql(SCHEMA));
+    let fake = vendor().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_line = ca_file_line(&dir.path().join("other-ca.pem"), &other);
+    let password = pg.password().to_string();
+    let url = with_sslmode(&pg.url(), "require");
+    let shown = format!("{ROLE}@127.0.0.1:{}/{DATABASE}", pg.port());
+
+    let sync = Instance::start(&fake, "sync", "closed", &central_toml(&url, "sync", &ca_line)).await;
+    let lagging = Instance::start(
+        &fake,
+        "async",
+        "closed",
+        &central_toml(&url, "async", &format!("{ca_line}\nmax_lag = \"1s\"")),
+    )
+    .await;
+
+    for inst in [&sync, &lagging] {
+        let line = log_line(
+            &inst.proxy,
+            &["shipping to the central store failed", "invalid peer certificate"],
+        )
+        .await;
+        assert!(
+            line.contains("UnknownIssuer") && line.contains(&shown),
+            "instance {}: the failure does not say the issuer is unknown, naming the database: {line}",
+            inst.name
+        );
+    }
+
+    // Sync: not ready, and a change is refused before it reaches the vendor.
+    let (status, body) = readyz_becomes(&sync.proxy, 503).await;
+    assert_eq!(status, 503, "/readyz of the sync instance: {body}");
+    assert!(
+        body.contains("the central store is unreachable") && body.contains("UnknownIssuer"),
+        "/readyz of the sync instance does not say why: {body}"
+    );
+    let sets = received(&fake, SLACK_SET);
+    assert_slack_unavailable(
+        &set_retention(sync.addr(), "CUNTRUSTED", 30).await,
+        "a sync change while the certificate is refused",
+    );
+    assert_eq!(received(&fake, SLACK_SET), sets, "a refused change was forwarded");
+
+    // Async: the change is committed locally and forwarded; past max_lag, not ready.
+    assert_slack_ok(
+        &set_retention(lagging.addr(), "CLAGGING", 31).await,
+        "an async change within max_lag",
+    );
+    assert_eq!(received(&fake, SLACK_SET), sets + 1, "the async change was forwarded");
+    let (status, body) = readyz_becomes(&lagging.proxy, 503).await;
+    assert_eq!(status, 503, "/readyz of the async instance: {body}");
+    assert!(
+        body.contains("(max_lag 1s)") && body.contains("UnknownIssuer"),
+        "/readyz of the async instance does not say why: {body}"
+    );
+
+    // Nothing reached PostgreSQL: no row, and no session of the proxies at all.
+    let db = pg.superuser_client().await;
+    assert!(
+        local_records(lagging.db()).await >= 2,
+        "the async instance recorded its change"
+    );
+    assert!(
+        local_records(sync.db()).await >= 1,
+        "the sync instance recorded its refusal"
+    );
+    assert_eq!(central_total(&db).await, 0, "rows reached the central store");
+    assert_eq!(
+        proxy_sessions(&db).await,
+        [],
+        "a proxy holds a session although the certificate was refused"
+    );
+    for inst in [&sync, &lagging] {
+        let log = inst.proxy.log_text();
+        assert!(
+            !log.contains(&password),
+            "instance {}'s log shows the password:\n{log}",
+            inst.name
+        );
+    }
+}
+
+/// `sslmode=disable` against a server whose `pg_hba.conf` has only `hostssl` lines: the
+/// server refuses the plaintext connection and the instance's log, `/readyz` and the CLI say
+/// so in the server's words (`no pg_hba.conf entry … no encryption`); nothing is shipped and
+/// the password is in no log and no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plaintext_connection_to_a_tls_only_server_is_refused_and_said_why() {
+    let ca = TestCa::new("retention-proxy central store test CA");
+    let pg = start_tls_cluster(&ca, true);
+    block_in_place(|| pg.psql(SCHEMA));
+    let fake = vendor().await;
+    let password = pg.password().to_string();
+    let url = with_sslmode(&pg.url(), "disable");
+    let shown = format!("{ROLE}@127.0.0.1:{}/{DATABASE}", pg.port());
+    let refusal =
+        format!("no pg_hba.conf entry for host \"127.0.0.1\", user \"{ROLE}\", database \"{DATABASE}\", no encryption");
+
+    let plain = Instance::start(
+        &fake,
+        "plain",
+        "closed",
+        &central_toml(&url, "async", "max_lag = \"1s\""),
+    )
+    .await;
+    let line = log_line(&plain.proxy, &["shipping to the central store failed", &refusal]).await;
+    assert!(line.contains(&shown), "the failure does not name the database: {line}");
+
+    assert_slack_ok(
+        &set_retention(plain.addr(), "CPLAIN", 30).await,
+        "an async change within max_lag",
+    );
+    let (status, body) = readyz_becomes(&plain.proxy, 503).await;
+    assert_eq!(status, 503, "/readyz: {body}");
+    assert!(
+        body.contains("(max_lag 1s)") && body.contains(&refusal),
+        "/readyz does not say why: {body}"
+    );
+    let sets = received(&fake, SLACK_SET);
+    assert_slack_unavailable(
+        &set_retention(plain.addr(), "CPLAIN2", 31).await,
+        "a change past max_lag, failing closed",
+    );
+    assert_eq!(received(&fake, SLACK_SET), sets, "a refused change was forwarded");
+
+    // The server refused it, in its own log too.
+    let server_log = pg.log_text();
+    assert!(
+        server_log.contains(&refusal),
+        "the server log does not show the refusal:\n{server_log}"
+    );
+    let db = pg.superuser_client().await;
+    assert_eq!(central_total(&db).await, 0, "rows reached the central store");
+    let log = plain.proxy.log_text();
+    assert!(!log.contains(&password), "the log shows the password:\n{log}");
+
+    // The CLI says the same, in one sentence.
+    let o = cli(&["audit", "verify", "--db", &url]).await;
+    binary::assert_one_line_error(&o, "audit verify --db …?sslmode=disable");
+    let err = binary::stderr(&o);
+    assert!(
+        err.contains(&refusal) && err.contains(&shown),
+        "audit verify --db …?sslmode=disable does not say why, where: {err}"
+    );
+    assert!(!err.contains(&password), "the CLI error shows the password: {err}");
 }

@@ -11,6 +11,10 @@
 //! - Settings are PostgreSQL's defaults (durability included: `fsync` and
 //!   `synchronous_commit` stay on) except `listen_addresses`, `port`,
 //!   `unix_socket_directories` (inside the temporary directory) and `max_connections`.
+//! - [`Postgres::start_tls`] also turns on `ssl` with a given certificate and key (files of
+//!   the server's user, mode 0600, named by `ssl_cert_file` / `ssl_key_file`) and, when asked,
+//!   allows TCP connections only over TLS (`hostssl` lines and no `host` line in
+//!   `pg_hba.conf`), so that the server itself refuses a plaintext connection.
 //! - Readiness is polled with `pg_isready` against a deadline; nothing sleeps a fixed time.
 //! - [`Postgres::stop`], [`Postgres::start_again`] (same data directory, same port) and
 //!   [`Postgres::kill9`] make outages and crashes; dropping a [`Postgres`] stops the server
@@ -18,15 +22,19 @@
 //!
 //! Starting, stopping and `psql` block the calling thread (they wait for PostgreSQL's own
 //! tools); from an async test call them inside `tokio::task::block_in_place` on a
-//! multi-threaded runtime. [`Postgres::client`] is async (tokio-postgres, no TLS on loopback).
+//! multi-threaded runtime. [`Postgres::client`] is async (tokio-postgres: no TLS on loopback,
+//! or `sslmode=require` trusting the cluster's CA when it was started with TLS).
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls};
 
 /// The system user the server runs as when the tests run as root.
@@ -190,6 +198,44 @@ pub async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
     Ok(client)
 }
 
+/// Connects to `url` over TLS whatever its `sslmode` says (`require`), trusting exactly the
+/// PEM certificates in `ca_pem`, and drives the connection on the current runtime.
+pub async fn connect_tls(url: &str, ca_pem: &str) -> Result<Client, tokio_postgres::Error> {
+    let mut config: tokio_postgres::Config = url.parse()?;
+    config.ssl_mode(SslMode::Require);
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(c.expect("a PEM certificate in the CA"))
+            .expect("a usable trust anchor");
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let (client, connection) = config
+        .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+        .await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// TLS for a test cluster ([`Postgres::start_tls`]).
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The server's certificate chain (leaf first), PEM.
+    pub cert_pem: String,
+    /// The server's private key, PEM.
+    pub key_pem: String,
+    /// The CA that issued the certificate, PEM: what the test's own clients trust.
+    pub ca_pem: String,
+    /// Whether TCP connections must use TLS (`hostssl` only in `pg_hba.conf`).
+    pub hostssl_only: bool,
+}
+
 /// A PostgreSQL cluster of its own. Dropping it stops the server and removes every file.
 pub struct Postgres {
     bindir: PathBuf,
@@ -203,12 +249,25 @@ pub struct Postgres {
     writer_password: Option<String>,
     /// Whether the server is (believed to be) running.
     running: bool,
+    /// TLS, when the cluster was started with it.
+    tls: Option<ServerTls>,
 }
 
 impl Postgres {
     /// A new cluster, started and ready, with role [`ROLE`] owning database [`DATABASE`].
     /// Panics with the reason and the end of the server log if anything fails.
     pub fn start() -> Postgres {
+        Postgres::start_with(None)
+    }
+
+    /// [`Postgres::start`] with `ssl = on`, serving `tls`'s certificate; with
+    /// `tls.hostssl_only`, a TCP connection without TLS is refused by the server
+    /// (`no pg_hba.conf entry … no encryption`).
+    pub fn start_tls(tls: ServerTls) -> Postgres {
+        Postgres::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<ServerTls>) -> Postgres {
         let bindir = bindir();
         let user = rustix::process::geteuid().is_root().then(server_user);
         let dir = tempfile::Builder::new()
@@ -224,6 +283,7 @@ impl Postgres {
             password: random_password(),
             writer_password: None,
             running: false,
+            tls,
         };
         pg.init();
         // A port found free may be taken before the server binds it: try a few.
@@ -321,18 +381,30 @@ impl Postgres {
     }
 
     /// A client connected as [`ROLE`] to [`DATABASE`] (its connection runs on the current
-    /// tokio runtime). Panics if it cannot connect.
+    /// tokio runtime; over TLS when the cluster has it). Panics if it cannot connect.
     pub async fn client(&self) -> Client {
-        connect(&self.url())
+        self.connect_as(&self.url())
             .await
             .unwrap_or_else(|e| panic!("connect to {}: {e}\n{}", self.url_without_password(), self.log_tail(20)))
     }
 
-    /// A client connected as the superuser to [`DATABASE`].
+    /// A client connected as the superuser to [`DATABASE`] (over TLS when the cluster has it).
     pub async fn superuser_client(&self) -> Client {
-        connect(&self.superuser_url())
+        self.connect_as(&self.superuser_url())
             .await
             .unwrap_or_else(|e| panic!("connect as {SUPERUSER}: {e}\n{}", self.log_tail(20)))
+    }
+
+    async fn connect_as(&self, url: &str) -> Result<Client, tokio_postgres::Error> {
+        match &self.tls {
+            Some(tls) => connect_tls(url, &tls.ca_pem).await,
+            None => connect(url).await,
+        }
+    }
+
+    /// The CA (PEM) that issued the server's certificate, when the cluster has TLS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.ca_pem.as_str())
     }
 
     /// Runs `sql` with `psql` as the superuser on [`DATABASE`] (stopping at the first error):
@@ -540,6 +612,9 @@ impl Postgres {
         if !o.status.success() {
             self.fail(&format!("initdb failed ({}): {}", o.status, output_text(&o)));
         }
+        if let Some(tls) = self.tls.clone() {
+            self.install_tls(&tls);
+        }
         // The settings this module owns live in a file of their own, included once.
         let conf = self.data_dir().join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf).expect("read postgresql.conf");
@@ -547,17 +622,52 @@ impl Postgres {
         std::fs::write(&conf, text).expect("write postgresql.conf");
     }
 
+    /// The server's certificate and key files (in the cluster directory).
+    fn tls_files(&self) -> (PathBuf, PathBuf) {
+        (self.dir.path().join("server.crt"), self.dir.path().join("server.key"))
+    }
+
+    /// Writes the certificate and key (the server's user's, mode 0600: PostgreSQL refuses a
+    /// key others may read) and, for `hostssl_only`, a `pg_hba.conf` whose only TCP lines are
+    /// `hostssl`.
+    fn install_tls(&self, tls: &ServerTls) {
+        let (cert, key) = self.tls_files();
+        for (path, pem) in [(&cert, &tls.cert_pem), (&key, &tls.key_pem)] {
+            std::fs::write(path, pem).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+            self.give(path);
+        }
+        if tls.hostssl_only {
+            let hba = self.data_dir().join("pg_hba.conf");
+            std::fs::write(
+                &hba,
+                "# Test cluster: TCP only over TLS\n\
+                 local   all all                scram-sha-256\n\
+                 hostssl all all 127.0.0.1/32   scram-sha-256\n",
+            )
+            .expect("write pg_hba.conf");
+            self.give(&hba);
+        }
+    }
+
     fn write_settings(&self) {
         let path = self.data_dir().join("retention-test.conf");
-        let socket = self.socket_dir().display().to_string().replace('\'', "''");
-        std::fs::write(
-            &path,
-            format!(
-                "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{socket}'\nmax_connections = 100\n",
-                self.port
-            ),
-        )
-        .expect("write the cluster settings");
+        let quote = |p: &Path| p.display().to_string().replace('\'', "''");
+        let mut text = format!(
+            "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\nmax_connections = 100\n",
+            self.port,
+            quote(&self.socket_dir())
+        );
+        if self.tls.is_some() {
+            let (cert, key) = self.tls_files();
+            text.push_str(&format!(
+                "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+                quote(&cert),
+                quote(&key)
+            ));
+        }
+        std::fs::write(&path, text).expect("write the cluster settings");
         self.give(&path);
     }
 

@@ -65,6 +65,19 @@ impl TestCa {
 
     /// A server leaf for `names` (DNS names or IP literals) and its key.
     pub fn leaf(&self, names: &[&str]) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let (cert, key) = self.signed_leaf(names);
+        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        (vec![cert.der().clone(), self.cert_der.clone()], key_der)
+    }
+
+    /// The same as PEM, for servers that read files: the leaf then this CA's certificate, and
+    /// the leaf's PKCS#8 key.
+    pub fn leaf_pem(&self, names: &[&str]) -> (String, String) {
+        let (cert, key) = self.signed_leaf(names);
+        (format!("{}{}", cert.pem(), self.cert_pem), key.serialize_pem())
+    }
+
+    fn signed_leaf(&self, names: &[&str]) -> (rcgen::Certificate, KeyPair) {
         let key = KeyPair::generate().expect("generate a leaf key");
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let mut params = CertificateParams::new(names.clone()).expect("leaf parameters");
@@ -76,8 +89,7 @@ impl TestCa {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key, &self.issuer).expect("sign the leaf");
-        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        (vec![cert.der().clone(), self.cert_der.clone()], key_der)
+        (cert, key)
     }
 
     /// A TLS server configuration presenting a leaf for `names` (HTTP/1.1 only).
