@@ -10,8 +10,8 @@ use crate::config::Config;
 pub mod archive;
 pub mod audit;
 pub mod policy_test;
-pub mod verify;
 pub mod progress;
+pub mod verify;
 
 /// Exit code for a configuration error (EX_CONFIG-like, as SPEC §5 asks).
 pub const EXIT_CONFIG: u8 = 64;
