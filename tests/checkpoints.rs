@@ -957,3 +957,140 @@ async fn audit_pubkey_reads_the_key_beside_the_database_or_the_configured_one() 
     let o = binary::run(&["audit", "pubkey", "--db", &s(&proxy.db)]);
     binary::assert_one_line_error(&o, "audit pubkey --db when the key is configured elsewhere");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 7. Archive
+// ---------------------------------------------------------------------------------------------
+
+/// The CloudTrail records in every gzip file under `dir`.
+fn cloudtrail_records(dir: &Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(".json.gz") {
+                let mut text = String::new();
+                std::io::Read::read_to_string(
+                    &mut flate2::read::GzDecoder::new(std::fs::File::open(&p).unwrap()),
+                    &mut text,
+                )
+                .unwrap();
+                let v: Value = serde_json::from_str(&text).unwrap();
+                out.extend(v["Records"].as_array().unwrap().iter().cloned());
+            }
+        }
+    }
+    out
+}
+
+/// `audit archive` moves everything before the newest checkpoint out; the log left verifies
+/// (it starts at that signed checkpoint), the archive verifies against its checkpoints, and a
+/// changed archived record does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archived_log_and_its_archive_both_verify_and_a_changed_archive_does_not() {
+    let r = ran().await;
+    let pubkey = s(&r.pubkey);
+    let events_before = binary::query_json(&r.db, &[]).len();
+    assert_eq!(events_before, CALLS as usize);
+    let out = r.dir.path().join("archive");
+    let o = binary::run(&[
+        "audit",
+        "archive",
+        "--db",
+        &s(&r.db),
+        "--before",
+        "2099-01-01T00:00:00Z",
+        "--out",
+        &s(&out),
+    ]);
+    assert!(
+        o.status.success(),
+        "archive: {}{}",
+        binary::stdout(&o),
+        binary::stderr(&o)
+    );
+    let (newest_first, newest_last, newest_seq) = EXPECTED[EXPECTED.len() - 1];
+    assert!(
+        binary::stdout(&o).contains(&format!(
+            "the log now starts at checkpoint {newest_first}–{newest_last}"
+        )),
+        "{}",
+        binary::stdout(&o)
+    );
+    // The log left: from the newest checkpoint's record on.
+    let left = rows(&r.db);
+    assert_eq!(left.first().map(|r| r.seq), Some(newest_seq));
+    assert_eq!(left.last().map(|r| r.seq), Some(LAST_SEQ));
+    assert_intact(&r.db, &["--pubkey", &pubkey], LAST_SEQ - newest_seq + 1);
+    assert_intact(
+        &r.db,
+        &["--pubkey", &pubkey, "--checkpoints", &s(&r.cps)],
+        LAST_SEQ - newest_seq + 1,
+    );
+    // Every event is in the archive's CloudTrail files or still in the log, once.
+    let archived = cloudtrail_records(&out.join("cloudtrail"));
+    let remaining = binary::query_json(&r.db, &[]);
+    assert_eq!(
+        archived.len() + remaining.len(),
+        events_before,
+        "{archived:?} {remaining:?}"
+    );
+    let o = binary::run(&["audit", "verify", "--archive", &s(&out), "--pubkey", &pubkey]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", binary::stdout(&o), binary::stderr(&o));
+    assert_eq!(
+        binary::stdout(&o).trim(),
+        format!(
+            "archive intact: {} records verified against their checkpoints, signatures verified",
+            newest_seq - 1
+        )
+    );
+    // Archiving again finds nothing older.
+    let o = binary::run(&[
+        "audit",
+        "archive",
+        "--db",
+        &s(&r.db),
+        "--before",
+        "2099-01-01T00:00:00Z",
+        "--out",
+        &s(&out),
+    ]);
+    assert!(o.status.success());
+    assert!(
+        binary::stdout(&o).starts_with("nothing to archive"),
+        "{}",
+        binary::stdout(&o)
+    );
+    // One archived record changed: the archive no longer verifies.
+    let chain = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".jsonl.gz"))
+        .expect("the archived chain file");
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(&chain).unwrap()),
+        &mut text,
+    )
+    .unwrap();
+    let changed = text.replacen("\"duration_days\":30", "\"duration_days\":3650", 1);
+    let changed = if changed == text {
+        text.replacen("\"new\":30", "\"new\":3650", 1)
+    } else {
+        changed
+    };
+    assert_ne!(changed, text, "the archive holds the first call's value");
+    let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&chain).unwrap(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, changed.as_bytes()).unwrap();
+    gz.finish().unwrap();
+    let o = binary::run(&["audit", "verify", "--archive", &s(&out), "--pubkey", &pubkey]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", binary::stdout(&o), binary::stderr(&o));
+    assert!(
+        binary::stdout(&o).starts_with("archive broken at seq "),
+        "{}",
+        binary::stdout(&o)
+    );
+}

@@ -139,11 +139,14 @@ impl BinaryProxy {
                 .env("AWS_ACCESS_KEY_ID", PROXY_ACCESS_KEY_ID)
                 .env("AWS_SECRET_ACCESS_KEY", PROXY_SECRET_ACCESS_KEY)
                 .env("RUST_LOG", "info")
-                // Tests talk to loopback only: no instance-metadata lookups for a region.
-                .env("AWS_EC2_METADATA_DISABLED", "true")
                 .env_remove("AWS_SESSION_TOKEN")
                 .env_remove("AWS_PROFILE")
                 .env_remove("RETENTION_PROXY_CONFIG");
+            // Tests talk to loopback only: no instance-metadata lookups for a region, unless
+            // the test points the metadata client somewhere itself.
+            if !opts.env.iter().any(|(k, _)| k.starts_with("AWS_EC2_METADATA")) {
+                cmd.env("AWS_EC2_METADATA_DISABLED", "true");
+            }
             for k in &opts.env_remove {
                 cmd.env_remove(k);
             }
