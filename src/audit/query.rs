@@ -157,22 +157,7 @@ pub struct StateRow {
     pub event_id: String,
 }
 
-/// The result of walking the chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verification {
-    /// Every link verified.
-    Intact {
-        /// Records checked.
-        records: u64,
-    },
-    /// The first record that does not verify.
-    Broken {
-        /// Its `seq`.
-        seq: u64,
-        /// What is wrong.
-        reason: String,
-    },
-}
+pub use super::verify::Verification;
 
 /// Walks every record in order and checks seq continuity, `prevHash` links, hashes, that the
 /// filter columns agree with the hashed body, and every checkpoint's segment ([`verify`]).

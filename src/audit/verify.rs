@@ -15,8 +15,24 @@ use std::sync::mpsc;
 use serde_json::Value;
 
 use super::checkpoint::{self, Checkpoint, PublicKey};
-use super::query::Verification;
 use super::{AuditError, GENESIS, StoredRecord, canonical};
+
+/// The result of walking the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// Every link verified.
+    Intact {
+        /// Records checked.
+        records: u64,
+    },
+    /// The first record that does not verify.
+    Broken {
+        /// Its `seq`.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
 
 /// What to check besides the links.
 #[derive(Default)]

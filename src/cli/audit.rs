@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use super::{AuditCommand, ExportFormat, FleetArgs, Format};
+use super::{AuditCommand, ExportFormat, Format};
 use crate::audit::query::{self, Filter};
 use crate::audit::{self, AuditError, Reader, export};
 
@@ -160,26 +160,6 @@ fn looks_like_slack_token(s: &str) -> bool {
     (s.len() > 5 && s.starts_with("xox") && s.as_bytes().get(4) == Some(&b'-')) || s.starts_with("xapp-")
 }
 
-/// Opens `--db`: a SQLite file, or the central store for a postgres:// URL.
-pub(super) fn open(db: &std::path::Path, fleet: &FleetArgs) -> Result<Box<dyn Reader>, String> {
-    let text = db.to_string_lossy();
-    if crate::config::central::is_postgres_url(&text) {
-        let mut central = crate::config::Central::connect_to(&text, fleet.password_file.as_deref())
-            .map_err(|e| format!("--db {e}"))?;
-        central.ca_file.clone_from(&fleet.ca_file);
-        let reader =
-            audit::postgres::PostgresReader::open(&central, fleet.instance.clone()).map_err(|e| e.to_string())?;
-        return Ok(Box::new(reader));
-    }
-    if fleet.password_file.is_some() {
-        return Err("--password-file is for a postgres:// --db".into());
-    }
-    if fleet.ca_file.is_some() && std::env::var_os("PGSSLROOTCERT").is_none() {
-        return Err("--ca-file is for a postgres:// --db".into());
-    }
-    audit::open_reader(&audit::Store::Local(db.to_path_buf())).map_err(|e| e.to_string())
-}
-
 /// Runs an `audit` command; an error is one sentence.
 pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
     match cmd {
@@ -230,7 +210,7 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
                 instance: fleet.instance.clone(),
                 ..Filter::default()
             };
-            let reader = open(&db, &fleet)?;
+            let reader = super::store::open(&db, &fleet)?;
             print_events(format, &export::CSV_COLUMNS, None, |visit| {
                 reader.events(&f, &mut |_, e| visit(e))
             })
@@ -241,7 +221,7 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
             resource,
             format,
         } => {
-            let reader = open(&db, &fleet)?;
+            let reader = super::store::open(&db, &fleet)?;
             let empty = format!("no events for resource {resource:?}");
             let f = Filter {
                 resource: Some(resource.clone()),
@@ -260,7 +240,7 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
             })
         }
         AuditCommand::State { db, fleet, format } => {
-            let reader = open(&db, &fleet)?;
+            let reader = super::store::open(&db, &fleet)?;
             let rows = reader.state().map_err(|e| e.to_string())?;
             let columns = ["resource", "target", "value", "seenAt", "eventID"];
             let empty = "no retention values seen yet".to_string();
@@ -294,7 +274,7 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
                 instance: fleet.instance.clone(),
                 ..Filter::default()
             };
-            let reader = open(&db, &fleet)?;
+            let reader = super::store::open(&db, &fleet)?;
             export_events(reader.as_ref(), &f, format, out.as_deref(), account_id.as_deref())
         }
         AuditCommand::Backup { db, out, force } => {

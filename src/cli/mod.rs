@@ -11,6 +11,7 @@ pub mod archive;
 pub mod audit;
 pub mod policy_test;
 pub mod progress;
+pub mod store;
 pub mod verify;
 
 /// Exit code for a configuration error (EX_CONFIG-like, as SPEC §5 asks).

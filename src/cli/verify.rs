@@ -50,7 +50,7 @@ pub fn run(
         .as_deref()
         .map(|d| checkpoint::read_dir(d).map_err(|e| format!("--checkpoints {e}")))
         .transpose()?;
-    let reader = super::audit::open(&db, &fleet)?;
+    let reader = super::store::open(&db, &fleet)?;
     let for_instance = |instance: Option<&str>| -> Vec<(String, Checkpoint)> {
         let all = external.as_deref().unwrap_or(&[]);
         match instance {
