@@ -9,12 +9,12 @@
 # The targets alternate within each repetition; medians are compared. The aim: sinks within 3 %.
 # Knobs: CONNS (default 64), DURATION (s, default 10), REPS (default 5), WRK_THREADS (default 1),
 #        PROXY_CPU / LOAD_CPU (taskset pinning, default 1 / 0; PIN=0 disables),
-#        PROFILE (cargo profile of the binary, default release).
+#        PROFILE (cargo profile of the binary, default dist).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 CONNS="${CONNS:-64}" DURATION="${DURATION:-10}" REPS="${REPS:-5}" WRK_THREADS="${WRK_THREADS:-1}"
-PIN="${PIN:-1}" PROXY_CPU="${PROXY_CPU:-1}" LOAD_CPU="${LOAD_CPU:-0}" PROFILE="${PROFILE:-release}"
+PIN="${PIN:-1}" PROXY_CPU="${PROXY_CPU:-1}" LOAD_CPU="${LOAD_CPU:-0}" PROFILE="${PROFILE:-dist}"
 for tool in wrk nginx python3 curl; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is required (apt-get install -y wrk nginx python3 curl)" >&2; exit 2; }
 done

@@ -6,12 +6,12 @@
 # `gzip -1 -c` of it, and a filtered `audit query` (a day, an event name, --limit 100) in ms.
 #   bash bench/audit_scale.sh [EVENTS]
 #   PROFILE=ci REPS=3 bash bench/audit_scale.sh 200000
-# Environment: PROFILE (cargo profile, default release), REPS (runs per command, the median is
+# Environment: PROFILE (cargo profile, default dist), REPS (runs per command, the median is
 # reported; default 3).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 n="${1:-1000000}"
-PROFILE="${PROFILE:-release}" REPS="${REPS:-3}"
+PROFILE="${PROFILE:-dist}" REPS="${REPS:-3}"
 command -v /usr/bin/time >/dev/null || { echo "bench: /usr/bin/time is required (apt-get install -y time)" >&2; exit 2; }
 run="$(mktemp -d)"
 trap 'rm -rf "$run"' EXIT
@@ -42,7 +42,7 @@ measure() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 
 echo "profile $PROFILE, $(nproc) cores, median of $REPS runs"
-REPS=1 measure "seed $n events ($((2 * n)) records)" "$root/target/$PROFILE/examples/seed_audit" "$db" "$n"
+REPS=1 measure "seed $n events ($((2 * n)) records, a signed checkpoint every 10,000)" "$root/target/$PROFILE/examples/seed_audit" "$db" "$n"
 printf 'database: %s MiB\n' "$(du -m "$db" | cut -f1)"
 cat "$db" >/dev/null # the page cache holds it for every command alike
 
@@ -54,7 +54,8 @@ measure "audit query: one actor, --limit 100" "$bin" audit query --db "$db" --ac
 measure "audit history --resource res-42" "$bin" audit history --db "$db" --resource res-42 --format jsonl
 
 measure "sha256sum (the database file)" sha256sum "$db"; sha=$secs
-measure "audit verify" "$bin" audit verify --db "$db"; verify=$secs
+"$bin" audit pubkey --db "$db" > "$run/pubkey.pem"
+measure "audit verify --pubkey (links, content, checkpoints, signatures)" "$bin" audit verify --db "$db" --pubkey "$run/pubkey.pem"; verify=$secs
 measure "gzip -1 -c (the database file)" gzip -1 -c "$db"; gz=$secs
 measure "audit export --format cloudtrail (stdout)" "$bin" audit export --db "$db" --format cloudtrail; ct=$secs
 measure "audit export --format cloudtrail --out DIR (gzip per hour)" "$bin" audit export --db "$db" --format cloudtrail --out "$run/export/"; dir=$secs

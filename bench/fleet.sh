@@ -19,7 +19,7 @@
 # Knobs: DURATION (s, default 60), CONNS (wrk connections per instance, default 16),
 #        CHANNELS (distinct channel ids, default 1000), LAT_DURATION (s per sync/async latency
 #        run, default 5), LAT_REPS (alternated runs of each, default 3), PROFILE (cargo profile
-#        of the binary, default release), PIN (1: proxies and PostgreSQL on PROXY_CPU, wrk and
+#        of the binary, default dist), PIN (1: proxies and PostgreSQL on PROXY_CPU, wrk and
 #        nginx on LOAD_CPU; default 0, unpinned), BASE_PORT (first of 16 loopback ports, default
 #        18680), NICE (scheduling niceness of the whole run, e.g. -10 on a machine shared with
 #        builds; default unchanged).
@@ -27,7 +27,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 DURATION="${DURATION:-60}" CONNS="${CONNS:-16}" CHANNELS="${CHANNELS:-1000}"
-LAT_DURATION="${LAT_DURATION:-5}" LAT_REPS="${LAT_REPS:-3}" PROFILE="${PROFILE:-release}"
+LAT_DURATION="${LAT_DURATION:-5}" LAT_REPS="${LAT_REPS:-3}" PROFILE="${PROFILE:-dist}"
 PIN="${PIN:-0}" PROXY_CPU="${PROXY_CPU:-1}" LOAD_CPU="${LOAD_CPU:-0}" BASE_PORT="${BASE_PORT:-18680}"
 PG_USER_NAME=retention-pg NICE="${NICE:-}"
 

@@ -21,8 +21,8 @@
 #        PROXY_CPU / LOAD_CPU (taskset pinning, default 1 / 0; PIN=0 disables),
 #        BASELINE_BIN (a retention-proxy binary built from an earlier commit: adds its pass-through
 #        and audited targets, `base_pass` and `base_aud`, to the same run, for before/after ratios).
-#        PROFILE (cargo profile the proxy is built with, default release).
-BASELINE_BIN="${BASELINE_BIN:-}" PROFILE="${PROFILE:-release}"
+#        PROFILE (cargo profile the proxy is built with, default dist).
+BASELINE_BIN="${BASELINE_BIN:-}" PROFILE="${PROFILE:-dist}"
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
@@ -137,7 +137,7 @@ LUA
 (cd "$root" && cargo build --profile "$PROFILE" --locked --bin retention-proxy >/dev/null 2>&1) || { echo "bench: cargo build failed" >&2; exit 1; }
 bin="$root/target/$PROFILE/retention-proxy"
 if [ "$FLOOR" = 1 ]; then
-  (cd "$root" && cargo build --release --locked --example hyper_floor >/dev/null 2>&1) || { echo "bench: cargo build of the floor failed" >&2; exit 1; }
+  (cd "$root" && cargo build --profile "$PROFILE" --locked --example hyper_floor >/dev/null 2>&1) || { echo "bench: cargo build of the floor failed" >&2; exit 1; }
 fi
 (pin "$LOAD_CPU" nginx -p "$run" -c "$run/upstream.conf" -e "$run/up.err") & pids+=($!)
 (pin "$PROXY_CPU" nginx -p "$run" -c "$run/proxy.conf" -e "$run/px.err") & pids+=($!)
@@ -147,7 +147,7 @@ if command -v haproxy >/dev/null; then
 fi
 floor_pid=""
 if [ "$FLOOR" = 1 ]; then
-  (pin "$PROXY_CPU" "$root/target/release/examples/hyper_floor" "127.0.0.1:$FLR" "127.0.0.1:$UP" \
+  (pin "$PROXY_CPU" "$root/target/$PROFILE/examples/hyper_floor" "127.0.0.1:$FLR" "127.0.0.1:$UP" \
     auto graceful header-timeout request-timeout) & floor_pid=$!; pids+=($floor_pid)
 fi
 # The peers finish starting first, so that the start-up measured below is the proxy's own.

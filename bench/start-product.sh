@@ -3,12 +3,12 @@
 # expands {PORT} {UPSTREAM} {RUN}:
 #   compare.sh "$PWD/bench/start-product.sh {PORT} {UPSTREAM} {RUN}" 19000 retention-proxy
 # Writes a config with every upstream at http://UPSTREAM and the audit log under RUN, then
-# execs the release binary in the foreground (the harness stops it with SIGTERM).
+# execs the dist binary (whole-program LTO, as shipped) in the foreground (the harness stops it with SIGTERM).
 set -eu
 port="$1" upstream="$2" run="$3"
 root="$(cd "$(dirname "$0")/.." && pwd)"
-bin="$root/target/release/retention-proxy"
-[ -x "$bin" ] || (cd "$root" && cargo build --release --locked --bin retention-proxy >&2)
+bin="$root/target/dist/retention-proxy"
+[ -x "$bin" ] || (cd "$root" && cargo build --profile dist --locked --bin retention-proxy >&2)
 cat > "$run/retention-proxy.toml" <<TOML
 [server]
 listen = "127.0.0.1:$port"

@@ -1,8 +1,11 @@
 //! Fills an audit database with synthetic calls (a request link and an outcome link each,
-//! properly chained) for the scale benchmark `bench/audit_scale.sh`.
+//! properly chained) for the scale benchmark `bench/audit_scale.sh`, with a signed checkpoint
+//! every `CHECKPOINT_EVERY` records (10,000 unless set; 0 for none) as the proxy writes them,
+//! signed with the database's checkpoint key (`DB.checkpoint-key`, made when missing).
 //!
 //! `cargo run --release --example seed_audit -- DB EVENTS`
 
+use retention_proxy::audit::checkpoint::{Segment, SigningKey, default_key_file};
 use retention_proxy::audit::query::format_time;
 use retention_proxy::audit::sqlite::SqliteStore;
 use retention_proxy::audit::{Backend, IndexFields, NewRecord, ObjectText, RecordKind, link};
@@ -19,6 +22,15 @@ fn main() {
         std::process::exit(1)
     });
     let (mut seq, mut hash) = store.head().expect("head");
+    let every: u64 = std::env::var("CHECKPOINT_EVERY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let key = SigningKey::load_or_create(&default_key_file(std::path::Path::new(db))).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(1)
+    });
+    let mut segment = Segment::default();
     let start = time::OffsetDateTime::now_utc() - time::Duration::days(30);
     let ops = [
         ("PutRetentionSettings", "chime.amazonaws.com", "chime.room_retention"),
@@ -103,7 +115,16 @@ fn main() {
             let l = link(seq, &hash, r);
             seq = l.seq;
             hash = l.hash.clone();
+            segment.push(&l.hash);
             batch.push(l);
+            if every > 0 && segment.len() >= every {
+                let cp = segment.seal("seed", seq, &hash, t.clone(), &key);
+                let l = link(seq, &hash, cp.to_record());
+                seq = l.seq;
+                hash = l.hash.clone();
+                segment.restart(&cp, l.seq, &l.hash);
+                batch.push(l);
+            }
         }
         if batch.len() >= 10_000 {
             store.append(&batch).expect("append");

@@ -129,6 +129,89 @@ impl Checkpoint {
     }
 }
 
+/// The records since the last checkpoint: what the next checkpoint covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// First `seq` of the segment.
+    pub first: u64,
+    /// Hashes of the segment's records, in order (raw bytes).
+    pub hashes: Vec<[u8; 32]>,
+    /// Hash of the last checkpoint (`GENESIS` before the first).
+    pub previous: String,
+}
+
+impl Default for Segment {
+    /// The segment of a chain without a checkpoint: from `seq` 1.
+    fn default() -> Segment {
+        Segment {
+            first: 1,
+            hashes: Vec::new(),
+            previous: super::GENESIS.to_string(),
+        }
+    }
+}
+
+impl Segment {
+    /// Adds a record's hash (hex); one that is not hex adds nothing.
+    pub fn push(&mut self, hash_hex: &str) {
+        self.hashes.extend(leaf(hash_hex));
+    }
+
+    /// Records in the segment.
+    pub fn len(&self) -> u64 {
+        self.hashes.len() as u64
+    }
+
+    /// Whether the segment holds no record yet.
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    /// The signed checkpoint of the segment, which ends at `last_seq` (hash `last_hash`).
+    pub fn seal(&self, instance: &str, last_seq: u64, last_hash: &str, time: String, key: &SigningKey) -> Checkpoint {
+        let mut c = Checkpoint {
+            instance: instance.to_string(),
+            first_seq: self.first,
+            last_seq,
+            count: self.len(),
+            last_hash: last_hash.to_string(),
+            merkle_root: hex::encode(merkle_root(&self.hashes)),
+            time,
+            previous_checkpoint_hash: self.previous.clone(),
+            signature: String::new(),
+        };
+        key.sign(&mut c);
+        c
+    }
+
+    /// Starts the segment after `sealed`, whose record was linked at `seq` with `hash`: the
+    /// checkpoint's own record is the first of the next segment.
+    pub fn restart(&mut self, sealed: &Checkpoint, seq: u64, hash: &str) {
+        self.previous = sealed.hash();
+        self.first = seq;
+        self.hashes.clear();
+        self.push(hash);
+    }
+}
+
+impl Checkpoint {
+    /// The checkpoint as a record of the chain (`recordType` `checkpoint`).
+    pub fn to_record(&self) -> super::NewRecord {
+        super::NewRecord {
+            kind: super::RecordKind::Checkpoint,
+            event_id: String::new(),
+            event_time: self.time.clone(),
+            body: super::ObjectText::from_value(&self.to_json(true)),
+            index: super::IndexFields {
+                event_name: "Checkpoint".into(),
+                event_source: "retention-proxy".into(),
+                ..super::IndexFields::default()
+            },
+            observed: Vec::new(),
+        }
+    }
+}
+
 /// RFC 6962 Merkle tree hash of `leaves` (each a record hash, raw bytes): a leaf is
 /// `SHA-256(0x00 ‖ leaf)`, a node `SHA-256(0x01 ‖ left ‖ right)`, split at the largest power
 /// of two below the count; the empty tree is `SHA-256("")`.

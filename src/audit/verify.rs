@@ -348,7 +348,12 @@ impl Links<'_> {
     }
 }
 
-/// Walks one chain; `None` when `cancelled` stopped it.
+/// How many records the walk reads between two calls of its `cancelled` callback (which a
+/// caller may also use to show progress).
+pub const CALLBACK_EVERY: u64 = 4096;
+
+/// Walks one chain; `None` when `cancelled` stopped it. `cancelled` is called every
+/// [`CALLBACK_EVERY`] records.
 pub fn walk(
     chain: &mut Walker<'_>,
     opts: &Options<'_>,
@@ -403,7 +408,7 @@ pub fn walk(
         let mut n = 0u64;
         let read = chain(&mut |r| {
             n += 1;
-            if n.is_multiple_of(4096) && cancelled() {
+            if n.is_multiple_of(CALLBACK_EVERY) && cancelled() {
                 stopped = true;
                 return ControlFlow::Break(());
             }

@@ -18,8 +18,8 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::checkpoint::{self, Checkpoint, SigningKey};
-use super::{AuditError, Backend, GENESIS, IndexFields, Linked, NewRecord, ObjectText, RecordKind, link};
+use super::checkpoint::{self, Checkpoint, Segment, SigningKey};
+use super::{AuditError, Backend, Linked, NewRecord, ObjectText, RecordKind, link};
 use crate::retention::{RetentionValue, Target};
 
 /// Largest number of records committed in one transaction.
@@ -59,12 +59,8 @@ pub struct CheckpointSettings {
 /// The writer's checkpointing state: the segment since the last checkpoint.
 struct Checkpointing {
     settings: CheckpointSettings,
-    /// First `seq` of the open segment.
-    first: u64,
-    /// Hashes of the open segment's records, in order.
-    hashes: Vec<[u8; 32]>,
-    /// Hash of the last checkpoint (`GENESIS` before the first).
-    previous: String,
+    /// The open segment.
+    segment: Segment,
     /// When the last checkpoint was made (or the writer started).
     made: Instant,
 }
@@ -72,17 +68,17 @@ struct Checkpointing {
 impl Checkpointing {
     /// Continues from what `backend` holds: the segment after its newest checkpoint.
     fn resume<B: Backend>(settings: CheckpointSettings, backend: &mut B) -> Result<Checkpointing, AuditError> {
-        let (first, previous) = match backend.last_checkpoint()? {
-            Some((seq, text)) => {
-                let cp = serde_json::from_str::<serde_json::Value>(&text)
-                    .map_err(|e| e.to_string())
-                    .and_then(|v| Checkpoint::from_json(&v))
-                    .map_err(|e| AuditError::Read(format!("the checkpoint at seq {seq} cannot be read: {e}")))?;
-                (seq, cp.hash())
-            }
-            None => (1, GENESIS.to_string()),
-        };
-        let hashes = backend
+        let mut segment = Segment::default();
+        if let Some((seq, text)) = backend.last_checkpoint()? {
+            let cp = serde_json::from_str::<serde_json::Value>(&text)
+                .map_err(|e| e.to_string())
+                .and_then(|v| Checkpoint::from_json(&v))
+                .map_err(|e| AuditError::Read(format!("the checkpoint at seq {seq} cannot be read: {e}")))?;
+            segment.first = seq;
+            segment.previous = cp.hash();
+        }
+        let first = segment.first;
+        segment.hashes = backend
             .hashes_from(first)?
             .iter()
             .map(|h| {
@@ -92,9 +88,7 @@ impl Checkpointing {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Checkpointing {
             settings,
-            first,
-            hashes,
-            previous,
+            segment,
             made: Instant::now(),
         })
     }
@@ -393,9 +387,10 @@ impl<B: Backend> State<B> {
                     .collect();
                 self.deliver(answers);
                 let due = self.checkpoints.as_mut().is_some_and(|cp| {
-                    cp.hashes
-                        .extend(linked.iter().filter_map(|l| checkpoint::leaf(&l.hash)));
-                    cp.hashes.len() as u64 >= cp.settings.every
+                    for l in &linked {
+                        cp.segment.push(&l.hash);
+                    }
+                    cp.segment.len() >= cp.settings.every
                 });
                 if due {
                     self.checkpoint();
@@ -450,30 +445,10 @@ impl<B: Backend> State<B> {
     fn checkpoint(&mut self) {
         let Some(cp) = self.checkpoints.as_mut() else { return };
         let now = crate::audit::query::format_time(time::OffsetDateTime::now_utc());
-        let mut c = Checkpoint {
-            instance: cp.settings.instance.clone(),
-            first_seq: cp.first,
-            last_seq: self.seq,
-            count: cp.hashes.len() as u64,
-            last_hash: self.hash.clone(),
-            merkle_root: hex::encode(checkpoint::merkle_root(&cp.hashes)),
-            time: now.clone(),
-            previous_checkpoint_hash: cp.previous.clone(),
-            signature: String::new(),
-        };
-        cp.settings.key.sign(&mut c);
-        let record = NewRecord {
-            kind: RecordKind::Checkpoint,
-            event_id: String::new(),
-            event_time: now,
-            body: ObjectText::from_value(&c.to_json(true)),
-            index: IndexFields {
-                event_name: "Checkpoint".into(),
-                event_source: "retention-proxy".into(),
-                ..IndexFields::default()
-            },
-            observed: Vec::new(),
-        };
+        let c = cp
+            .segment
+            .seal(&cp.settings.instance, self.seq, &self.hash, now, &cp.settings.key);
+        let record = c.to_record();
         let l = link(self.seq, &self.hash, record);
         if let Err(e) = self.backend.append(std::slice::from_ref(&l)) {
             tracing::error!(error = %e, range = %c.range(), "checkpoint could not be committed; the next one covers its records");
@@ -483,10 +458,7 @@ impl<B: Backend> State<B> {
         self.seq = l.seq;
         self.hash.clone_from(&l.hash);
         self.stats.committed.fetch_add(1, Ordering::Relaxed);
-        cp.previous = c.hash();
-        cp.first = l.seq;
-        cp.hashes.clear();
-        cp.hashes.extend(checkpoint::leaf(&l.hash));
+        cp.segment.restart(&c, l.seq, &l.hash);
         cp.made = Instant::now();
         if let Some(dir) = &cp.settings.dir
             && let Err(e) = checkpoint::write_file(dir, &c)

@@ -1,5 +1,5 @@
-//! A progress line for long commands (`audit export`; any walk over every record): on
-//! standard error, rewritten in place as `<what> N events (X/s)` at most four times a second,
+//! A progress line for long commands (`audit export`, `audit verify`): on standard error,
+//! rewritten in place as `<what> N events (X/s)` (or records) at most four times a second,
 //! and nothing at all when standard error is not a terminal (a pipe or a file gets no
 //! carriage returns).
 
@@ -15,6 +15,8 @@ pub struct Progress<W: Write = std::io::Stderr> {
     /// `None`: silent.
     out: Option<W>,
     what: String,
+    /// What is counted: `events` unless [`Progress::counting`] says otherwise.
+    unit: &'static str,
     start: Instant,
     last: Instant,
     calls: u32,
@@ -38,6 +40,7 @@ impl<W: Write> Progress<W> {
         Progress {
             out,
             what: what.to_string(),
+            unit: "events",
             start: now,
             last: now,
             calls: 0,
@@ -45,7 +48,13 @@ impl<W: Write> Progress<W> {
         }
     }
 
-    /// `n` events done so far.
+    /// Counts `unit` (`records`…) instead of events.
+    pub fn counting(mut self, unit: &'static str) -> Self {
+        self.unit = unit;
+        self
+    }
+
+    /// `n` done so far.
     pub fn update(&mut self, n: u64) {
         if self.out.is_none() {
             return;
@@ -75,7 +84,7 @@ impl<W: Write> Progress<W> {
     fn print(&mut self, n: u64, now: Instant, end: &str) {
         let secs = now.duration_since(self.start).as_secs_f64();
         let rate = if secs > 0.0 { (n as f64 / secs) as u64 } else { 0 };
-        let line = format!("{} {n} events ({rate}/s)", self.what);
+        let line = format!("{} {n} {} ({rate}/s)", self.what, self.unit);
         let pad = self.width.saturating_sub(line.len());
         self.width = line.len();
         if let Some(out) = &mut self.out {
@@ -123,5 +132,11 @@ mod tests {
         let mut p = Progress::new(Some(Vec::new()), "x");
         p.finish(5);
         assert!(p.out.unwrap().is_empty());
+
+        // Another unit.
+        let mut p = Progress::new(Some(Vec::new()), "verified").counting("records");
+        p.update_at(8192, p.start + Duration::from_secs(1));
+        let text = String::from_utf8(p.out.take().unwrap()).unwrap();
+        assert_eq!(text, "\rverified 8192 records (8192/s)");
     }
 }

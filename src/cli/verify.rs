@@ -65,6 +65,9 @@ pub fn run(
             .collect(),
         None => vec![(None, for_instance(None))],
     };
+    // The walk calls back every CALLBACK_EVERY records: a progress line on a terminal.
+    let progress = std::cell::RefCell::new(super::progress::Progress::stderr("verified").counting("records"));
+    let walked = std::cell::Cell::new(0u64);
     let all = query::verify_each_with(
         reader.as_ref(),
         &|instance| Options {
@@ -77,10 +80,22 @@ pub fn run(
                     .unwrap_or(&[])
             }),
         },
-        &|| false,
+        &|| {
+            walked.set(walked.get() + crate::audit::verify::CALLBACK_EVERY);
+            progress.borrow_mut().update_at(walked.get(), std::time::Instant::now());
+            false
+        },
     )
     .map_err(|e| e.to_string())?
     .unwrap_or_default();
+    let records = all
+        .iter()
+        .map(|(_, r)| match r.verification {
+            Verification::Intact { records } => records,
+            Verification::Broken { seq, .. } => seq,
+        })
+        .sum::<u64>();
+    progress.borrow_mut().finish(records.max(walked.get()));
     if all.is_empty() {
         if let Some(i) = &fleet.instance {
             return Err(format!("the central store holds no records for instance {i:?}"));
