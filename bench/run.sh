@@ -21,8 +21,12 @@
 #        PROXY_CPU / LOAD_CPU (taskset pinning, default 1 / 0; PIN=0 disables),
 #        BASELINE_BIN (a retention-proxy binary built from an earlier commit: adds its pass-through
 #        and audited targets, `base_pass` and `base_aud`, to the same run, for before/after ratios).
-#        PROFILE (cargo profile the proxy is built with, default dist).
-BASELINE_BIN="${BASELINE_BIN:-}" PROFILE="${PROFILE:-dist}"
+#        PROFILE (cargo profile the proxy is built with, default dist),
+#        AUDIT / BASE_AUDIT (TOML lines added to the `[audit]` table of every instance / of the
+#        baseline instance only: e.g. BASELINE_BIN=target/dist/retention-proxy
+#        BASE_AUDIT='checkpoint_every = 9223372036854775807' sets signed checkpoints (on by
+#        default, every 10,000 records) against none in the same run).
+BASELINE_BIN="${BASELINE_BIN:-}" PROFILE="${PROFILE:-dist}" AUDIT="${AUDIT:-}" BASE_AUDIT="${BASE_AUDIT:-}"
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
@@ -89,7 +93,11 @@ chime_messaging = "http://127.0.0.1:$UP"
 chime_identity = "http://127.0.0.1:$UP"
 slack = "http://127.0.0.1:$UP"
 TOML
+# add_audit FILE LINES: LINES go into FILE's [audit] table, after its path.
+add_audit() { [ -z "$2" ] || { awk -v add="$2" '{print} /^path = /{print add}' "$1" > "$1.new" && mv "$1.new" "$1"; }; }
+add_audit "$run/rp.toml" "$AUDIT"
 sed -e "s/:$RP\"/:$RPB\"/; s/:$ADMIN\"/:$ADMINB\"/; s|$run/audit.db|$run/audit-base.db|" "$run/rp.toml" > "$run/rpb.toml"
+add_audit "$run/rpb.toml" "$BASE_AUDIT"
 # The second instance authenticates reverse-mode AWS callers against one client key.
 sed -e "s/:$RP\"/:$RPV\"/; s/:$ADMIN\"/:$ADMINV\"/; s|$run/audit.db|$run/audit-verify.db|" "$run/rp.toml" > "$run/rpv.toml"
 printf '[[client]]\nname = "bench-client"\naccess_key_id = "RPBENCHCLIENT0000001"\nsecret_access_key = "bench/secret/bench/secret/bench/secret00"\n' > "$run/clients.toml"

@@ -10,9 +10,9 @@ n="${1:-1000000}"
 py="${PYTHON:-python3}"
 run="$(mktemp -d)"
 cd "$root"
-cargo build --profile ci --locked --bin retention-proxy --example seed_audit >/dev/null 2>&1
-bin="$root/target/ci/retention-proxy"
-"$root/target/ci/examples/seed_audit" "$run/audit.db" "$n"
+cargo build --profile "${PROFILE:-dist}" --locked --bin retention-proxy --example seed_audit >/dev/null 2>&1
+bin="$root/target/${PROFILE:-dist}/retention-proxy"
+"$root/target/${PROFILE:-dist}/examples/seed_audit" "$run/audit.db" "$n"
 port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat > "$run/proxy.toml" <<TOML
 [server]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit and integration tests, then the real-client suite
-# (boto3, the AWS CLI, slack_sdk) against the binary those tests built. The `ci` profile is
-# `release` without whole-program LTO (see Cargo.toml): same code, much shorter links.
+# (boto3, the AWS CLI, slack_sdk) against the binary those tests built, with the `release`
+# profile that `cargo run --release` uses too, so one build serves both (see Cargo.toml).
 #
 # The client suite's Python packages go into a virtual environment this script creates
 # (`.venv-clients`, or $CLIENTS_VENV), never into the system interpreter: a stock Debian
@@ -37,10 +37,10 @@ if ! have_initdb; then
     exit 1
   fi
 fi
-cargo test --profile ci --locked
+cargo test --release --locked
 venv="${CLIENTS_VENV:-$PWD/.venv-clients}"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
-RETENTION_PROXY_BIN="$PWD/target/ci/retention-proxy" "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/clients
+RETENTION_PROXY_BIN="$PWD/target/release/retention-proxy" "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/clients
