@@ -13,6 +13,7 @@ pub mod postgres;
 pub mod query;
 pub mod reload;
 pub mod sqlite;
+mod top_level;
 pub mod verify;
 pub mod writer;
 

@@ -68,46 +68,65 @@ pub struct Report {
 /// A chain walker: calls its visitor for each record of one chain, in order.
 pub type Walker<'a> = dyn FnMut(&mut dyn FnMut(StoredRecord<'_>) -> ControlFlow<()>) -> Result<(), AuditError> + 'a;
 
-/// A record copied out of the store, for a worker thread.
-struct Owned {
-    seq: u64,
-    kind: String,
-    event_id: String,
-    event_time: String,
-    event_name: String,
-    event_source: String,
-    body: String,
-    prev_hash: String,
-    hash: String,
+/// Records copied out of the store for a worker thread: their texts end to end in one buffer
+/// (one allocation per chunk, not one per field, and the buffers go back to the reader to be
+/// filled again), with where each field ends.
+#[derive(Default)]
+struct Chunk {
+    text: String,
+    /// Per record: its `seq` and the end offsets of its eight text fields in `text`.
+    records: Vec<(u64, [usize; 8])>,
 }
 
-impl Owned {
-    fn of(r: &StoredRecord<'_>) -> Owned {
-        Owned {
-            seq: r.seq,
-            kind: r.kind.to_string(),
-            event_id: r.event_id.to_string(),
-            event_time: r.event_time.to_string(),
-            event_name: r.event_name.to_string(),
-            event_source: r.event_source.to_string(),
-            body: r.body.to_string(),
-            prev_hash: r.prev_hash.to_string(),
-            hash: r.hash.to_string(),
+impl Chunk {
+    fn push(&mut self, r: &StoredRecord<'_>) {
+        let mut ends = [0usize; 8];
+        let fields = [
+            r.kind,
+            r.event_id,
+            r.event_time,
+            r.event_name,
+            r.event_source,
+            r.body,
+            r.prev_hash,
+            r.hash,
+        ];
+        for (end, field) in ends.iter_mut().zip(fields) {
+            self.text.push_str(field);
+            *end = self.text.len();
         }
+        self.records.push((r.seq, ends));
     }
 
-    fn stored(&self) -> StoredRecord<'_> {
-        StoredRecord {
-            seq: self.seq,
-            kind: &self.kind,
-            event_id: &self.event_id,
-            event_time: &self.event_time,
-            event_name: &self.event_name,
-            event_source: &self.event_source,
-            body: &self.body,
-            prev_hash: &self.prev_hash,
-            hash: &self.hash,
-        }
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.records.clear();
+    }
+
+    fn iter(&self) -> impl Iterator<Item = StoredRecord<'_>> {
+        let mut start = 0;
+        self.records.iter().map(move |(seq, ends)| {
+            let mut f = [""; 8];
+            for (field, end) in f.iter_mut().zip(ends) {
+                *field = &self.text[start..*end];
+                start = *end;
+            }
+            StoredRecord {
+                seq: *seq,
+                kind: f[0],
+                event_id: f[1],
+                event_time: f[2],
+                event_name: f[3],
+                event_source: f[4],
+                body: f[5],
+                prev_hash: f[6],
+                hash: f[7],
+            }
+        })
     }
 }
 
@@ -139,25 +158,71 @@ pub fn check_content(r: &StoredRecord<'_>) -> Result<(), String> {
     if canonical::sha256_hex(r.body.as_bytes()) != r.hash {
         return Err("its content does not match its hash".into());
     }
-    let v: Checked = match r.body.starts_with('{').then(|| serde_json::from_str(r.body)) {
-        Some(Ok(v)) => v,
-        _ => return Err("its content is not a JSON object (with each key once)".into()),
+    let (seq, [prev_hash, record_type, event_id, event_time, event_name, event_source]) = match checked_fast(r.body) {
+        Some(fields) => fields,
+        None => checked_parsed(r.body)?,
     };
-    let s = |v: &Option<Value>| v.as_ref().and_then(Value::as_str).unwrap_or("").to_string();
-    if v.seq.as_ref().and_then(Value::as_u64) != Some(r.seq) || s(&v.prev_hash) != r.prev_hash {
+    if seq != Some(r.seq) || prev_hash != r.prev_hash {
         return Err("its seq or prevHash column differs from its content".into());
     }
-    if s(&v.record_type) != r.kind || s(&v.event_id) != r.event_id {
+    if record_type != r.kind || event_id != r.event_id {
         return Err("its kind or eventID column differs from its content".into());
     }
     if r.kind == "request"
-        && (s(&v.event_time) != r.event_time
-            || s(&v.event_name) != r.event_name
-            || s(&v.event_source) != r.event_source)
+        && (event_time != r.event_time || event_name != r.event_name || event_source != r.event_source)
     {
         return Err("its eventTime, eventName or eventSource column differs from its content".into());
     }
     Ok(())
+}
+
+/// The compared fields: `seq`, then `prevHash`, `recordType`, `eventID`, `eventTime`,
+/// `eventName`, `eventSource` (a missing or non-string one reads as empty).
+type CheckedFields<'a> = (Option<u64>, [std::borrow::Cow<'a, str>; 6]);
+
+const CHECKED: [&str; 7] = [
+    "seq",
+    "prevHash",
+    "recordType",
+    "eventID",
+    "eventTime",
+    "eventName",
+    "eventSource",
+];
+
+/// The compared fields read straight from the text; `None` when a parser must decide.
+fn checked_fast(body: &str) -> Option<CheckedFields<'_>> {
+    let raw = super::top_level::scan(body, CHECKED)?;
+    let seq = raw[0].and_then(|v| v.parse::<u64>().ok());
+    let mut out: [std::borrow::Cow<'_, str>; 6] = Default::default();
+    for (o, v) in out.iter_mut().zip(&raw[1..]) {
+        match v {
+            Some(v) if v.starts_with('"') => *o = super::top_level::plain_str(v)?.into(),
+            _ => {}
+        }
+    }
+    Some((seq, out))
+}
+
+/// The compared fields, parsed; an error when the text is not a JSON object with each of them
+/// at most once.
+fn checked_parsed(body: &str) -> Result<CheckedFields<'static>, String> {
+    let v: Checked = match body.starts_with('{').then(|| serde_json::from_str(body)) {
+        Some(Ok(v)) => v,
+        _ => return Err("its content is not a JSON object (with each key once)".into()),
+    };
+    let s = |v: &Option<Value>| v.as_ref().and_then(Value::as_str).unwrap_or("").to_string().into();
+    Ok((
+        v.seq.as_ref().and_then(Value::as_u64),
+        [
+            s(&v.prev_hash),
+            s(&v.record_type),
+            s(&v.event_id),
+            s(&v.event_time),
+            s(&v.event_name),
+            s(&v.event_source),
+        ],
+    ))
 }
 
 /// The in-order state of a walk.
@@ -381,30 +446,32 @@ pub fn walk(
     };
     let mut in_order: Option<Verification> = None;
     let mut stopped = false;
-    // The first record of each chunk a worker found broken.
-    let (chunks_tx, chunks_rx) = mpsc::sync_channel::<Vec<Owned>>(workers * 2);
+    // Chunks go to the workers, and come back emptied to be filled again.
+    let (chunks_tx, chunks_rx) = mpsc::sync_channel::<Chunk>(workers * 2);
     let chunks_rx = std::sync::Mutex::new(chunks_rx);
+    let (spare_tx, spare_rx) = mpsc::channel::<Chunk>();
     let content: Result<Option<Verification>, AuditError> = std::thread::scope(|scope| {
+        // The first broken record of each chunk a worker found one in.
         let (found_tx, found_rx) = mpsc::channel::<Verification>();
         for _ in 0..workers {
-            let (rx, found) = (&chunks_rx, found_tx.clone());
+            let (rx, found, spare) = (&chunks_rx, found_tx.clone(), spare_tx.clone());
             scope.spawn(move || {
                 loop {
-                    let chunk = match rx.lock().map(|r| r.recv()) {
+                    let mut chunk = match rx.lock().map(|r| r.recv()) {
                         Ok(Ok(c)) => c,
                         _ => break,
                     };
-                    if let Some((seq, reason)) = chunk
-                        .iter()
-                        .find_map(|o| check_content(&o.stored()).err().map(|e| (o.seq, e)))
+                    if let Some((seq, reason)) = chunk.iter().find_map(|r| check_content(&r).err().map(|e| (r.seq, e)))
                     {
                         let _ = found.send(Verification::Broken { seq, reason });
                     }
+                    chunk.clear();
+                    let _ = spare.send(chunk);
                 }
             });
         }
-        drop(found_tx);
-        let mut chunk: Vec<Owned> = Vec::with_capacity(CHUNK);
+        drop((found_tx, spare_tx));
+        let mut chunk = Chunk::default();
         let mut n = 0u64;
         let read = chain(&mut |r| {
             n += 1;
@@ -416,17 +483,16 @@ pub fn walk(
                 in_order = Some(b);
                 return ControlFlow::Break(());
             }
-            chunk.push(Owned::of(&r));
-            if chunk.len() == CHUNK
-                && chunks_tx
-                    .send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
-                    .is_err()
-            {
-                return ControlFlow::Break(());
+            chunk.push(&r);
+            if chunk.len() == CHUNK {
+                let next = spare_rx.try_recv().unwrap_or_default();
+                if chunks_tx.send(std::mem::replace(&mut chunk, next)).is_err() {
+                    return ControlFlow::Break(());
+                }
             }
             ControlFlow::Continue(())
         });
-        if !chunk.is_empty() {
+        if chunk.len() > 0 {
             let _ = chunks_tx.send(chunk);
         }
         drop(chunks_tx);

@@ -44,6 +44,18 @@ pub struct FeedPage {
     pub head: u64,
 }
 
+/// Request links in a `seq` range, by the primary key. The `+` keeps SQLite from reaching
+/// them through an index on `kind` (every request link, then sorted): that cost grew with the
+/// log and slowed the proxy beside a sink that reads it several times a second.
+const REQUESTS_AFTER: &str = "SELECT seq, event_id, body, hash FROM records
+     WHERE seq > ?1 AND seq <= ?2 AND +kind = 'request' ORDER BY seq LIMIT ?3";
+
+/// The outcome link of one call.
+const OUTCOME_OF: &str = "SELECT body FROM records WHERE event_id = ?1 AND kind = 'outcome' ORDER BY seq LIMIT 1";
+
+/// The time of the first record after a `seq`.
+const TIME_AFTER: &str = "SELECT event_time FROM records WHERE seq > ?1 ORDER BY seq LIMIT 1";
+
 /// A read-only connection for reading the log forward.
 pub struct AlertFeed {
     conn: Connection,
@@ -70,12 +82,7 @@ impl AlertFeed {
             head,
         };
         {
-            let mut st = tx
-                .prepare_cached(
-                    "SELECT seq, event_id, body, hash FROM records
-                     WHERE seq > ?1 AND seq <= ?2 AND kind = 'request' ORDER BY seq LIMIT ?3",
-                )
-                .map_err(rd)?;
+            let mut st = tx.prepare_cached(REQUESTS_AFTER).map_err(rd)?;
             let mut rows = st
                 .query(params![after as i64, head as i64, limit.min(i64::MAX as usize) as i64])
                 .map_err(rd)?;
@@ -108,7 +115,7 @@ impl AlertFeed {
     /// The outcome link of the call `event_id`, when it has been written.
     pub fn outcome_of(&self, event_id: &str) -> Result<Option<String>, AuditError> {
         self.conn
-            .prepare_cached("SELECT body FROM records WHERE event_id = ?1 AND kind = 'outcome' ORDER BY seq LIMIT 1")
+            .prepare_cached(OUTCOME_OF)
             .map_err(rd)?
             .query_row([event_id], |r| r.get(0))
             .optional()
@@ -119,7 +126,7 @@ impl AlertFeed {
     /// oldest record a sink has not passed is.
     pub fn time_after(&self, after: u64) -> Result<Option<String>, AuditError> {
         self.conn
-            .prepare_cached("SELECT event_time FROM records WHERE seq > ?1 ORDER BY seq LIMIT 1")
+            .prepare_cached(TIME_AFTER)
             .map_err(rd)?
             .query_row([after as i64], |r| r.get(0))
             .optional()
@@ -237,6 +244,38 @@ mod tests {
             Verification::Intact { records: 8 }
         ));
         assert_eq!(store.head().unwrap().0, 8);
+    }
+
+    /// Every statement a sink runs several times a second reaches its rows by `seq` (or the
+    /// `event_id` index), never by a scan of the log or a sort: its cost must not grow with
+    /// the log.
+    #[test]
+    fn feed_statements_do_not_grow_with_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        for i in 1..=3 {
+            call(&mut store, i, 100 + i);
+        }
+        let feed = AlertFeed::open(&path).unwrap();
+        for (sql, args) in [
+            (REQUESTS_AFTER, vec![1i64, 5, 10]),
+            (TIME_AFTER, vec![1]),
+            (OUTCOME_OF, vec![1]),
+        ] {
+            let mut st = feed.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let plan: Vec<String> = st
+                .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let plan = plan.join("; ");
+            assert!(
+                plan.contains("INTEGER PRIMARY KEY") || plan.contains("USING INDEX records_event_id"),
+                "{sql}: {plan}"
+            );
+            assert!(!plan.contains("TEMP B-TREE") && !plan.contains("SCAN"), "{sql}: {plan}");
+        }
     }
 
     /// A database of the previous schema version gains the (empty) positions table when it
