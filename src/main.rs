@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use retention_proxy::cli::{self, Cli, Command, LogFormat};
+use retention_proxy::config::Config;
 use retention_proxy::proxy::credentials::ProxyCredentials;
 use retention_proxy::server;
 use tokio::sync::mpsc;
@@ -72,7 +73,7 @@ fn reloads_on_sighup(config: Option<PathBuf>) -> mpsc::Receiver<server::ReloadRe
 /// connection and tunnel (two descriptors) holds descriptors, and the default soft limit
 /// (often 1024) is far below what the connection limits allow. Warns when even the hard
 /// limit is below what they need.
-fn raise_fd_limit(config: &retention_proxy::config::Config) {
+fn raise_fd_limit(config: &Config) {
     use rustix::process::{Resource, getrlimit, setrlimit};
     /// The audit store, its journal, the listeners, the log, upstream connections in the pool.
     const MARGIN: u64 = 64;
@@ -101,6 +102,45 @@ fn raise_fd_limit(config: &retention_proxy::config::Config) {
     }
 }
 
+/// One line, before anything is opened or bound, of what this proxy runs with: where its
+/// configuration came from, its database, its name, listeners, upstreams, how many guardrails
+/// and alert sinks, whether it intercepts TLS and where its fleet store is. Never a secret: the
+/// admin token, passwords and keys are not shown, and the fleet store's URL is shown with its
+/// passwords `REDACTED`. (The listeners' bound addresses follow in their own lines.)
+fn log_startup(config_path: Option<&PathBuf>, config: &Config) {
+    let source = config_path.map_or_else(|| "embedded defaults".to_string(), |p| p.display().to_string());
+    let addr = |a: Option<std::net::SocketAddr>, none: &str| a.map_or_else(|| none.to_string(), |a| a.to_string());
+    let u = &config.upstreams;
+    let upstreams = format!(
+        "chime={} chime_messaging={} chime_identity={} slack={}",
+        u.chime, u.chime_messaging, u.chime_identity, u.slack
+    );
+    let database = config.audit.path.display().to_string();
+    let listen = addr(config.server.listen, "none (admin-only console)");
+    let admin_listen = addr(config.server.admin_listen, "off");
+    let fleet_store = config
+        .raw
+        .audit
+        .central
+        .as_ref()
+        .map(|c| retention_proxy::config::central::redact_url(c.url.trim()));
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = source.as_str(),
+        database = database.as_str(),
+        proxy_instance = config.audit.proxy_instance.as_str(),
+        listen = listen.as_str(),
+        listen_tls = config.server.tls.is_some(),
+        admin_listen = admin_listen.as_str(),
+        upstreams = upstreams.as_str(),
+        guardrails = config.guardrails.len(),
+        alert_sinks = config.alerts.len(),
+        tls_interception = config.forward.ca.is_some(),
+        fleet_store = fleet_store.as_deref(),
+        "retention-proxy starting"
+    );
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let Command::Serve { config, log_format } = cli.command else {
@@ -116,6 +156,7 @@ fn main() -> ExitCode {
             return ExitCode::from(cli::EXIT_CONFIG);
         }
     };
+    log_startup(config_path.as_ref(), &config);
     raise_fd_limit(&config);
     match (&config.reverse.clients, config.reverse.allow_unauthenticated) {
         (Some(keys), _) => tracing::info!(

@@ -1,7 +1,10 @@
-//! A CloudTrail `LookupEvents`-compatible endpoint on the admin listener (JSON 1.1 protocol,
-//! `X-Amz-Target: com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents`), so
-//! `aws cloudtrail lookup-events --endpoint-url http://<admin>` and boto3's cloudtrail client
-//! read the audit log. Events come newest first, as CloudTrail returns them.
+//! A CloudTrail `LookupEvents`-compatible endpoint on the admin listener (JSON 1.1 protocol),
+//! so `aws cloudtrail lookup-events --endpoint-url http://<admin>`, boto3's cloudtrail client
+//! and the AWS SDK for JavaScript v3's `CloudTrailClient` read the audit log. Events come
+//! newest first, as CloudTrail returns them.
+//!
+//! The admin token is checked before anything else about the request: a caller without it
+//! learns nothing, not even which operations are served.
 
 use std::sync::Arc;
 
@@ -15,7 +18,13 @@ use crate::audit::export::cloudtrail_record;
 use crate::audit::query::{self, Filter};
 use crate::http::body::{ProxyBody, full};
 
-const TARGET: &str = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents";
+/// The `X-Amz-Target` values AWS SDKs send for LookupEvents: botocore (boto3, the AWS CLI) and
+/// the Java SDKs prefix the full target namespace; the Smithy-generated SDKs (JavaScript v3,
+/// Go v2, Rust, …) send the service shape name alone.
+const TARGETS: [&str; 2] = [
+    "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents",
+    "CloudTrail_20131101.LookupEvents",
+];
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
     let mut r = Response::new(full(json!({"__type": code, "message": message}).to_string()));
@@ -49,23 +58,23 @@ fn ms_to_time(ms: i64) -> Option<String> {
 
 /// Serves one LookupEvents call.
 pub async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Response<ProxyBody> {
-    let target = req
-        .headers()
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if target != TARGET {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "UnknownOperationException",
-            "only LookupEvents is served here",
-        );
-    }
     if !authorised(&admin, &req) {
         return error(
             StatusCode::FORBIDDEN,
             "AccessDeniedException",
             "the admin token is required (as the session token)",
+        );
+    }
+    let target = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !TARGETS.contains(&target) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "UnknownOperationException",
+            "only LookupEvents is served here",
         );
     }
     let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {

@@ -78,20 +78,35 @@ pub fn is_postgres_url(s: &str) -> bool {
     s.starts_with("postgres://") || s.starts_with("postgresql://")
 }
 
-/// `url` with the password of its user part (`user:password@`) shown as `REDACTED`.
+/// `url` with its passwords shown as `REDACTED`: the one of its user part (`user:password@`)
+/// and the `password` and `sslpassword` parameters of its query string.
 pub fn redact_url(url: &str) -> String {
     let Some(start) = url.find("://").map(|i| i + 3) else {
         return url.to_string();
     };
     let rest = &url[start..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_string();
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let authority = match authority.rfind('@') {
+        Some(at) => match authority[..at].find(':') {
+            Some(colon) => format!("{}:REDACTED{}", &authority[..colon], &authority[at..]),
+            None => authority.to_string(),
+        },
+        None => authority.to_string(),
     };
-    match rest[..at].find(':') {
-        Some(colon) => format!("{}{}:REDACTED{}", &url[..start], &rest[..colon], &rest[at..]),
-        None => url.to_string(),
-    }
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k @ ("password" | "sslpassword"), _)) => format!("{k}=REDACTED"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", params.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{}{authority}{tail}", &url[..start])
 }
 
 impl Central {
@@ -247,6 +262,14 @@ mod tests {
         assert_eq!(
             redact_url("postgresql://db/audit?user=a"),
             "postgresql://db/audit?user=a"
+        );
+        assert_eq!(
+            redact_url("postgresql://db/audit?user=a&password=s3cret&sslmode=require&sslpassword=k3y"),
+            "postgresql://db/audit?user=a&password=REDACTED&sslmode=require&sslpassword=REDACTED"
+        );
+        assert_eq!(
+            redact_url("postgres://u:pw@db?password=pw2"),
+            "postgres://u:REDACTED@db?password=REDACTED"
         );
     }
 

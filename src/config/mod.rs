@@ -571,18 +571,47 @@ impl Config {
     /// (a typo must never switch a guardrail off), and every one of them is reported, together
     /// with every bad value.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let fail = |reason: String| ConfigError {
-            origin: origin.to_string(),
-            problems: vec![(String::new(), reason.trim().replace('\n', " "))],
+        // The toml crate's messages are several lines (position, the line itself, a caret under
+        // the culprit, the reason); they are kept whole, the first line after the file name.
+        let whole = |e: &toml::de::Error| (String::new(), e.to_string().trim_end().to_string());
+        let de = match toml::Deserializer::parse(text) {
+            Ok(de) => de,
+            Err(first) => {
+                // Every syntax error the parser can find, not only the first.
+                let (_, errors) = toml::de::DeTable::parse_recoverable(text);
+                let mut problems: Vec<(String, String)> = Vec::new();
+                for p in errors.iter().map(whole) {
+                    if !problems.contains(&p) {
+                        problems.push(p);
+                    }
+                }
+                if problems.is_empty() {
+                    problems.push(whole(&first));
+                }
+                return Err(ConfigError {
+                    origin: origin.to_string(),
+                    problems,
+                });
+            }
         };
-        let de = toml::Deserializer::parse(text).map_err(|e| fail(e.to_string()))?;
         let mut unknown: Vec<String> = Vec::new();
-        let raw: RawConfig =
-            serde_ignored::deserialize(de, |path| unknown.push(path.to_string())).map_err(|e| fail(e.to_string()))?;
-        let unknown: Vec<(String, String)> = unknown
+        let parsed: Result<RawConfig, _> = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()));
+        let mut unknown: Vec<(String, String)> = unknown
             .into_iter()
             .map(|k| (k.replace(".?", ""), "is not a known key (a typo?)".to_string()))
             .collect();
+        let raw = match parsed {
+            Ok(raw) => raw,
+            Err(e) => {
+                // A value of the wrong type stops the reading; the unknown keys met before it
+                // are reported with it.
+                unknown.push(whole(&e));
+                return Err(ConfigError {
+                    origin: origin.to_string(),
+                    problems: unknown,
+                });
+            }
+        };
         match Config::from_raw(raw, origin) {
             Ok(c) if unknown.is_empty() => Ok(c),
             Ok(_) => Err(ConfigError {
@@ -866,6 +895,16 @@ impl Config {
                     if !seen_ids.insert(rule.id.clone()) {
                         bad(&format!("guardrails[{i}].id"), format!("{:?} is used twice", rule.id));
                     }
+                    if rule.min_days.is_none() && rule.max_days.is_none() {
+                        // Without a bound no value breaks the rule: any number of days passes,
+                        // `off` fails only a max_days and `default` only beside a bound.
+                        bad(
+                            &format!("guardrails[{i}] ({:?})", rule.id),
+                            "sets neither min_days nor max_days, so it never refuses anything \
+                             (allow_default = false only matters beside one of them)"
+                                .into(),
+                        );
+                    }
                     guardrails.push(rule);
                 }
                 Err(errs) => {
@@ -1102,6 +1141,68 @@ mod tests {
         ] {
             assert!(keys.contains(&k), "{k} missing from {keys:?}");
         }
+    }
+
+    #[test]
+    fn a_guardrail_without_a_bound_is_an_error_naming_it() {
+        for body in [
+            "",
+            "allow_default = false\n",
+            "allow_default = true\n",
+            "mode = \"dry_run\"\ntargets = [\"slack.channel_retention\"]\n",
+        ] {
+            let text =
+                format!("[[guardrails]]\nid = \"floor\"\nmin_days = 30\n[[guardrails]]\nid = \"toothless\"\n{body}");
+            let e = Config::from_toml_str(&text, "x.toml").unwrap_err();
+            assert_eq!(e.problems.len(), 1, "{body:?}: {e}");
+            let (key, reason) = &e.problems[0];
+            assert!(key.starts_with("guardrails[1] (\"toothless\")"), "{body:?}: {key}");
+            assert!(reason.contains("neither min_days nor max_days"), "{body:?}: {reason}");
+        }
+        for bound in ["min_days = 1", "max_days = 36499"] {
+            let c = Config::from_toml_str(&format!("[[guardrails]]\nid = \"g\"\n{bound}\n"), "x.toml").unwrap();
+            assert_eq!(c.guardrails.len(), 1);
+        }
+        // Reported with every other problem of the file.
+        let e = Config::from_toml_str(
+            "[audit]\nfail_mode = \"ajar\"\n[[guardrails]]\nid = \"toothless\"\n",
+            "x.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.problems.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["audit.fail_mode", "guardrails[0] (\"toothless\")"]);
+    }
+
+    #[test]
+    fn toml_errors_keep_their_position_and_caret() {
+        let e = Config::from_toml_str(
+            "[server]\nlisten = \"127.0.0.1:8080\"\n[audit\npath = \"a.db\"\n",
+            "conf/x.toml",
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("conf/x.toml: TOML parse error at line 3, column 7"),
+            "{text}"
+        );
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with("3 | [audit"))
+            .expect("the line itself");
+        let caret = lines[at + 1];
+        assert_eq!(
+            caret.find('^'),
+            Some("3 | [audit".len()),
+            "caret under the end of `[audit`:\n{text}"
+        );
+        // A value of the wrong type: its line and a caret under it, with the unknown keys seen.
+        let e = Config::from_toml_str("[server]\nlistn = \"x\"\nmax_body_bytes = \"big\"\n", "x.toml").unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("x.toml: server.listn: is not a known key"), "{text}");
+        assert!(text.contains("TOML parse error at line 3, column 18"), "{text}");
+        assert!(text.contains("3 | max_body_bytes = \"big\""), "{text}");
+        assert!(text.contains("                 ^^^^^"), "{text}");
     }
 
     #[test]

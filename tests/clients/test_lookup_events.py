@@ -53,6 +53,8 @@ min_days = 30
 """
 
 LOOKUP_TARGET = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents"
+# What the Smithy-generated SDKs (JavaScript v3, Go v2, Rust, ...) send for the same operation.
+SMITHY_TARGET = "CloudTrail_20131101.LookupEvents"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -66,6 +68,42 @@ def cloudtrail(proxy: ProxyProcess, **kwargs):
         "cloudtrail", endpoint_url=proxy.admin_url, region_name="us-east-1",
         aws_access_key_id="x", aws_secret_access_key="y", config=config, **kwargs,
     )
+
+
+def with_target(client, target: str, sent=None) -> list:
+    """Makes `client` send `target` as its X-Amz-Target, as another SDK would; returns the list
+    (`sent`, or a new one) the X-Amz-Target of each request actually sent is appended to."""
+    sent = [] if sent is None else sent
+
+    def rewrite(request, **_):
+        del request.headers["X-Amz-Target"]
+        request.headers["X-Amz-Target"] = target
+
+    def record(request, **_):
+        value = request.headers.get("X-Amz-Target")
+        sent.append(value.decode() if isinstance(value, bytes) else value)
+
+    client.meta.events.register("before-sign.cloudtrail.LookupEvents", rewrite)
+    client.meta.events.register("before-send.cloudtrail.LookupEvents", record)
+    return sent
+
+
+def raw_lookup(proxy: ProxyProcess, target, body: bytes = b"{}", token=None):
+    """One LookupEvents as raw JSON 1.1: (status, error code or None, parsed body)."""
+    headers = {"Content-Type": "application/x-amz-json-1.1"}
+    if target is not None:
+        headers["X-Amz-Target"] = target
+    if token is not None:
+        headers["X-Amz-Security-Token"] = token
+    status, resp_headers, raw = http_request("POST", proxy.admin_url + "/", body, headers)
+    doc = json.loads(raw)
+    code = None
+    if status != 200:
+        code = doc.get("__type", "").split("#")[-1]
+        error_type = {k.lower(): v for k, v in resp_headers.items()}.get("x-amzn-errortype")
+        assert code and error_type == code, (status, resp_headers, doc)
+        assert doc.get("message"), doc
+    return status, code, doc
 
 
 def ids(events) -> list:
@@ -491,6 +529,47 @@ def test_paginator_over_all_events(trail):
     assert ids(rest["Events"]) == slack[3:]
 
 
+# --------------------------------------------------------------------------- X-Amz-Target forms
+
+
+def test_smithy_target_form(trail):
+    """boto3 sending the short X-Amz-Target of the Smithy SDKs reads the same events, pages
+    and filters included."""
+    client = cloudtrail(trail.proxy)
+    sent = with_target(client, SMITHY_TARGET)
+    assert ids(lookup_all(client, MaxResults=7)) == ids(newest_first(trail.events))
+    slack = [e["eventID"] for e in newest_first(trail.events) if e["eventSource"] == "slack.com"]
+    got = client.lookup_events(LookupAttributes=[
+        {"AttributeKey": "EventSource", "AttributeValue": "slack.com"}])
+    assert ids(got["Events"]) == slack
+    assert len(sent) >= 2 and set(sent) == {SMITHY_TARGET}, sent
+    with pytest.raises(ClientError) as ei:
+        client.lookup_events(MaxResults=51)
+    assert ei.value.response["Error"]["Code"] == "InvalidMaxResultsException"
+
+
+def test_both_target_forms_raw(trail):
+    want = ids(newest_first(trail.events))
+    for target in (LOOKUP_TARGET, SMITHY_TARGET):
+        for body in (b"{}", b""):
+            status, code, doc = raw_lookup(trail.proxy, target, body)
+            assert status == 200, (target, body, code, doc)
+            assert ids(doc["Events"]) == want, (target, body)
+
+
+@pytest.mark.parametrize("target", [
+    "CloudTrail_20131101.DescribeTrails",
+    "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.DescribeTrails",
+    "LookupEvents",
+    "Other_20131101.LookupEvents",
+    None,
+])
+def test_unknown_operation(trail, target):
+    status, code, doc = raw_lookup(trail.proxy, target)
+    assert (status, code) == (400, "UnknownOperationException"), (target, doc)
+    assert "Events" not in doc
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -608,4 +687,24 @@ def test_admin_token_as_session_token(proxy_factory, fake_vendor):
     # the AWS CLI with the token as AWS_SESSION_TOKEN
     out = aws_cloudtrail(proxy, env_extra={"AWS_SESSION_TOKEN": ADMIN_TOKEN})
     assert ids(out["Events"]) == [ev["eventID"]]
+    # the short target form of the Smithy SDKs, with and without the token
+    client = cloudtrail(proxy, aws_session_token=ADMIN_TOKEN)
+    sent = with_target(client, SMITHY_TARGET)
+    assert ids(client.lookup_events()["Events"]) == [ev["eventID"]]
+    for kwargs in ({}, {"aws_session_token": "not-" + ADMIN_TOKEN}):
+        client = cloudtrail(proxy, **kwargs)
+        with_target(client, SMITHY_TARGET, sent)
+        with pytest.raises(ClientError) as ei:
+            client.lookup_events()
+        assert ei.value.response["Error"]["Code"] == "AccessDeniedException", ei.value.response
+        assert ei.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert set(sent) == {SMITHY_TARGET}, sent
+    # the token is checked before the operation: without it, any target is 403, not 400
+    for token in (None, "not-" + ADMIN_TOKEN):
+        for target in (LOOKUP_TARGET, SMITHY_TARGET, "CloudTrail_20131101.DescribeTrails", None):
+            status, code, doc = raw_lookup(proxy, target, token=token)
+            assert (status, code) == (403, "AccessDeniedException"), (target, token, doc)
+            assert ADMIN_TOKEN not in json.dumps(doc)
+    status, code, _ = raw_lookup(proxy, "CloudTrail_20131101.DescribeTrails", token=ADMIN_TOKEN)
+    assert (status, code) == (400, "UnknownOperationException")
     assert_not_in_store(proxy, [ADMIN_TOKEN])
