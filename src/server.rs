@@ -302,6 +302,7 @@ pub async fn run_with_reloads(
     let checkpointer = sqlite::Checkpointer::start(&config.audit.path, sqlite::Checkpointer::INTERVAL)?;
     let hmac_key = sqlite::load_or_create_key(&config.audit.hmac_key_file)?;
     let mut metrics = Metrics::default();
+    metrics.watch_audit_db(&config.audit.path);
     if let Some(c) = &credentials {
         metrics.register_credential_refreshes(c.refresh_counter());
     }

@@ -1,7 +1,10 @@
 //! Prometheus metrics for `/metrics`: intercepted calls by family, operation, decision and
-//! outcome; pass-through requests; latency histograms; and the audit writer's figures.
+//! outcome; pass-through requests; latency histograms; upstream failures; the build; and the
+//! audit writer's and database's figures. `docs/metrics.md` lists every one (a test keeps it
+//! true).
 
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -9,6 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::audit::WriterStats;
@@ -33,6 +37,16 @@ pub struct CallLabels {
 pub struct RouteLabels {
     /// Route (`[upstreams]` key, `forward` or `tunnel`).
     pub route: &'static str,
+}
+
+/// Labels of a failed exchange with an upstream.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    /// The vendor family (`[upstreams]` key), or `other` for a host that is not a vendor's.
+    pub family: &'static str,
+    /// What went wrong: `connect`, `tls`, `timeout`, `closed` or `response` (see
+    /// [`crate::http::upstream::SendError::kind`]).
+    pub kind: &'static str,
 }
 
 /// Labels of a Slack token lookup.
@@ -80,6 +94,10 @@ pub struct Metrics {
     pub slack_lookups: Family<LookupLabels, Counter>,
     /// Alert delivery, per sink.
     pub alerts: AlertMetrics,
+    /// Upstream exchanges that brought no usable answer, by family and kind.
+    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    /// The audit database whose size (with its write-ahead log) `/metrics` shows.
+    audit_db: Option<PathBuf>,
     /// Pass-through counters of the known routes, made once so the hot path allocates nothing.
     pass_routes: Vec<(&'static str, Counter)>,
 }
@@ -146,6 +164,17 @@ impl Default for Metrics {
             "Audit records after a sink's position",
             alerts.lag_records.clone(),
         );
+        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Upstream exchanges that brought no usable answer, by family and kind",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "build",
+            "The running build (value 1)",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
         let pass_routes = PASS_ROUTES
             .iter()
             .map(|r| (*r, passthrough.get_or_create(&RouteLabels { route: r }).clone()))
@@ -158,6 +187,8 @@ impl Default for Metrics {
             refused,
             slack_lookups,
             alerts,
+            upstream_errors,
+            audit_db: None,
             pass_routes,
         }
     }
@@ -174,6 +205,18 @@ impl Metrics {
                 self.passthrough.get_or_create(&RouteLabels { route }).inc();
             }
         }
+    }
+
+    /// Counts one upstream exchange that failed with `kind` for `family`.
+    pub fn upstream_error(&self, family: &'static str, kind: &'static str) {
+        self.upstream_errors
+            .get_or_create(&UpstreamErrorLabels { family, kind })
+            .inc();
+    }
+
+    /// Shows the size of the SQLite database at `path` (and its write-ahead log).
+    pub fn watch_audit_db(&mut self, path: &Path) {
+        self.audit_db = Some(path.to_path_buf());
     }
 
     /// Adds the proxy's AWS credential refreshes (by `result`) to the exposition.
@@ -243,7 +286,26 @@ impl Metrics {
             writer.commit_micros.load(Ordering::Relaxed) as f64 / 1e6
         );
         let _ = writeln!(out, "retention_proxy_audit_commit_seconds_count {cum}");
+        if let Some(db) = &self.audit_db {
+            let _ = writeln!(
+                out,
+                "# HELP retention_proxy_audit_db_bytes Size of the audit database file and its write-ahead log."
+            );
+            let _ = writeln!(out, "# TYPE retention_proxy_audit_db_bytes gauge");
+            let _ = writeln!(out, "retention_proxy_audit_db_bytes {}", db_bytes(db));
+        }
         out.push_str("# EOF\n");
         out
     }
+}
+
+/// Bytes of the SQLite file at `db` plus its `-wal` file (a missing file counts 0).
+fn db_bytes(db: &Path) -> u64 {
+    let mut wal = db.as_os_str().to_os_string();
+    wal.push("-wal");
+    [db.to_path_buf(), PathBuf::from(wal)]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
 }

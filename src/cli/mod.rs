@@ -9,6 +9,7 @@ use crate::config::Config;
 
 pub mod archive;
 pub mod audit;
+pub mod health;
 pub mod policy_test;
 pub mod progress;
 pub mod store;
@@ -63,6 +64,13 @@ pub enum Command {
         /// Which audit command.
         #[command(subcommand)]
         command: Box<AuditCommand>,
+    },
+    /// Ask the configured admin listener's /healthz (for container health checks); exit 0
+    /// when healthy, 1 otherwise.
+    Health {
+        /// Configuration file (TOML) naming the admin listener and its token.
+        #[arg(long, env = "RETENTION_PROXY_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Alert sinks (`[[alerts]]`).
     Alerts {
@@ -449,6 +457,21 @@ pub fn run_offline(cmd: Command) -> ExitCode {
             match rt.block_on(crate::alerts::send_test(&config, &id)) {
                 Ok(answer) => {
                     println!("{answer}");
+                    ExitCode::SUCCESS
+                }
+                Err(msg) => {
+                    eprintln!("retention-proxy: {msg}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Health { config } => {
+            let checked = load_config(config.as_ref())
+                .map_err(|e| format!("cannot read the configuration: {}", e.to_string().replace('\n', "; ")))
+                .and_then(|c| health::check(&c));
+            match checked {
+                Ok(line) => {
+                    println!("{line}");
                     ExitCode::SUCCESS
                 }
                 Err(msg) => {

@@ -61,6 +61,10 @@ pub struct RawServer {
     /// Bearer token for the admin API; required when `admin_listen` is not loopback.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<String>,
+    /// Or a file holding it (a mounted secret): mode 0600 or stricter, a final newline
+    /// ignored. Not together with `admin_token`. Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<String>,
     /// PEM certificate chain to serve the proxy listener over TLS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<String>,
@@ -92,6 +96,7 @@ impl Default for RawServer {
             listen: "127.0.0.1:8080".into(),
             admin_listen: "127.0.0.1:9090".into(),
             admin_token: None,
+            admin_token_file: None,
             tls_cert: None,
             tls_key: None,
             max_body_bytes: 1024 * 1024,
@@ -657,13 +662,34 @@ impl Config {
                 }
             }
         };
+        let admin_token = match (
+            raw.server.admin_token.as_deref().filter(|t| !t.is_empty()),
+            raw.server.admin_token_file.as_deref().map(str::trim),
+        ) {
+            (token, None) => token.map(str::to_string),
+            (Some(_), Some(_)) => {
+                bad(
+                    "server.admin_token_file",
+                    "admin_token and admin_token_file cannot both be set".into(),
+                );
+                None
+            }
+            (None, Some("")) => {
+                bad("server.admin_token_file", "must name a file (or be left out)".into());
+                None
+            }
+            (None, Some(file)) => crate::alerts::read_secret_file(Path::new(file))
+                .map_err(|e| bad("server.admin_token_file", e))
+                .ok(),
+        };
         if let Some(a) = admin_listen
             && !is_loopback(&a)
-            && raw.server.admin_token.as_deref().unwrap_or("").is_empty()
+            && admin_token.is_none()
+            && raw.server.admin_token_file.is_none()
         {
             bad(
                 "server.admin_token",
-                "is required when admin_listen is not a loopback address".into(),
+                "is required when admin_listen is not a loopback address (or server.admin_token_file)".into(),
             );
         }
         let tls = match (&raw.server.tls_cert, &raw.server.tls_key) {
@@ -951,7 +977,7 @@ impl Config {
             server: ServerConfig {
                 listen,
                 admin_listen,
-                admin_token: raw.server.admin_token.clone().filter(|t| !t.is_empty()),
+                admin_token,
                 tls,
                 max_body_bytes: raw.server.max_body_bytes as usize,
                 header_read_timeout,

@@ -102,6 +102,43 @@ pub enum SendError {
     Exchange(#[from] hyper::Error),
 }
 
+impl SendError {
+    /// What went wrong, for metrics: `tls` (the handshake with the upstream failed),
+    /// `timeout` (connecting took longer than `connect_timeout`), `connect` (no connection:
+    /// refused, unreachable, a name not resolved or not allowed) or `closed` (the connection
+    /// failed during the exchange).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SendError::NoAuthority => "connect",
+            SendError::Connect(e) => failure_kind(e.as_ref()).unwrap_or("connect"),
+            SendError::Exchange(e) if e.is_timeout() => "timeout",
+            SendError::Exchange(e) => failure_kind(e).unwrap_or("closed"),
+        }
+    }
+}
+
+/// `tls` or `timeout` when an error in `e`'s chain says so.
+fn failure_kind(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.is::<rustls::Error>() {
+            return Some("tls");
+        }
+        next = e.source();
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return Some("timeout");
+            }
+            // An I/O error's `source` skips the error it wraps (the TLS connector wraps
+            // rustls' I/O error in another): go on with the wrapped one.
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner);
+            }
+        }
+    }
+    None
+}
+
 impl Dialer {
     /// A dialer with [`MAX_IDLE_PER_UPSTREAM`] and [`UPSTREAM_IDLE_TIMEOUT`], resolving names
     /// through `resolver`.

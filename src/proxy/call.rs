@@ -345,25 +345,31 @@ async fn forward(
     }
     let timeout = app.config.upstreams.request_timeout;
     let upstream = &route.target.upstream;
+    let failed = |kind| app.metrics.upstream_error(family.label(), kind);
     let fut = async {
-        let resp = conn
-            .upstream
-            .send(out)
-            .await
-            .map_err(|e| VendorError::bad_gateway(format!("upstream {upstream} failed: {e}")))?;
+        let resp = conn.upstream.send(out).await.map_err(|e| {
+            failed(e.kind());
+            VendorError::bad_gateway(format!("upstream {upstream} failed: {e}"))
+        })?;
         let (rp, rb) = resp.into_parts();
         let bytes = Limited::new(rb, MAX_RESPONSE_BYTES)
             .collect()
             .await
-            .map_err(|e| VendorError::bad_gateway(format!("upstream {upstream} response could not be read: {e}")))?
+            .map_err(|e| {
+                failed("response");
+                VendorError::bad_gateway(format!("upstream {upstream} response could not be read: {e}"))
+            })?
             .to_bytes();
         Ok((Response::from_parts(rp, ()), bytes))
     };
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,
-        Err(_) => Err(VendorError::gateway_timeout(format!(
-            "upstream {upstream} did not answer within {timeout:?}"
-        ))),
+        Err(_) => {
+            failed("timeout");
+            Err(VendorError::gateway_timeout(format!(
+                "upstream {upstream} did not answer within {timeout:?}"
+            )))
+        }
     }
 }
 

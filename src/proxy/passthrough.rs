@@ -81,12 +81,18 @@ pub async fn serve(app: &App, conn: &Conn, route: Route, req: Request<Incoming>)
     match tokio::time::timeout(app.config.upstreams.request_timeout, conn.upstream.send(out)).await {
         Ok(Ok(resp)) => client_response(resp),
         Ok(Err(e)) => {
+            app.metrics
+                .upstream_error(route.family.map_or("other", Family::label), e.kind());
             warn!(error = %e, upstream = %route.target.upstream, peer = %conn.peer, "pass-through upstream failed");
             VendorError::bad_gateway(format!("upstream {} failed: {e}", route.target.upstream))
                 .response(family, &new_id())
         }
-        Err(_) => VendorError::gateway_timeout(format!("upstream {} did not answer in time", route.target.upstream))
-            .response(family, &new_id()),
+        Err(_) => {
+            app.metrics
+                .upstream_error(route.family.map_or("other", Family::label), "timeout");
+            VendorError::gateway_timeout(format!("upstream {} did not answer in time", route.target.upstream))
+                .response(family, &new_id())
+        }
     }
 }
 

@@ -149,12 +149,14 @@ pub async fn connect(
     let upstream = match tokio::time::timeout(connect_timeout, dial).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
+            app.metrics.upstream_error("other", "connect");
             return plain(
                 StatusCode::BAD_GATEWAY,
                 &format!("retention-proxy: cannot reach {host}:{port}: {e}"),
             );
         }
         Err(_) => {
+            app.metrics.upstream_error("other", "timeout");
             return plain(
                 StatusCode::GATEWAY_TIMEOUT,
                 &format!("retention-proxy: connecting to {host}:{port} timed out"),
