@@ -1,5 +1,6 @@
 //! The command line of the built binary (SPEC §5, §6): `check-config`, `audit query` (every
-//! format and filter), `audit verify`, and `serve` refusing a bad configuration.
+//! format, filter and order), the `audit` commands finding the log through `--config`,
+//! `audit verify`, `policy test`, and `serve` refusing a bad configuration.
 
 mod support;
 
@@ -11,7 +12,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use serde_json::{Value, json};
-use support::binary::{self, BinaryProxy, BinaryProxyOpts, assert_one_line_error, query_json, run, stderr, stdout};
+use support::binary::{
+    self, BinaryProxy, BinaryProxyOpts, assert_one_line_error, query_json, run, run_ok, stderr, stdout,
+};
 use support::clients::slack_form;
 use support::fake_vendor::{self, EXAMPLE_ACCESS_KEY_ID, FakeVendor, FakeVendorOpts};
 use support::fixtures::{ACCOUNT, PROXY_ACCESS_KEY_ID, PROXY_SECRET_ACCESS_KEY, SLACK_GET, SLACK_SET};
@@ -27,6 +30,8 @@ const EXIT_CONFIG: i32 = 64;
 struct EventDb {
     _dir: tempfile::TempDir,
     db: PathBuf,
+    /// The configuration `serve` ran with.
+    config: PathBuf,
     /// Every event, in `seq` order, as `audit query --format json` prints them.
     events: Vec<Value>,
 }
@@ -115,7 +120,12 @@ async fn event_db() -> EventDb {
     let events = query_json(&db, &[]);
     assert_eq!(events.len(), 6, "{events:#?}");
     assert_eq!(events[1]["guardrail"]["decision"], "deny", "{:#}", events[1]);
-    EventDb { _dir: dir, db, events }
+    EventDb {
+        _dir: dir,
+        db,
+        config: proxy.config.clone(),
+        events,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -237,7 +247,7 @@ async fn audit_query_applies_every_filter() {
     assert_eq!(got, t.expect(|x| x["eventName"] == set));
     assert_eq!(got.len(), 3);
     assert_eq!(t.query(&["--event-name", "PutRetentionSettings"]).len(), 1);
-    assert!(t.query(&["--event-name", "NoSuchOperation"]).is_empty());
+    assert!(t.query(&["--event-name", "PutAppInstanceRetentionSettings"]).is_empty());
 
     // --source, full and short names
     let slack = t.query(&["--source", "slack.com"]);
@@ -286,13 +296,31 @@ async fn audit_query_applies_every_filter() {
     assert_eq!(t.query(&["--decision", "allow"]).len(), 5);
     assert!(t.query(&["--decision", "dry_run_deny"]).is_empty());
 
-    // --limit: the first N in seq order
-    assert_eq!(t.query(&["--limit", "2"]), all[..2].to_vec());
-    assert_eq!(t.query(&["--limit", "100"]), all);
+    // --outcome
+    assert_eq!(t.query(&["--outcome", "denied"]), vec![all[1].clone()]);
+    assert_eq!(
+        t.query(&["--outcome", "forwarded"]),
+        t.expect(|x| x["outcome"] == "forwarded")
+    );
+    assert_eq!(t.query(&["--outcome", "forwarded"]).len(), 5);
+    assert!(t.query(&["--outcome", "upstream_error"]).is_empty());
+
+    // --limit with --order oldest: the first N in seq order
+    assert_eq!(t.query(&["--limit", "2", "--order", "oldest"]), all[..2].to_vec());
+    assert_eq!(t.query(&["--limit", "100", "--order", "oldest"]), all);
 
     // Filters combine.
     assert_eq!(
-        t.query(&["--source", "slack", "--decision", "allow", "--limit", "2"]),
+        t.query(&[
+            "--source",
+            "slack",
+            "--decision",
+            "allow",
+            "--limit",
+            "2",
+            "--order",
+            "oldest"
+        ]),
         vec![all[0].clone(), all[2].clone()]
     );
 
@@ -322,6 +350,9 @@ async fn audit_query_errors_are_one_sentence() {
         ("bad --since", vec!["--since", "yesterday"]),
         ("bad --until", vec!["--until", "5 fortnights"]),
         ("bad --decision", vec!["--decision", "maybe"]),
+        ("bad --event-name", vec!["--event-name", "NoSuchOperation"]),
+        ("bad --source", vec!["--source", "aws"]),
+        ("bad --outcome", vec!["--outcome", "deny"]),
     ] {
         let mut a = vec!["audit", "query", "--db", db.as_str()];
         a.extend(args.iter().copied());
@@ -334,6 +365,86 @@ async fn audit_query_errors_are_one_sentence() {
             "{what}: the error names {flag}: {}",
             stderr(&o)
         );
+    }
+}
+
+/// An enumerated filter's error lists every value it takes; a time's names every form.
+#[test]
+fn audit_query_errors_list_the_valid_values() {
+    let dir = tempfile::tempdir().unwrap();
+    // Checked before the database is opened: this one does not exist.
+    let db = dir.path().join("absent.db").display().to_string();
+    for (args, listed) in [
+        (
+            ["--event-name", "PutRetentionSetting"],
+            &[
+                "PutRetentionSettings",
+                "GetRetentionSettings",
+                "PutChannelExpirationSettings",
+                "CreateChannel",
+                "DescribeChannel",
+                "PutAppInstanceRetentionSettings",
+                "GetAppInstanceRetentionSettings",
+                "PutAppInstanceUserExpirationSettings",
+                "CreateAppInstanceUser",
+                "DescribeAppInstanceUser",
+                "admin.conversations.setCustomRetention",
+                "admin.conversations.getCustomRetention",
+                "admin.conversations.removeCustomRetention",
+                "ReloadGuardrails",
+            ][..],
+        ),
+        (
+            ["--source", "amazonaws.com"],
+            &[
+                "chime.amazonaws.com",
+                "messaging-chime.amazonaws.com",
+                "identity-chime.amazonaws.com",
+                "slack.com",
+                "retention-proxy",
+                "chime_messaging",
+                "slack",
+            ][..],
+        ),
+        (
+            ["--decision", "denied"],
+            &["allow", "deny", "dry_run_deny", "exempt"][..],
+        ),
+        (
+            ["--outcome", "refused"],
+            &[
+                "forwarded",
+                "denied",
+                "rejected",
+                "upstream_error",
+                "audit_unavailable",
+                "unknown",
+            ][..],
+        ),
+        (
+            ["--since", "2026-11-31"],
+            &["RFC 3339", "UTC date", "2026-11-22", "15m", "24h", "7d"][..],
+        ),
+        (["--until", "last week"], &["RFC 3339", "UTC date", "15m"][..]),
+    ] {
+        let o = run(&["audit", "query", "--db", &db, args[0], args[1]]);
+        let what = format!("{args:?}");
+        assert_one_line_error(&o, &what);
+        assert_eq!(o.status.code(), Some(2), "{what}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(args[0]) && err.contains(args[1]),
+            "{what}: names the value: {err}"
+        );
+        for v in listed {
+            assert!(err.contains(v), "{what}: lists {v}: {err}");
+        }
+        assert!(!err.contains("absent.db"), "{what}: checked before the database: {err}");
+    }
+    // A date and an age are accepted as well-formed (the database is what fails then).
+    for args in [["--since", "2026-11-22"], ["--until", "2026-11-22"], ["--since", "7d"]] {
+        let o = run(&["audit", "query", "--db", &db, args[0], args[1]]);
+        assert!(stderr(&o).contains("absent.db"), "{args:?}: {}", stderr(&o));
     }
 }
 
@@ -398,6 +509,546 @@ async fn audit_verify_and_query_on_an_empty_database() {
     let o = run(&["audit", "query", "--db", &db, "--format", "jsonl"]);
     assert!(o.status.success());
     assert!(stdout(&o).trim().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// audit query: order, dates, the table
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_query_orders_newest_first_with_a_limit() {
+    let t = event_db().await;
+    let all = EventDb::ids(&t.events);
+    // Newest first: by eventTime, then seq (as LookupEvents and the viewer list them).
+    let mut by_time: Vec<&Value> = t.events.iter().collect();
+    by_time.sort_by(|a, b| {
+        let key = |e: &Value| (e["eventTime"].as_str().unwrap().to_string(), e["seq"].as_u64().unwrap());
+        key(b).cmp(&key(a))
+    });
+    let newest: Vec<String> = by_time
+        .iter()
+        .map(|e| e["eventID"].as_str().unwrap().to_string())
+        .collect();
+    assert_ne!(newest, all, "the calls were made one after the other");
+
+    // Without --limit: oldest first, the whole log; with it: the newest N.
+    assert_eq!(t.query(&[]), all);
+    assert_eq!(t.query(&["--limit", "2"]), newest[..2].to_vec());
+    assert_eq!(t.query(&["--limit", "100"]), newest);
+    // --order says it either way.
+    assert_eq!(t.query(&["--order", "newest"]), newest);
+    assert_eq!(t.query(&["--order", "oldest", "--limit", "3"]), all[..3].to_vec());
+    assert_eq!(t.query(&["--order", "newest", "--limit", "1"]), newest[..1].to_vec());
+    // With filters: the newest allowed Slack calls.
+    assert_eq!(
+        t.query(&["--source", "slack", "--decision", "allow", "--limit", "2"]),
+        vec![all[5].clone(), all[2].clone()]
+    );
+    // Every format follows it.
+    let db = t.db();
+    let o = run(&["audit", "query", "--db", &db, "--limit", "2", "--format", "jsonl"]);
+    let lines: Vec<Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(EventDb::ids(&lines), newest[..2].to_vec());
+    let table = run_ok(&["audit", "query", "--db", &db, "--limit", "2"]);
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(rows[0].contains(&newest[0]) && rows[1].contains(&newest[1]), "{table}");
+    // export stays chronological.
+    let o = run(&["audit", "export", "--db", &db, "--format", "jsonl"]);
+    let lines: Vec<Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(EventDb::ids(&lines), all);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn since_and_until_take_a_utc_date() {
+    let t = event_db().await;
+    let day = |e: &Value| e["eventTime"].as_str().unwrap()[..10].to_string();
+    let first = day(&t.events[0]);
+    let last = day(&t.events[5]);
+    let date = |d: &str, days: i64| {
+        let d = time::Date::parse(d, &time::macros::format_description!("[year]-[month]-[day]")).unwrap();
+        (d + time::Duration::days(days)).to_string()
+    };
+    let all = EventDb::ids(&t.events);
+    // --since DAY: from its 00:00:00Z; --until DAY: the whole day, included.
+    assert_eq!(t.query(&["--since", &first]), all);
+    assert_eq!(t.query(&["--until", &last]), all);
+    assert_eq!(t.query(&["--since", &first, "--until", &last]), all);
+    assert!(t.query(&["--until", &date(&first, -1)]).is_empty());
+    assert!(t.query(&["--since", &date(&last, 1)]).is_empty());
+    assert_eq!(
+        t.query(&["--until", &first]),
+        t.expect(|e| day(e) == first),
+        "the events of that day"
+    );
+    // export and RFC 3339 as before.
+    let db = t.db();
+    let o = run(&["audit", "export", "--db", &db, "--format", "jsonl", "--until", &last]);
+    assert_eq!(stdout(&o).lines().count(), 6, "{}", stderr(&o));
+    let o = run(&[
+        "audit",
+        "export",
+        "--db",
+        &db,
+        "--format",
+        "jsonl",
+        "--until",
+        &date(&first, -1),
+    ]);
+    assert!(o.status.success() && stdout(&o).is_empty(), "{}", stdout(&o));
+    let o = run(&[
+        "audit",
+        "export",
+        "--db",
+        &db,
+        "--format",
+        "jsonl",
+        "--since",
+        "2026-02-30",
+    ]);
+    assert_one_line_error(&o, "export --since 2026-02-30");
+    assert!(stderr(&o).contains("UTC date"), "{}", stderr(&o));
+}
+
+/// Display width of the widest line.
+fn widest(text: &str) -> usize {
+    text.lines().map(|l| l.chars().count()).max().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_table_shortens_fingerprints_and_other_formats_keep_them() {
+    let t = event_db().await;
+    let db = t.db();
+    let fp = t.events[0]["userIdentity"]["tokenFingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(fp.len(), "hmac-sha256:".len() + 64, "{fp}");
+    let short = format!("{}…", &fp[.."hmac-sha256:".len() + 12]);
+    let table = run_ok(&["audit", "query", "--db", &db]);
+    assert!(table.contains(&short), "{table}");
+    assert!(!table.contains(&fp), "no whole fingerprint in the table:\n{table}");
+    // The Slack token's rows; the Chime call shows its access key whole.
+    assert_eq!(table.lines().filter(|l| l.contains(&short)).count(), 2, "{table}");
+    assert!(table.contains(EXAMPLE_ACCESS_KEY_ID), "{table}");
+    // A refusal shows its status beside the outcome only when it is not a success.
+    let csv = run_ok(&["audit", "query", "--db", &db, "--format", "csv"]);
+    let jsonl = run_ok(&["audit", "query", "--db", &db, "--format", "jsonl"]);
+    let json = run_ok(&["audit", "query", "--db", &db, "--format", "json"]);
+    for (name, text) in [("csv", &csv), ("jsonl", &jsonl), ("json", &json)] {
+        assert!(text.contains(&fp), "{name} keeps the whole fingerprint:\n{text}");
+        assert!(!text.contains('…'), "{name} shortens nothing:\n{text}");
+    }
+    // The Slack calls of this log fit a terminal (278 columns with whole fingerprints, the
+    // event source and the HTTP status; 180 now).
+    let slack = run_ok(&["audit", "query", "--db", &db, "--source", "slack"]);
+    assert!(widest(&slack) < 200, "{} columns:\n{slack}", widest(&slack));
+    // The actor column is as wide as a shortened fingerprint.
+    let header = table.lines().next().unwrap();
+    let (actor, resource) = (header.find("actor").unwrap(), header.find("resource").unwrap());
+    assert_eq!(resource - actor, short.chars().count() + 2, "{header}");
+    assert!(
+        !header.contains("eventSource") && !header.contains("httpStatus"),
+        "{header}"
+    );
+    // Every row is one line, and the eventID stays whole.
+    assert_eq!(table.lines().count(), 7, "{table}");
+    for id in EventDb::ids(&t.events) {
+        assert_eq!(table.lines().filter(|l| l.contains(&id)).count(), 1, "{id}\n{table}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// audit …: --config, the file serve runs with
+// ---------------------------------------------------------------------------------------------
+
+/// Runs the binary in `dir`.
+fn run_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(binary::BIN)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .env_remove("RETENTION_PROXY_CONFIG")
+        .output()
+        .expect("run the proxy binary")
+}
+
+fn ids_of_json(o: &std::process::Output) -> Vec<String> {
+    assert!(o.status.success(), "{:?}: {}", o.status, stderr(o));
+    let v: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)));
+    EventDb::ids(&v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_commands_read_the_log_the_configuration_names() {
+    let t = event_db().await;
+    let cfg = t.config.display().to_string();
+    let all = EventDb::ids(&t.events);
+    // Elsewhere: no retention-audit.db here, so only the configuration can lead to the log.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let here = elsewhere.path();
+    let q = |extra: &[&str]| {
+        let mut a = vec!["audit", "query", "--config", cfg.as_str(), "--format", "json"];
+        a.extend_from_slice(extra);
+        ids_of_json(&run_in(here, &a))
+    };
+    assert_eq!(q(&[]), all);
+    assert_eq!(
+        q(&["--resource", "C1"]),
+        vec![all[0].clone(), all[2].clone(), all[5].clone()]
+    );
+    // The configuration's HMAC key: a raw token is found by its fingerprint.
+    assert_eq!(q(&["--actor", TOKEN_A]), vec![all[0].clone(), all[1].clone()]);
+
+    let ok = |args: &[&str]| {
+        let o = run_in(here, args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        (stdout(&o), stderr(&o))
+    };
+    let (out, err) = ok(&["audit", "verify", "--config", &cfg]);
+    assert!(out.contains("audit chain intact"), "{out}");
+    assert!(err.contains("the configuration's checkpoint key"), "{err}");
+    let (out, _) = ok(&[
+        "audit",
+        "history",
+        "--config",
+        &cfg,
+        "--resource",
+        "C2",
+        "--format",
+        "json",
+    ]);
+    let hist: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(EventDb::ids(&hist), vec![all[1].clone()]);
+    let (out, _) = ok(&["audit", "state", "--config", &cfg, "--format", "json"]);
+    assert!(out.contains("\"C1\"") && out.contains("400"), "{out}");
+    let (out, _) = ok(&["audit", "export", "--config", &cfg, "--format", "jsonl"]);
+    assert_eq!(out.lines().count(), 6, "{out}");
+    let (pem, _) = ok(&["audit", "pubkey", "--config", &cfg]);
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+    let copy = here.join("copy.db");
+    let (out, err) = ok(&[
+        "audit",
+        "backup",
+        "--config",
+        &cfg,
+        "--out",
+        &copy.display().to_string(),
+    ]);
+    assert!(out.contains(&t.db()), "the configuration's database was copied: {out}");
+    assert!(err.contains(".hmac-key"), "{err}");
+    // archive opens the configuration's database (no checkpoint is that old, which it says).
+    let o = run_in(
+        here,
+        &[
+            "audit",
+            "archive",
+            "--config",
+            &cfg,
+            "--before",
+            "2000-01-01",
+            "--out",
+            "archive",
+        ],
+    );
+    assert_one_line_error(&o, "archive before 2000");
+    assert!(
+        stderr(&o).contains("no signed checkpoint was made before 2000-01-01T00:00:00.000Z"),
+        "{}",
+        stderr(&o)
+    );
+
+    // An explicit --db wins: the copy is read, and the keys still come from the configuration.
+    let copy_s = copy.display().to_string();
+    let o = run_in(
+        here,
+        &[
+            "audit", "query", "--db", &copy_s, "--config", &cfg, "--format", "json", "--actor", TOKEN_A,
+        ],
+    );
+    assert_eq!(ids_of_json(&o), vec![all[0].clone(), all[1].clone()]);
+    let o = run_in(here, &["audit", "query", "--db", &copy_s, "--actor", TOKEN_A]);
+    assert_one_line_error(&o, "no key beside the copy");
+    let missing = here.join("missing.db").display().to_string();
+    let o = run_in(here, &["audit", "query", "--db", &missing, "--config", &cfg]);
+    assert_one_line_error(&o, "--db wins over --config");
+    assert!(stderr(&o).contains("missing.db"), "{}", stderr(&o));
+    let o = run_in(here, &["audit", "verify", "--db", &missing, "--config", &cfg]);
+    assert!(stderr(&o).contains("missing.db"), "{}", stderr(&o));
+
+    // Neither: retention-audit.db in the current directory.
+    let o = run_in(here, &["audit", "query"]);
+    assert_one_line_error(&o, "no database here");
+    assert!(stderr(&o).contains("retention-audit.db"), "{}", stderr(&o));
+    std::fs::copy(&copy, here.join("retention-audit.db")).unwrap();
+    assert_eq!(ids_of_json(&run_in(here, &["audit", "query", "--format", "json"])), all);
+
+    // The help says which wins.
+    let help = run_ok(&["audit", "query", "--help"]);
+    assert!(
+        help.contains("Wins over --config") && help.contains("retention-audit.db"),
+        "{help}"
+    );
+}
+
+#[test]
+fn a_configuration_that_does_not_load_is_exit_64_for_every_audit_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        dir.path(),
+        "typo.toml",
+        "[audit]
+paht = \"x.db\"\n",
+    );
+    let missing = dir.path().join("absent.toml").display().to_string();
+    let out = dir.path().join("out").display().to_string();
+    for cfg in [bad.as_str(), missing.as_str()] {
+        for args in [
+            vec!["audit", "query", "--config", cfg],
+            vec!["audit", "verify", "--config", cfg],
+            vec!["audit", "export", "--config", cfg, "--format", "jsonl"],
+            vec!["audit", "history", "--config", cfg, "--resource", "C1"],
+            vec!["audit", "state", "--config", cfg],
+            vec!["audit", "backup", "--config", cfg, "--out", &out],
+            vec!["audit", "archive", "--config", cfg, "--before", "90d", "--out", &out],
+            vec!["audit", "pubkey", "--config", cfg],
+        ] {
+            let o = run(&args);
+            let what = format!("{args:?}");
+            assert_one_line_error(&o, &what);
+            let err = stderr(&o);
+            assert!(err.contains(cfg), "{what}: names the file: {err}");
+            assert_eq!(o.status.code(), Some(EXIT_CONFIG), "{what}: {err}");
+            if cfg == bad {
+                assert!(err.contains("audit.paht"), "{what}: names the key: {err}");
+            }
+        }
+    }
+    assert!(!dir.path().join("out").exists());
+}
+
+#[test]
+fn a_configuration_with_a_central_store_is_read_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on this port: the reading commands must try it (and say so), while
+    // backup and archive take the local file.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let db = dir.path().join("local.db");
+    let cfg = write(
+        dir.path(),
+        "fleet.toml",
+        &format!(
+            "[audit]\npath = {}\n\n[audit.central]\nurl = \"postgres://audit@127.0.0.1:{port}/audit?sslmode=disable\"\n",
+            toml_str(&db.display().to_string())
+        ),
+    );
+    for args in [
+        vec!["audit", "query", "--config", &cfg],
+        vec!["audit", "verify", "--config", &cfg],
+        vec!["audit", "state", "--config", &cfg],
+    ] {
+        let o = run(&args);
+        assert_one_line_error(&o, &format!("{args:?}"));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("127.0.0.1:{port}")),
+            "{args:?} reads the central store: {err}"
+        );
+        assert!(!err.contains("local.db"), "{args:?}: {err}");
+    }
+    let out = dir.path().join("copy.db").display().to_string();
+    let o = run(&["audit", "backup", "--config", &cfg, "--out", &out]);
+    assert_one_line_error(&o, "backup of the local file");
+    assert!(stderr(&o).contains("local.db"), "{}", stderr(&o));
+    // --db wins over the central store too.
+    let o = run(&["audit", "query", "--config", &cfg, "--db", &db.display().to_string()]);
+    assert!(stderr(&o).contains("local.db"), "{}", stderr(&o));
+}
+
+// ---------------------------------------------------------------------------------------------
+// policy test
+// ---------------------------------------------------------------------------------------------
+
+/// `policy test ARGS` with `input` on standard input.
+fn policy_test(args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(binary::BIN)
+        .arg("policy")
+        .arg("test")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("RETENTION_PROXY_CONFIG")
+        .spawn()
+        .expect("spawn policy test");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn policy_test_reads_files_as_editors_save_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "min.toml",
+        "[[guardrails]]\nid = \"slack-min-90\"\ntargets = [\"slack.channel_retention\"]\nmin_days = 90\n",
+    );
+    let form = |days: &str, end: &str, length: bool| {
+        let body = format!("channel_id=C1&duration_days={days}");
+        let length = if length {
+            format!("Content-Length: {}\r\n", body.len())
+        } else {
+            String::new()
+        };
+        format!(
+            "POST /api/admin.conversations.setCustomRetention HTTP/1.1\r\nHost: slack.com\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nAuthorization: Bearer {TOKEN_A}\r\n{length}\r\n{body}{end}"
+        )
+    };
+    for (end, length) in [
+        ("", false),
+        ("\n", false),
+        ("\r\n", false),
+        ("\n", true),
+        ("\r\n\r\n", true),
+    ] {
+        let what = format!("ending {end:?}, Content-Length {length}");
+        let ok = write(dir.path(), "ok.http", &form("365", end, length));
+        let o = run(&["policy", "test", "--config", &cfg, &ok]);
+        assert_eq!(o.status.code(), Some(0), "{what}: {}{}", stdout(&o), stderr(&o));
+        assert!(
+            stdout(&o).contains("slack.channel_retention of C1 -> 365"),
+            "{what}: {}",
+            stdout(&o)
+        );
+        assert!(stdout(&o).contains("decision:  allow"), "{what}: {}", stdout(&o));
+        assert!(stderr(&o).is_empty(), "{what}: {}", stderr(&o));
+        let short = write(dir.path(), "short.http", &form("30", end, length));
+        let o = run(&["policy", "test", "--config", &cfg, &short]);
+        assert_eq!(o.status.code(), Some(2), "{what}: {}{}", stdout(&o), stderr(&o));
+        assert!(stdout(&o).contains("decision:  deny"), "{what}: {}", stdout(&o));
+        assert!(stdout(&o).contains("slack-min-90"), "{what}: {}", stdout(&o));
+    }
+    // `-`: standard input.
+    let o = policy_test(&["--config", &cfg, "-"], form("30", "\n", false).as_bytes());
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("slack.channel_retention of C1 -> 30"),
+        "{}",
+        stdout(&o)
+    );
+    let o = policy_test(&["--config", &cfg, "-"], b"");
+    assert_one_line_error(&o, "empty standard input");
+    assert!(stderr(&o).contains("standard input"), "{}", stderr(&o));
+}
+
+#[test]
+fn policy_test_warns_when_there_is_no_guardrail() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = write(dir.path(), "empty.toml", "");
+    let req = write(
+        dir.path(),
+        "req.http",
+        &format!(
+            "POST /api/admin.conversations.setCustomRetention HTTP/1.1\nHost: slack.com\n\
+             Content-Type: application/x-www-form-urlencoded\nAuthorization: Bearer {TOKEN_A}\n\nchannel_id=C1&duration_days=1\n"
+        ),
+    );
+    for args in [
+        vec!["policy", "test", "--config", &empty, &req],
+        vec!["policy", "test", &req],
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}{}", stdout(&o), stderr(&o));
+        assert!(stdout(&o).contains("decision:  allow"), "{}", stdout(&o));
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("warning:") && (err.contains("no guardrail") || err.contains("no [[guardrails]]")),
+            "{err}"
+        );
+    }
+    let o = run(&["policy", "test", "--config", &empty, &req]);
+    assert!(stderr(&o).contains("empty.toml"), "{}", stderr(&o));
+}
+
+// ---------------------------------------------------------------------------------------------
+// /v1/events: dates and enumerated values
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn v1_events_checks_enumerated_values_and_takes_dates() {
+    let fake = FakeVendor::start(FakeVendorOpts::with_example_key()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut proxy = BinaryProxy::start(dir.path(), &BinaryProxyOpts::new(&fake.url())).await;
+    let call = slack_form(SLACK_SET, "channel_id=C1&duration_days=365", Some(TOKEN_A), &[]);
+    let resp = fake_vendor::send(proxy.addr, call).await.expect("call");
+    assert_eq!(resp.status, 200);
+    let get = |q: String| {
+        let proxy = &proxy;
+        async move {
+            let (status, body) = proxy.admin_get(&format!("/v1/events?{q}")).await.unwrap();
+            (
+                status,
+                serde_json::from_str::<Value>(&body).unwrap_or_else(|e| panic!("{e}: {body}")),
+            )
+        }
+    };
+    for (q, listed) in [
+        (
+            "event_name=PutRetentionSetting",
+            &[
+                "PutRetentionSettings",
+                "admin.conversations.removeCustomRetention",
+                "ReloadGuardrails",
+            ][..],
+        ),
+        (
+            "source=aws",
+            &[
+                "chime.amazonaws.com",
+                "identity-chime.amazonaws.com",
+                "slack.com",
+                "slack",
+            ][..],
+        ),
+        ("decision=denied", &["allow", "deny", "dry_run_deny", "exempt"][..]),
+        (
+            "outcome=refused",
+            &["forwarded", "denied", "rejected", "upstream_error", "unknown"][..],
+        ),
+        ("until=2026-02-30", &["UTC date", "RFC 3339", "15m"][..]),
+        (
+            "bogus=1",
+            &["since", "until", "event_name", "source", "outcome", "order", "cursor"][..],
+        ),
+    ] {
+        let (status, body) = get(q.to_string()).await;
+        assert_eq!(status, 400, "{q}: {body}");
+        let err = body["error"].as_str().unwrap_or_else(|| panic!("{q}: {body}"));
+        for v in listed {
+            assert!(err.contains(v), "{q}: lists {v}: {err}");
+        }
+    }
+    let day = query_json(&proxy.db, &[])[0]["eventTime"].as_str().unwrap()[..10].to_string();
+    for q in [
+        format!("until={day}"),
+        format!("since={day}"),
+        "event_name=admin.conversations.setCustomRetention".to_string(),
+        "source=slack&decision=allow&outcome=forwarded".to_string(),
+    ] {
+        let (status, body) = get(q.clone()).await;
+        assert_eq!(status, 200, "{q}: {body}");
+        assert_eq!(body["events"].as_array().map(Vec::len), Some(1), "{q}: {body}");
+    }
+    let (status, body) = get("event_name=PutRetentionSettings".into()).await;
+    assert_eq!(
+        (status, body["events"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{body}"
+    );
+    proxy.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------

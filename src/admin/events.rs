@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::{Admin, json_response};
 use crate::audit::export;
-use crate::audit::query::{self, Filter};
+use crate::audit::query::{self, Bound, Filter};
 use crate::audit::{AuditError, Reader};
 use crate::http::body::{ProxyBody, full};
 
@@ -59,7 +59,8 @@ fn bad(m: impl Into<String>) -> Response<ProxyBody> {
 }
 
 /// Parses the query string; a bad value or an unknown name is the client's error, and the
-/// message of an unknown name lists the valid ones.
+/// message of an unknown name, or of an unknown `event_name`, `source`, `decision` or
+/// `outcome`, lists the valid ones.
 fn parse(q: &str, allowed: &[&str]) -> Result<Query, String> {
     let now = time::OffsetDateTime::now_utc();
     let mut f = Filter::default();
@@ -80,8 +81,8 @@ fn parse(q: &str, allowed: &[&str]) -> Result<Query, String> {
             continue;
         }
         match k.as_ref() {
-            "since" => f.since = Some(query::parse_time(&v, now)?),
-            "until" => f.until = Some(query::parse_time(&v, now)?),
+            "since" => f.since = Some(query::parse_bound(&v, now, Bound::Since).map_err(|e| format!("since {e}"))?),
+            "until" => f.until = Some(query::parse_bound(&v, now, Bound::Until).map_err(|e| format!("until {e}"))?),
             "event_name" => f.event_name = Some(v),
             "source" => f.source = Some(v),
             "actor" => f.actor = Some(v),
@@ -108,6 +109,8 @@ fn parse(q: &str, allowed: &[&str]) -> Result<Query, String> {
             _ => {}
         }
     }
+    // An enumerated value that no event can have is a mistake, not an empty answer.
+    query::check_filter(&f, str::to_string)?;
     let max = if format == Format::Page { MAX_PAGE } else { MAX_DOWNLOAD };
     match limit {
         Some(n) if n > max => return Err(format!("limit {n} must be a number from 1 to {max}")),

@@ -81,30 +81,137 @@ pub fn format_time(t: OffsetDateTime) -> String {
     out
 }
 
-/// Parses `T`: RFC 3339, or an age such as `15m`, `24h`, `7d` counted back from `now`.
+/// The forms `--since`, `--until` and `since=`/`until=` accept, as an error names them.
+pub const TIME_FORMS: &str =
+    "an RFC 3339 time (2026-11-22T10:00:00Z), a UTC date (2026-11-22) or an age (15m, 24h, 7d)";
+
+/// Which end of a time range a value bounds: a plain date means the start of that day as a
+/// lower bound, and the whole day (up to the next day's start) as an upper bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// `since`: at or after.
+    Since,
+    /// `until`: before.
+    Until,
+}
+
+/// Parses `T`: RFC 3339, or an age such as `15m`, `24h`, `7d` counted back from `now`. A plain
+/// date is read as [`Bound::Since`] reads it (the start of the day, UTC).
 pub fn parse_time(s: &str, now: OffsetDateTime) -> Result<String, String> {
+    parse_bound(s, now, Bound::Since)
+}
+
+/// Parses `T` as the given end of a range: RFC 3339, an age such as `15m`, `24h`, `7d` counted
+/// back from `now`, or a UTC date `YYYY-MM-DD` (`Since`: its 00:00:00Z; `Until`: the next
+/// day's 00:00:00Z, so the whole day is included).
+pub fn parse_bound(s: &str, now: OffsetDateTime, bound: Bound) -> Result<String, String> {
     let s = s.trim();
+    let unreadable = || format!("{s:?} is not {TIME_FORMS}");
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
         return Ok(format_time(t));
     }
+    if s.len() == 10 && s.as_bytes()[4] == b'-' && s.as_bytes()[7] == b'-' {
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        let day = time::Date::parse(s, &format).map_err(|_| unreadable())?;
+        let day = match bound {
+            Bound::Since => day,
+            Bound::Until => day.next_day().ok_or_else(unreadable)?,
+        };
+        return Ok(format_time(day.midnight().assume_utc()));
+    }
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
-    let n: i64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is neither an RFC 3339 time nor an age like 15m, 24h or 7d"))?;
+    let n: i64 = n.parse().map_err(|_| unreadable())?;
     let secs = match unit {
         "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86400,
         "w" => n * 7 * 86400,
-        _ => {
-            return Err(format!(
-                "{s:?} is neither an RFC 3339 time nor an age like 15m, 24h or 7d"
-            ));
-        }
+        _ => return Err(unreadable()),
     };
     Ok(format_time(now - time::Duration::seconds(secs)))
+}
+
+/// The `eventSource`s the proxy records (SPEC §1, and its own guardrail reloads).
+pub const EVENT_SOURCES: [&str; 5] = [
+    "chime.amazonaws.com",
+    "messaging-chime.amazonaws.com",
+    "identity-chime.amazonaws.com",
+    "slack.com",
+    super::reload::EVENT_SOURCE,
+];
+
+/// The short names a source filter also takes, each with the `eventSource` it means.
+pub const SOURCE_SHORT_NAMES: [&str; 6] = [
+    "chime",
+    "chime_messaging",
+    "messaging-chime",
+    "chime_identity",
+    "identity-chime",
+    "slack",
+];
+
+/// The `eventName`s the proxy records: the SPEC §1 calls, and its own guardrail reloads.
+pub const EVENT_NAMES: [&str; 14] = [
+    "PutRetentionSettings",
+    "GetRetentionSettings",
+    "PutChannelExpirationSettings",
+    "CreateChannel",
+    "DescribeChannel",
+    "PutAppInstanceRetentionSettings",
+    "GetAppInstanceRetentionSettings",
+    "PutAppInstanceUserExpirationSettings",
+    "CreateAppInstanceUser",
+    "DescribeAppInstanceUser",
+    "admin.conversations.setCustomRetention",
+    "admin.conversations.getCustomRetention",
+    "admin.conversations.removeCustomRetention",
+    super::reload::EVENT_NAME,
+];
+
+/// `guardrail.decision` values.
+pub const DECISIONS: [&str; 4] = ["allow", "deny", "dry_run_deny", "exempt"];
+
+/// `outcome` values of a merged event (`applied`: a guardrail reload; `unknown`: no outcome
+/// recorded).
+pub const OUTCOMES: [&str; 7] = [
+    "forwarded",
+    "denied",
+    "rejected",
+    "upstream_error",
+    "audit_unavailable",
+    "applied",
+    "unknown",
+];
+
+/// Checks an enumerated filter value; the error names the filter (`name`, as the caller spells
+/// it) and lists the valid values.
+pub fn check_value(name: &str, value: &str, valid: &[&str]) -> Result<(), String> {
+    if valid.contains(&value) {
+        return Ok(());
+    }
+    Err(format!("{name} {value:?} is not one of: {}", valid.join(", ")))
+}
+
+/// Checks the enumerated filters of `f` (`eventName`, `eventSource` or a short name,
+/// `decision`, `outcome`); `spell` gives each filter's name as the caller spells it
+/// (`--event-name`, `event_name`).
+pub fn check_filter(f: &Filter, spell: impl Fn(&str) -> String) -> Result<(), String> {
+    if let Some(v) = &f.event_name {
+        check_value(&spell("event_name"), v, &EVENT_NAMES)?;
+    }
+    if let Some(v) = &f.source {
+        let all: Vec<&str> = EVENT_SOURCES.iter().chain(&SOURCE_SHORT_NAMES).copied().collect();
+        check_value(&spell("source"), v, &all)?;
+    }
+    if let Some(v) = &f.decision {
+        check_value(&spell("decision"), v, &DECISIONS)?;
+    }
+    if let Some(v) = &f.outcome {
+        check_value(&spell("outcome"), v, &OUTCOMES)?;
+    }
+    Ok(())
 }
 
 /// Merges a request link and its outcome link into one event.
@@ -242,6 +349,126 @@ mod tests {
         assert!(parse_time("yesterday", now).is_err());
         assert!(parse_time("", now).is_err());
         assert!(parse_time("5y", now).is_err());
+        // A plain date: the start of the day as a lower bound, the whole day as an upper one.
+        assert_eq!(parse_time("2026-11-22", now).unwrap(), "2026-11-22T00:00:00.000Z");
+        assert_eq!(
+            parse_bound("2026-11-22", now, Bound::Until).unwrap(),
+            "2026-11-23T00:00:00.000Z"
+        );
+        assert_eq!(
+            parse_bound("2026-12-31", now, Bound::Until).unwrap(),
+            "2027-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            parse_bound("2024-02-28", now, Bound::Until).unwrap(),
+            "2024-02-29T00:00:00.000Z"
+        );
+        for bad in ["2026-13-01", "2026-02-30", "2026-1-01", "22-11-2026"] {
+            let e = parse_bound(bad, now, Bound::Until).unwrap_err();
+            assert!(
+                e.contains("UTC date") && e.contains("RFC 3339") && e.contains("15m"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn enumerated_filters_list_their_values() {
+        use crate::vendors::{Family, Operation};
+        // Every operation the proxy recognises is a valid event name; the match fails to
+        // compile when an operation is added, so the list cannot fall behind.
+        let all = |op: Operation| match op {
+            Operation::PutRetentionSettings
+            | Operation::GetRetentionSettings
+            | Operation::PutChannelExpirationSettings
+            | Operation::CreateChannel
+            | Operation::DescribeChannel
+            | Operation::PutAppInstanceRetentionSettings
+            | Operation::GetAppInstanceRetentionSettings
+            | Operation::PutAppInstanceUserExpirationSettings
+            | Operation::CreateAppInstanceUser
+            | Operation::DescribeAppInstanceUser
+            | Operation::SlackSetCustomRetention
+            | Operation::SlackGetCustomRetention
+            | Operation::SlackRemoveCustomRetention => op.name(),
+        };
+        use Operation::*;
+        for op in [
+            PutRetentionSettings,
+            GetRetentionSettings,
+            PutChannelExpirationSettings,
+            CreateChannel,
+            DescribeChannel,
+            PutAppInstanceRetentionSettings,
+            GetAppInstanceRetentionSettings,
+            PutAppInstanceUserExpirationSettings,
+            CreateAppInstanceUser,
+            DescribeAppInstanceUser,
+            SlackSetCustomRetention,
+            SlackGetCustomRetention,
+            SlackRemoveCustomRetention,
+        ] {
+            assert!(EVENT_NAMES.contains(&all(op)), "{}", op.name());
+            assert!(EVENT_SOURCES.contains(&op.family().event_source()), "{:?}", op.family());
+        }
+        for f in [
+            Family::Chime,
+            Family::ChimeMessaging,
+            Family::ChimeIdentity,
+            Family::Slack,
+        ] {
+            assert!(SOURCE_SHORT_NAMES.contains(&f.label()), "{f:?}");
+        }
+        for short in SOURCE_SHORT_NAMES {
+            assert!(
+                EVENT_SOURCES.contains(&crate::vendors::event_source_named(short).as_str()),
+                "{short}"
+            );
+        }
+        let f = Filter {
+            event_name: Some("PutRetentionSetting".into()),
+            ..Filter::default()
+        };
+        let e = check_filter(&f, |n| format!("--{}", n.replace('_', "-"))).unwrap_err();
+        assert!(
+            e.starts_with("--event-name \"PutRetentionSetting\" is not one of: PutRetentionSettings, "),
+            "{e}"
+        );
+        assert!(e.contains("admin.conversations.removeCustomRetention"), "{e}");
+        for (f, name) in [
+            (
+                Filter {
+                    source: Some("aws".into()),
+                    ..Filter::default()
+                },
+                "source",
+            ),
+            (
+                Filter {
+                    decision: Some("denied".into()),
+                    ..Filter::default()
+                },
+                "decision",
+            ),
+            (
+                Filter {
+                    outcome: Some("deny".into()),
+                    ..Filter::default()
+                },
+                "outcome",
+            ),
+        ] {
+            let e = check_filter(&f, str::to_string).unwrap_err();
+            assert!(e.starts_with(name), "{e}");
+        }
+        let ok = Filter {
+            event_name: Some("ReloadGuardrails".into()),
+            source: Some("messaging-chime".into()),
+            decision: Some("dry_run_deny".into()),
+            outcome: Some("upstream_error".into()),
+            ..Filter::default()
+        };
+        assert_eq!(check_filter(&ok, str::to_string), Ok(()));
     }
 
     #[test]

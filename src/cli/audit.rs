@@ -6,17 +6,18 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use super::{AuditCommand, ExportFormat, Format};
-use crate::audit::query::{self, Filter};
+use super::store::{Failure, Log};
+use super::{AuditCommand, ExportFormat, Format, Order};
+use crate::audit::query::{self, Bound, Filter};
 use crate::audit::{self, AuditError, Reader, export};
 
 fn times(since: Option<String>, until: Option<String>) -> Result<(Option<String>, Option<String>), String> {
     let now = time::OffsetDateTime::now_utc();
     let since = since
-        .map(|t| query::parse_time(&t, now).map_err(|e| format!("--since: {e}")))
+        .map(|t| query::parse_bound(&t, now, Bound::Since).map_err(|e| format!("--since {e}")))
         .transpose()?;
     let until = until
-        .map(|t| query::parse_time(&t, now).map_err(|e| format!("--until: {e}")))
+        .map(|t| query::parse_bound(&t, now, Bound::Until).map_err(|e| format!("--until {e}")))
         .transpose()?;
     Ok((since, until))
 }
@@ -78,7 +79,7 @@ impl<'c, W: Write> EventPrinter<'c, W> {
             }
             Format::Table => {
                 self.rows
-                    .push(self.columns.iter().map(|c| export::cell(e, c)).collect());
+                    .push(self.columns.iter().map(|c| table_cell(e, c, self.columns)).collect());
                 Ok(())
             }
         }
@@ -128,20 +129,12 @@ fn print_events(
 /// What `--actor` is compared with: itself, or for a raw Slack token (`xoxb-…`, `xoxp-…`),
 /// its fingerprint under the installation's key, so the token is never compared, stored or
 /// printed as it is.
-fn actor_as_recorded(
-    actor: String,
-    db: &std::path::Path,
-    key_file: Option<std::path::PathBuf>,
-) -> Result<String, String> {
+fn actor_as_recorded(actor: String, log: &Log, key_file: Option<std::path::PathBuf>) -> Result<String, String> {
     let actor = actor.trim().to_string();
     if !looks_like_slack_token(&actor) {
         return Ok(actor);
     }
-    let key_file = key_file.unwrap_or_else(|| {
-        let mut s = db.as_os_str().to_os_string();
-        s.push(".hmac-key");
-        s.into()
-    });
+    let key_file = key_file.unwrap_or_else(|| log.hmac_key_file.clone());
     let key = std::fs::read_to_string(&key_file)
         .ok()
         .and_then(|k| hex::decode(k.trim()).ok())
@@ -160,8 +153,9 @@ fn looks_like_slack_token(s: &str) -> bool {
     (s.len() > 5 && s.starts_with("xox") && s.as_bytes().get(4) == Some(&b'-')) || s.starts_with("xapp-")
 }
 
-/// Runs an `audit` command; an error is one sentence.
-pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
+/// Runs an `audit` command; an error is one sentence (exit 64 for a configuration that does
+/// not load, else 2).
+pub fn run(cmd: AuditCommand) -> Result<ExitCode, Failure> {
     match cmd {
         AuditCommand::Verify {
             db,
@@ -169,12 +163,24 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
             pubkey,
             checkpoints,
             archive,
-        } => match archive {
-            Some(dir) => super::verify::run_archive(&dir, pubkey.as_deref()),
-            None => super::verify::run(db, fleet, pubkey, checkpoints),
-        },
-        AuditCommand::Archive { db, before, out } => super::archive::run(&db, &before, &out),
-        AuditCommand::Pubkey { db, config } => super::verify::pubkey(db, config),
+        } => Ok(match archive {
+            Some(dir) => super::verify::run_archive(&dir, pubkey.as_deref())?,
+            None => super::verify::run(&db.resolve(true)?, fleet, pubkey, checkpoints)?,
+        }),
+        AuditCommand::Archive { db, before, out } => Ok(super::archive::run(&db.resolve(false)?.db, &before, &out)?),
+        AuditCommand::Pubkey { db, config } => {
+            let key_file = match config {
+                Some(config) => {
+                    let args = super::store::DbArgs {
+                        db: None,
+                        config: Some(config),
+                    };
+                    args.resolve(false)?.checkpoint_key_file
+                }
+                None => crate::audit::checkpoint::default_key_file(&db),
+            };
+            Ok(super::verify::pubkey(&key_file)?)
+        }
         AuditCommand::Query {
             db,
             fleet,
@@ -186,18 +192,16 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
             hmac_key_file,
             resource,
             decision,
+            outcome,
             limit,
+            order,
             format,
         } => {
+            let log = db.resolve(true)?;
             let (since, until) = times(since, until)?;
-            let actor = actor.map(|a| actor_as_recorded(a, &db, hmac_key_file)).transpose()?;
-            if let Some(d) = &decision
-                && !["allow", "deny", "dry_run_deny", "exempt"].contains(&d.as_str())
-            {
-                return Err(format!(
-                    "--decision {d:?} must be one of allow, deny, dry_run_deny, exempt"
-                ));
-            }
+            let actor = actor.map(|a| actor_as_recorded(a, &log, hmac_key_file)).transpose()?;
+            // Newest first when a limit keeps a few (the latest), oldest first for everything.
+            let newest = order.unwrap_or(if limit.is_some() { Order::Newest } else { Order::Oldest }) == Order::Newest;
             let f = Filter {
                 since,
                 until,
@@ -206,14 +210,24 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
                 actor,
                 resource,
                 decision,
+                outcome,
                 limit,
                 instance: fleet.instance.clone(),
+                // The order `/v1/events?order=newest` and LookupEvents read in.
+                newest_first: newest,
+                by_time: newest,
                 ..Filter::default()
             };
-            let reader = super::store::open(&db, &fleet)?;
-            print_events(format, &export::CSV_COLUMNS, None, |visit| {
+            query::check_filter(&f, |name| format!("--{}", name.replace('_', "-")))?;
+            let reader = super::store::open(&log, &fleet)?;
+            let table = if format == Format::Table {
+                &TABLE_COLUMNS[..]
+            } else {
+                &export::CSV_COLUMNS[..]
+            };
+            Ok(print_events(format, table, None, |visit| {
                 reader.events(&f, &mut |_, e| visit(e))
-            })
+            })?)
         }
         AuditCommand::History {
             db,
@@ -221,14 +235,14 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
             resource,
             format,
         } => {
-            let reader = super::store::open(&db, &fleet)?;
+            let reader = super::store::open(&db.resolve(true)?, &fleet)?;
             let empty = format!("no events for resource {resource:?}");
             let f = Filter {
                 resource: Some(resource.clone()),
                 instance: fleet.instance.clone(),
                 ..Filter::default()
             };
-            print_events(format, &HISTORY_COLUMNS, Some(empty), |visit| {
+            Ok(print_events(format, &HISTORY_COLUMNS, Some(empty), |visit| {
                 reader.events(&f, &mut |_, mut e| {
                     // Keep only this resource's changes, so "previous -> new" reads as its
                     // own history.
@@ -237,21 +251,21 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
                     }
                     visit(e)
                 })
-            })
+            })?)
         }
         AuditCommand::State { db, fleet, format } => {
-            let reader = super::store::open(&db, &fleet)?;
+            let reader = super::store::open(&db.resolve(true)?, &fleet)?;
             let rows = reader.state().map_err(|e| e.to_string())?;
             let columns = ["resource", "target", "value", "seenAt", "eventID"];
             let empty = "no retention values seen yet".to_string();
-            print_events(format, &columns, Some(empty), |visit| {
+            Ok(print_events(format, &columns, Some(empty), |visit| {
                 rows.into_iter().try_for_each(|r| {
                     visit(
                         serde_json::json!({"resource": r.resource, "target": r.target, "value": r.value,
                         "seenAt": r.seen_at, "eventID": r.event_id}),
                     )
                 })
-            })
+            })?)
         }
         AuditCommand::Export {
             db,
@@ -262,10 +276,11 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
             out,
             account_id,
         } => {
+            let log = db.resolve(true)?;
             if let Some(a) = &account_id
                 && !export::valid_account(a)
             {
-                return Err(format!("--account-id {a:?} must be a 12-digit AWS account id"));
+                return Err(format!("--account-id {a:?} must be a 12-digit AWS account id").into());
             }
             let (since, until) = times(since, until)?;
             let f = Filter {
@@ -274,10 +289,18 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
                 instance: fleet.instance.clone(),
                 ..Filter::default()
             };
-            let reader = super::store::open(&db, &fleet)?;
-            export_events(reader.as_ref(), &f, format, out.as_deref(), account_id.as_deref())
+            let reader = super::store::open(&log, &fleet)?;
+            Ok(export_events(
+                reader.as_ref(),
+                &f,
+                format,
+                out.as_deref(),
+                account_id.as_deref(),
+            )?)
         }
         AuditCommand::Backup { db, out, force } => {
+            let log = db.resolve(false)?;
+            let db = log.db;
             if crate::config::central::is_postgres_url(&db.to_string_lossy()) {
                 return Err(
                     "audit backup copies a local SQLite database; back the central store up with PostgreSQL's own tools (pg_dump)".into(),
@@ -292,18 +315,31 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
                 db.display(),
                 out.display()
             );
-            let mut key = db.clone().into_os_string();
-            key.push(".hmac-key");
-            if std::path::Path::new(&key).exists() {
+            if log.hmac_key_file.exists() {
                 eprintln!(
                     "note: the key file {} was not copied; keep it separately (see README, \"Keeping the log\")",
-                    std::path::Path::new(&key).display()
+                    log.hmac_key_file.display()
                 );
             }
             Ok(ExitCode::SUCCESS)
         }
     }
 }
+
+/// Columns of `audit query --format table`: the CSV columns but `eventSource` (the event name
+/// says it) and `httpStatus` (the outcome shows it when it is not a success), so a row fits a
+/// terminal.
+const TABLE_COLUMNS: [&str; 9] = [
+    "seq",
+    "eventTime",
+    "eventName",
+    "actor",
+    "resource",
+    "change",
+    "decision",
+    "outcome",
+    "eventID",
+];
 
 /// Columns of `audit history`.
 const HISTORY_COLUMNS: [&str; 8] = [
@@ -364,6 +400,54 @@ fn export_events(
         Err(e) if e.is_broken_pipe() => Ok(ExitCode::SUCCESS),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// A cell as a table shows it: token fingerprints shortened, times to the second, and an
+/// unsuccessful HTTP status beside the outcome when the table has no column for it. The other
+/// formats keep every value whole.
+fn table_cell(e: &Value, col: &str, columns: &[&str]) -> String {
+    let text = export::cell(e, col);
+    match col {
+        "eventTime" | "seenAt" => to_the_second(text),
+        "outcome" if !columns.contains(&"httpStatus") => match e.get("httpStatus").and_then(Value::as_u64) {
+            Some(status) if !(200..300).contains(&status) => format!("{text} {status}"),
+            _ => text,
+        },
+        _ => shorten_fingerprints(&text),
+    }
+}
+
+/// `2026-11-22T10:00:00.123Z` as `2026-11-22T10:00:00Z`; any other text as it is.
+fn to_the_second(t: String) -> String {
+    match t.split_once('.') {
+        Some((head, ms)) if t.len() == 24 && ms.len() == 4 && ms.ends_with('Z') => format!("{head}Z"),
+        _ => t,
+    }
+}
+
+/// Hex digits of a fingerprint a table shows.
+const FINGERPRINT_DIGITS: usize = 12;
+
+/// Every `hmac-sha256:<hex>` in `text` cut to its first [`FINGERPRINT_DIGITS`] hex digits and
+/// `…` (enough to tell tokens apart by eye; `--format json` has the whole value).
+fn shorten_fingerprints(text: &str) -> String {
+    const PREFIX: &str = "hmac-sha256:";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(PREFIX) {
+        let digits_at = at + PREFIX.len();
+        let digits = rest[digits_at..].bytes().take_while(u8::is_ascii_hexdigit).count();
+        out.push_str(&rest[..digits_at]);
+        if digits > FINGERPRINT_DIGITS {
+            out.push_str(&rest[digits_at..digits_at + FINGERPRINT_DIGITS]);
+            out.push('…');
+        } else {
+            out.push_str(&rest[digits_at..digits_at + digits]);
+        }
+        rest = &rest[digits_at + digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn write_table(out: &mut impl Write, rows: &[Vec<String>], columns: &[&str]) -> std::io::Result<()> {
@@ -440,6 +524,38 @@ mod tests {
         );
         assert_eq!(printed(Format::Csv, &[], None), "eventName,outcome\n");
         assert_eq!(printed(Format::Jsonl, &[], None), "");
+    }
+
+    #[test]
+    fn tables_shorten_fingerprints_and_times_and_nothing_else_does() {
+        let fp = format!(
+            "hmac-sha256:{}",
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let e = json!({"eventTime": "2026-11-22T10:00:00.123Z", "httpStatus": 403, "outcome": "denied",
+                       "userIdentity": {"tokenFingerprint": fp}});
+        let columns = ["eventTime", "actor", "outcome"];
+        assert_eq!(table_cell(&e, "actor", &columns), "hmac-sha256:5bdcc146bf60…");
+        assert_eq!(table_cell(&e, "eventTime", &columns), "2026-11-22T10:00:00Z");
+        assert_eq!(table_cell(&e, "outcome", &columns), "denied 403");
+        assert_eq!(table_cell(&e, "outcome", &["outcome", "httpStatus"]), "denied");
+        let ok = json!({"httpStatus": 200, "outcome": "forwarded"});
+        assert_eq!(table_cell(&ok, "outcome", &columns), "forwarded");
+        // Short or odd values are left alone.
+        assert_eq!(shorten_fingerprints("hmac-sha256:00ff"), "hmac-sha256:00ff");
+        assert_eq!(shorten_fingerprints("AKIAEXAMPLE"), "AKIAEXAMPLE");
+        assert_eq!(
+            shorten_fingerprints(&format!("{fp} and {fp}!")),
+            "hmac-sha256:5bdcc146bf60… and hmac-sha256:5bdcc146bf60…!"
+        );
+        assert_eq!(to_the_second("2026-11-22".into()), "2026-11-22");
+        // The other formats print the value whole.
+        let columns = ["actor"];
+        let mut out = Vec::new();
+        let mut p = EventPrinter::new(&mut out, Format::Csv, &columns, None);
+        p.push(&e).unwrap();
+        p.finish().unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), format!("actor\n{fp}\n"));
     }
 
     #[test]

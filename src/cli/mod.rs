@@ -59,7 +59,8 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-    /// Read the audit log.
+    /// Read the audit log: the one --db names, else the one the --config file `serve` runs
+    /// with names, else retention-audit.db in the current directory.
     Audit {
         /// Which audit command.
         #[command(subcommand)]
@@ -110,12 +111,15 @@ pub enum CaCommand {
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Evaluate one raw HTTP request (as it would arrive on the wire) against the configured
-    /// guardrails; exit 0 when it would be forwarded, 2 when it would be refused.
+    /// guardrails; exit 0 when it would be forwarded, 2 when it would be refused. Warns when
+    /// the configuration has no guardrail.
     Test {
         /// Configuration file (TOML) with the guardrails to try.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// The request: request line, headers, blank line, body.
+        /// The request file, or - for standard input: request line, headers, blank line,
+        /// body. A line break ending the file is not part of the body (the body ends at
+        /// Content-Length when given).
         request: PathBuf,
     },
 }
@@ -129,7 +133,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// What narrows or opens the central store when `--db` is a postgres:// URL.
+/// What narrows or opens the central store: a postgres:// `--db`, or `[audit.central]` of the
+/// configuration `--config` names.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct FleetArgs {
     /// Only this instance's events (`proxyInstance`); with the central store, only its chain.
@@ -144,27 +149,34 @@ pub struct FleetArgs {
     pub ca_file: Option<PathBuf>,
 }
 
-/// `audit` subcommands.
+/// `audit` subcommands. Each finds the log through `--db`, else `--config` (the file `serve`
+/// runs with), else `retention-audit.db` in the current directory.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Show merged events, filtered.
     Query {
-        /// Audit database: a SQLite file, or the fleet's central store as a postgres:// URL.
-        #[arg(long, default_value = "retention-audit.db")]
-        db: PathBuf,
+        /// `--db` and `--config`.
+        #[command(flatten)]
+        db: store::DbArgs,
         /// `--instance` and `--password-file`.
         #[command(flatten)]
         fleet: FleetArgs,
-        /// Events at or after T (RFC 3339 or an age: 15m, 24h, 7d).
-        #[arg(long)]
+        /// Events at or after T: RFC 3339, a UTC date YYYY-MM-DD (from its start) or an age
+        /// (15m, 24h, 7d).
+        #[arg(long, value_name = "T")]
         since: Option<String>,
-        /// Events before T.
-        #[arg(long)]
+        /// Events before T: RFC 3339, a UTC date YYYY-MM-DD (the whole day included) or an
+        /// age (15m, 24h, 7d).
+        #[arg(long, value_name = "T")]
         until: Option<String>,
-        /// eventName, e.g. PutRetentionSettings.
+        /// eventName: one of the calls the proxy records, e.g. PutRetentionSettings or
+        /// admin.conversations.setCustomRetention (a name it never records is an error that
+        /// lists them).
         #[arg(long)]
         event_name: Option<String>,
-        /// eventSource (chime.amazonaws.com, slack.com, or chime, chime_messaging, chime_identity, slack).
+        /// eventSource: chime.amazonaws.com, messaging-chime.amazonaws.com,
+        /// identity-chime.amazonaws.com, slack.com, retention-proxy, or a short name: chime,
+        /// chime_messaging, chime_identity, slack.
         #[arg(long)]
         source: Option<String>,
         /// Who: a client key's principal name, an access key id, a bearer ARN, a Slack user
@@ -172,7 +184,8 @@ pub enum AuditCommand {
         #[arg(long)]
         actor: Option<String>,
         /// The key Slack tokens are fingerprinted under, to compare a raw token given to
-        /// `--actor`. Default: `<db>.hmac-key`, where `serve` keeps it.
+        /// `--actor`. Default: the configuration's `[audit] hmac_key_file` with --config, else
+        /// `<db>.hmac-key`, where `serve` keeps it.
         #[arg(long)]
         hmac_key_file: Option<PathBuf>,
         /// Account id, ARN or Slack channel id.
@@ -181,29 +194,42 @@ pub enum AuditCommand {
         /// Guardrail decision: allow, deny, dry_run_deny, exempt.
         #[arg(long)]
         decision: Option<String>,
-        /// At most N events.
+        /// Outcome: forwarded, denied, rejected, upstream_error, audit_unavailable, applied,
+        /// unknown.
         #[arg(long)]
+        outcome: Option<String>,
+        /// At most N events.
+        #[arg(long, value_name = "N")]
         limit: Option<u64>,
-        /// Output format.
+        /// Which events first (and which N `--limit` keeps): newest (by event time) or oldest
+        /// (in log order). Default: newest with --limit, oldest without.
+        #[arg(long, value_enum)]
+        order: Option<Order>,
+        /// Output format. The table is sized for a terminal: token fingerprints shortened
+        /// (hmac-sha256:<12 hex digits>…), times to the second, no eventSource column (the
+        /// event name says it), the HTTP status beside an outcome only when it is not a
+        /// success. json, jsonl and csv keep every field whole.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Export events: CloudTrail log records, JSON lines or CSV.
+    /// Export events, oldest first: CloudTrail log records, JSON lines or CSV.
     Export {
-        /// Audit database: a SQLite file, or the fleet's central store as a postgres:// URL.
-        #[arg(long, default_value = "retention-audit.db")]
-        db: PathBuf,
+        /// `--db` and `--config`.
+        #[command(flatten)]
+        db: store::DbArgs,
         /// `--instance` and `--password-file`.
         #[command(flatten)]
         fleet: FleetArgs,
         /// Output format.
         #[arg(long, value_enum)]
         format: ExportFormat,
-        /// Events at or after T (RFC 3339 or an age: 15m, 24h, 7d).
-        #[arg(long)]
+        /// Events at or after T: RFC 3339, a UTC date YYYY-MM-DD (from its start) or an age
+        /// (15m, 24h, 7d).
+        #[arg(long, value_name = "T")]
         since: Option<String>,
-        /// Events before T.
-        #[arg(long)]
+        /// Events before T: RFC 3339, a UTC date YYYY-MM-DD (the whole day included) or an
+        /// age (15m, 24h, 7d).
+        #[arg(long, value_name = "T")]
         until: Option<String>,
         /// Output file; for cloudtrail, an existing directory (or one ending in /) receives
         /// gzip files split per hour. Default: standard output.
@@ -217,9 +243,10 @@ pub enum AuditCommand {
     /// Copy a live database consistently (SQLite's online backup), for `audit verify` and
     /// safekeeping. The HMAC key file beside it is not copied.
     Backup {
-        /// The audit database (a SQLite file; the proxy may be writing to it).
-        #[arg(long, default_value = "retention-audit.db")]
-        db: PathBuf,
+        /// `--db` and `--config` (the local SQLite file: `[audit] path`; the proxy may be
+        /// writing to it).
+        #[command(flatten)]
+        db: store::DbArgs,
         /// The copy to create (mode 0600).
         #[arg(long)]
         out: PathBuf,
@@ -229,9 +256,9 @@ pub enum AuditCommand {
     },
     /// Every change and read of one resource, in order: actor, previous -> new, decision, outcome.
     History {
-        /// Audit database: a SQLite file, or the fleet's central store as a postgres:// URL.
-        #[arg(long, default_value = "retention-audit.db")]
-        db: PathBuf,
+        /// `--db` and `--config`.
+        #[command(flatten)]
+        db: store::DbArgs,
         /// `--instance` and `--password-file`.
         #[command(flatten)]
         fleet: FleetArgs,
@@ -244,9 +271,9 @@ pub enum AuditCommand {
     },
     /// The last known retention of every resource the proxy has seen.
     State {
-        /// Audit database: a SQLite file, or the fleet's central store as a postgres:// URL.
-        #[arg(long, default_value = "retention-audit.db")]
-        db: PathBuf,
+        /// `--db` and `--config`.
+        #[command(flatten)]
+        db: store::DbArgs,
         /// `--instance` and `--password-file`.
         #[command(flatten)]
         fleet: FleetArgs,
@@ -257,15 +284,15 @@ pub enum AuditCommand {
     /// Walk the hash chain and its signed checkpoints; exit 0 when intact, 1 with the first
     /// broken seq or checkpoint.
     Verify {
-        /// Audit database: a SQLite file, or the fleet's central store as a postgres:// URL.
-        #[arg(long, default_value = "retention-audit.db")]
-        db: PathBuf,
+        /// `--db` and `--config`.
+        #[command(flatten)]
+        db: store::DbArgs,
         /// `--instance` and `--password-file`.
         #[command(flatten)]
         fleet: FleetArgs,
         /// The checkpoint public key (PEM, as `audit pubkey` prints it) kept elsewhere:
-        /// every checkpoint's signature must verify with it. Default: the key beside the
-        /// database, when it is readable.
+        /// every checkpoint's signature must verify with it. Default: the configuration's
+        /// checkpoint key with --config, else the key beside the database, when it is readable.
         #[arg(long)]
         pubkey: Option<PathBuf>,
         /// The checkpoint files kept elsewhere (`[audit] checkpoint_dir`): each must be in the
@@ -281,11 +308,12 @@ pub enum AuditCommand {
     /// files of their events and the checkpoints that cover them. The chain left starts at a
     /// signed checkpoint.
     Archive {
-        /// Audit database (a SQLite file).
-        #[arg(long, default_value = "retention-audit.db")]
-        db: PathBuf,
-        /// Records before this time (RFC 3339 or an age: 90d) that a checkpoint covers.
-        #[arg(long)]
+        /// `--db` and `--config` (the local SQLite file: `[audit] path`).
+        #[command(flatten)]
+        db: store::DbArgs,
+        /// Records before this time (RFC 3339, a UTC date YYYY-MM-DD or an age: 90d) that a
+        /// checkpoint covers.
+        #[arg(long, value_name = "T")]
         before: String,
         /// Directory the archive is written to.
         #[arg(long)]
@@ -300,6 +328,15 @@ pub enum AuditCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+}
+
+/// `audit query --order`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Order {
+    /// Newest first, by event time (as LookupEvents and the viewer list them).
+    Newest,
+    /// Oldest first, in the order the log holds them.
+    Oldest,
 }
 
 /// `audit query` output formats.
@@ -356,22 +393,23 @@ pub fn run_offline(cmd: Command) -> ExitCode {
         },
         Command::Audit { command } => match audit::run(*command) {
             Ok(code) => code,
-            Err(msg) => {
-                eprintln!("retention-proxy: {msg}");
-                ExitCode::from(2)
+            Err(failed) => {
+                eprintln!("retention-proxy: {}", failed.message);
+                ExitCode::from(failed.code)
             }
         },
         Command::Policy {
             command: PolicyCommand::Test { config, request },
         } => {
-            let config = match load_config(config.as_ref()) {
+            let config_path = config;
+            let config = match load_config(config_path.as_ref()) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            match policy_test::run(&config, &request) {
+            match policy_test::run(&config, config_path.as_deref(), &request) {
                 Ok(code) => code,
                 Err(msg) => {
                     eprintln!("retention-proxy: {msg}");

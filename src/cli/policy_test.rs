@@ -1,7 +1,8 @@
 //! `policy test`: one request read from a file, routed, recognised, identified and judged by
 //! the proxy's own code, with each rule's verdict printed.
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::Path;
 use std::process::ExitCode;
 
 use crate::config::Config;
@@ -42,12 +43,23 @@ fn parse_raw_request(bytes: &[u8]) -> Result<RawRequest, String> {
         headers.append(name, value);
     }
     let mut body = bytes[split.1..].to_vec();
-    if let Some(len) = headers
+    match headers
         .get("content-length")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
     {
-        body.truncate(len);
+        // What follows the declared length (the line break an editor ends a file with) is
+        // not the body.
+        Some(len) => body.truncate(len),
+        // Without a length, the body is the rest of the file but the one line break an editor
+        // adds at its end.
+        None => {
+            if body.ends_with(b"\r\n") {
+                body.truncate(body.len() - 2);
+            } else if body.ends_with(b"\n") {
+                body.truncate(body.len() - 1);
+            }
+        }
     }
     Ok(RawRequest {
         method,
@@ -57,14 +69,35 @@ fn parse_raw_request(bytes: &[u8]) -> Result<RawRequest, String> {
     })
 }
 
-/// Runs `policy test`: what the proxy would decide for the request in `path`.
-pub fn run(config: &Config, path: &PathBuf) -> Result<ExitCode, String> {
+/// The request file's bytes; `-` is standard input.
+fn read_request(path: &Path) -> Result<(Vec<u8>, String), String> {
+    if path.as_os_str() == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        return Ok((bytes, "standard input".into()));
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok((bytes, path.display().to_string()))
+}
+
+/// Runs `policy test`: what the proxy would decide for the request in `path` (`-`: standard
+/// input). `config_file` names the configuration in the warning that it has no guardrail.
+pub fn run(config: &Config, config_file: Option<&Path>, path: &Path) -> Result<ExitCode, String> {
     use crate::policy::guardrail;
     use crate::policy::{self, Judgement, Unreadable};
     use crate::proxy::{call, route};
     use crate::vendors::{self, RequestParts, aws_sigv4};
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let req = parse_raw_request(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (bytes, name) = read_request(path)?;
+    let req = parse_raw_request(&bytes).map_err(|e| format!("{name}: {e}"))?;
+    if config.guardrails.is_empty() {
+        let which = match config_file {
+            Some(f) => format!("{} has no [[guardrails]]", f.display()),
+            None => "no --config given, and the embedded defaults have no guardrail".to_string(),
+        };
+        eprintln!("warning: {which}: every change is forwarded, so this test can only allow");
+    }
     let uri: http::Uri = req
         .target
         .parse()
@@ -163,5 +196,27 @@ pub fn run(config: &Config, path: &PathBuf) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::from(2))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_final_line_break_is_not_body() {
+        let body = |text: &str| String::from_utf8(parse_raw_request(text.as_bytes()).unwrap().body).unwrap();
+        let form = "POST /api/x HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n";
+        // Content-Length frames the body: whatever follows is not part of it.
+        assert_eq!(body(&format!("{form}Content-Length: 4\r\n\r\na=10\n")), "a=10");
+        assert_eq!(body(&format!("{form}Content-Length: 4\r\n\r\na=10\r\n\r\n")), "a=10");
+        // Without it, one final line break (LF or CRLF) is dropped, and only one.
+        assert_eq!(body(&format!("{form}\r\na=10\n")), "a=10");
+        assert_eq!(body(&format!("{form}\r\na=10\r\n")), "a=10");
+        assert_eq!(body(&format!("{form}\r\na=10")), "a=10");
+        assert_eq!(body(&format!("{form}\r\na=10\n\n")), "a=10\n");
+        assert_eq!(body("GET /x HTTP/1.1\nHost: h\n\n\n"), "");
+        // LF-only files as editors save them.
+        assert_eq!(body("POST /api/x HTTP/1.1\nHost: h\n\n{\"a\":1}\n"), "{\"a\":1}");
     }
 }

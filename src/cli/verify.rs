@@ -5,31 +5,41 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::FleetArgs;
+use super::store::Log;
 use crate::audit::checkpoint::{self, Checkpoint, PublicKey, SigningKey};
 use crate::audit::query::{self, Verification};
 use crate::audit::verify::Options;
 
-/// The public key signatures are checked with: `--pubkey`, else the key beside a local
-/// database when it is readable (said in the output), else none.
-fn public_key(db: &Path, pubkey: Option<&Path>, central: bool) -> Result<(Option<PublicKey>, Option<String>), String> {
+/// The public key signatures are checked with: `--pubkey`, else the checkpoint key of a local
+/// database (the configuration's with `--config`, else the one beside it) when it is readable
+/// (said in the output), else none.
+fn public_key(log: &Log, pubkey: Option<&Path>) -> Result<(Option<PublicKey>, Option<String>), String> {
     if let Some(p) = pubkey {
         return Ok((Some(PublicKey::read(p).map_err(|e| format!("--pubkey {e}"))?), None));
     }
-    if central {
+    if log.is_central() {
         return Ok((None, Some("signatures not checked (give --pubkey)".into())));
     }
-    let beside = checkpoint::default_key_file(db);
-    match SigningKey::read(&beside) {
+    let key_file = &log.checkpoint_key_file;
+    let whose = if log.keys_configured {
+        "the configuration's checkpoint key"
+    } else {
+        "the key beside the database"
+    };
+    match SigningKey::read(key_file) {
         Ok(k) => Ok((
             Some(k.public()),
             Some(format!(
-                "signatures checked with the key beside the database ({}); give --pubkey to check them against a key kept elsewhere",
-                beside.display()
+                "signatures checked with {whose} ({}); give --pubkey to check them against a key kept elsewhere",
+                key_file.display()
             )),
         )),
         Err(_) => Ok((
             None,
-            Some("signatures not checked (no key beside the database; give --pubkey)".into()),
+            Some(format!(
+                "signatures not checked (no readable key at {}; give --pubkey)",
+                key_file.display()
+            )),
         )),
     }
 }
@@ -39,18 +49,17 @@ type Named = (Option<String>, Vec<(String, Checkpoint)>);
 
 /// Runs `audit verify`; exit 0 intact, 1 broken.
 pub fn run(
-    db: PathBuf,
+    log: &Log,
     fleet: FleetArgs,
     pubkey: Option<PathBuf>,
     checkpoints: Option<PathBuf>,
 ) -> Result<ExitCode, String> {
-    let central = crate::config::central::is_postgres_url(&db.to_string_lossy());
-    let (key, key_note) = public_key(&db, pubkey.as_deref(), central)?;
+    let (key, key_note) = public_key(log, pubkey.as_deref())?;
     let external: Option<Vec<(String, Checkpoint)>> = checkpoints
         .as_deref()
         .map(|d| checkpoint::read_dir(d).map_err(|e| format!("--checkpoints {e}")))
         .transpose()?;
-    let reader = super::store::open(&db, &fleet)?;
+    let reader = super::store::open(log, &fleet)?;
     let for_instance = |instance: Option<&str>| -> Vec<(String, Checkpoint)> {
         let all = external.as_deref().unwrap_or(&[]);
         match instance {
@@ -156,18 +165,9 @@ pub fn run_archive(dir: &Path, pubkey: Option<&Path>) -> Result<ExitCode, String
     }
 }
 
-/// Runs `audit pubkey`: the PEM public key of the checkpoint signing key.
-pub fn pubkey(db: PathBuf, config: Option<PathBuf>) -> Result<ExitCode, String> {
-    let key_file = match config {
-        Some(c) => {
-            crate::config::Config::load(&c)
-                .map_err(|e| e.to_string())?
-                .audit
-                .checkpoint_key_file
-        }
-        None => checkpoint::default_key_file(&db),
-    };
-    let key = SigningKey::read(&key_file)
+/// Runs `audit pubkey`: the PEM public key of the checkpoint signing key in `key_file`.
+pub fn pubkey(key_file: &Path) -> Result<ExitCode, String> {
+    let key = SigningKey::read(key_file)
         .map_err(|e| format!("{e} (the key is created when the proxy first runs with this database)"))?;
     print!("{}", key.public().to_pem());
     Ok(ExitCode::SUCCESS)

@@ -303,8 +303,9 @@ class ProxyProcess:
 
     def query(self, *filters: str) -> list:
         limit = () if "--limit" in filters else ("--limit", "10000")
+        order = () if "--order" in filters else ("--order", "oldest")
         r = self.cli("audit", "query", "--db", str(self.db), "--format", "json",
-                     *limit, *filters)
+                     *limit, *order, *filters)
         assert r.returncode == 0, (
             f"audit query {' '.join(filters)} exited {r.returncode}: "
             f"{r.stderr.decode(errors='replace')}"

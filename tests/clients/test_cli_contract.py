@@ -87,3 +87,61 @@ def test_admin_v1_events(proxy, fake_vendor):
     doc = json.loads(body)
     assert [e["eventID"] for e in doc["events"]] == [events[0]["eventID"]]
     assert "next_cursor" in doc
+
+
+def test_audit_reads_the_log_the_config_names(proxy, fake_vendor):
+    events = trail(proxy, fake_vendor)
+    ids = [e["eventID"] for e in events]
+    cfg = str(proxy.config_path)
+
+    r = proxy.cli("audit", "query", "--config", cfg, "--format", "json")
+    assert r.returncode == 0, r.stderr.decode()
+    assert [e["eventID"] for e in json.loads(r.stdout)] == ids
+
+    r = proxy.cli("audit", "verify", "--config", cfg)
+    assert r.returncode == 0, r.stderr.decode()
+    assert "audit chain intact" in r.stdout.decode()
+
+    bad = proxy.workdir / "broken.toml"
+    bad.write_text("[audit]\npaht = 1\n")
+    r = proxy.cli("audit", "query", "--config", str(bad))
+    assert r.returncode == 64, (r.returncode, r.stderr.decode())
+    err = r.stderr.decode().strip()
+    assert len(err.splitlines()) == 1 and "audit.paht" in err, err
+
+
+def test_query_order_dates_and_values(proxy, fake_vendor):
+    events = trail(proxy, fake_vendor)
+    ids = [e["eventID"] for e in events]
+    db = str(proxy.db)
+
+    def query(*args):
+        r = proxy.cli("audit", "query", "--db", db, "--format", "json", *args)
+        assert r.returncode == 0, (args, r.stderr.decode())
+        return [e["eventID"] for e in json.loads(r.stdout)]
+
+    # --limit keeps the newest unless --order oldest says otherwise.
+    assert query("--limit", "2") == ids[::-1][:2]
+    assert query("--limit", "2", "--order", "oldest") == ids[:2]
+    assert query("--order", "newest") == ids[::-1]
+    # A UTC date: --until includes the whole day.
+    day = events[0]["eventTime"][:10]
+    assert query("--since", day, "--until", events[-1]["eventTime"][:10]) == ids
+    # Unknown values are errors that list the valid ones.
+    r = proxy.cli("audit", "query", "--db", db, "--event-name", "PutRetentionSetting")
+    err = r.stderr.decode()
+    assert r.returncode != 0 and "PutRetentionSettings" in err and "DescribeChannel" in err, err
+    status, _, body = http_request("GET", proxy.admin_url + "/v1/events?event_name=PutRetentionSetting")
+    assert status == 400, body[:300]
+    assert "admin.conversations.setCustomRetention" in json.loads(body)["error"]
+
+
+def test_table_shortens_fingerprints(proxy, fake_vendor):
+    events = trail(proxy, fake_vendor)
+    fp = events[2]["userIdentity"]["tokenFingerprint"]
+    r = proxy.cli("audit", "query", "--db", str(proxy.db))
+    table = r.stdout.decode()
+    assert r.returncode == 0 and fp[:len("hmac-sha256:") + 12] + "\u2026" in table, table
+    assert fp not in table, table
+    r = proxy.cli("audit", "query", "--db", str(proxy.db), "--format", "csv")
+    assert fp in r.stdout.decode()
