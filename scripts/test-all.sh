@@ -20,6 +20,15 @@ if ! command -v rsyslogd >/dev/null 2>&1 && [ ! -x /usr/sbin/rsyslogd ]; then
     exit 1
   fi
 fi
+# The viewer's browser tests drive the distribution's Chromium (Playwright never downloads one).
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update && apt-get install -y --no-install-recommends chromium
+  else
+    echo "test-all: chromium is missing; install it first: sudo apt-get install -y chromium" >&2
+    exit 1
+  fi
+fi
 # The central-store tests (SPEC §9) start private PostgreSQL clusters, each on a loopback port
 # in a temporary directory, from the distribution's server programs (initdb, pg_ctl); the
 # system cluster the package may create is never used.
