@@ -239,8 +239,9 @@ export class Proxy {
 
   // Every event, oldest first, as `audit query --format json` prints them.
   async query(...filters) {
+    const order = filters.includes('--order') ? [] : ['--order', 'oldest'];
     const r = await this.cli('audit', 'query', '--db', this.db, '--format', 'json',
-      '--limit', '10000', ...filters);
+      '--limit', '10000', ...order, ...filters);
     assert.equal(r.code, 0, `audit query exited ${r.code}: ${r.stderr}`);
     const events = JSON.parse(r.stdout);
     assert.ok(Array.isArray(events), `audit query --format json: not an array: ${r.stdout.slice(0, 300)}`);
