@@ -246,6 +246,12 @@ pub trait Reader {
     /// Calls `visit` for every record in chain order, as stored, until it breaks.
     fn chain(&self, visit: &mut dyn FnMut(StoredRecord<'_>) -> std::ops::ControlFlow<()>) -> Result<(), AuditError>;
 
+    /// The chain again, readable in ranges on connections of their own, for a store that can
+    /// (the local log): [`verify::walk_ranged`] reads it on every core.
+    fn ranged(&self) -> Option<&dyn verify::Ranged> {
+        None
+    }
+
     /// The instances whose chains the store holds, for a store of many (the central one);
     /// `None` for a store of one chain.
     fn instances(&self) -> Result<Option<Vec<String>>, AuditError> {

@@ -276,7 +276,19 @@ pub fn verify(reader: &dyn Reader) -> Result<Verification, AuditError> {
 /// background that must not hold up a shutdown.
 pub fn verify_unless(reader: &dyn Reader, cancelled: &dyn Fn() -> bool) -> Result<Option<Verification>, AuditError> {
     let opts = super::verify::Options::default();
-    Ok(super::verify::walk(&mut |visit| reader.chain(visit), &opts, cancelled)?.map(|r| r.verification))
+    Ok(walk_local(reader, &opts, cancelled)?.map(|r| r.verification))
+}
+
+/// The walk of a store of one chain: in ranges on every core when the store can be read so.
+fn walk_local(
+    reader: &dyn Reader,
+    opts: &super::verify::Options<'_>,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Option<super::verify::Report>, AuditError> {
+    match reader.ranged() {
+        Some(ranged) => super::verify::walk_ranged(ranged, opts, cancelled),
+        None => super::verify::walk(&mut |visit| reader.chain(visit), opts, cancelled),
+    }
 }
 
 /// One chain's verification, named by its instance when the store holds many.
@@ -311,7 +323,7 @@ pub fn verify_each_with<'a>(
 ) -> Result<Option<Vec<InstanceReport>>, AuditError> {
     let Some(instances) = reader.instances()? else {
         let o = opts(None);
-        return Ok(super::verify::walk(&mut |visit| reader.chain(visit), &o, cancelled)?.map(|r| vec![(None, r)]));
+        return Ok(walk_local(reader, &o, cancelled)?.map(|r| vec![(None, r)]));
     };
     let mut out = Vec::with_capacity(instances.len());
     for instance in instances {

@@ -77,19 +77,28 @@ fn value_end(b: &[u8], start: usize) -> Option<usize> {
     match *b.get(start)? {
         b'"' => string_end(b, start).map(|e| e + 1),
         b'{' | b'[' => {
-            let mut stack = vec![b[start]];
+            // The open brackets as bits (1 for `{`), innermost lowest; deeper than 64 is left
+            // to a real parser.
+            let mut open = u64::from(b[start] == b'{');
+            let mut depth = 1u32;
             let mut i = start + 1;
-            while let Some(&open) = stack.last() {
+            while depth > 0 {
                 match *b.get(i)? {
                     b'"' => i = string_end(b, i)?,
-                    c @ (b'{' | b'[') => stack.push(c),
-                    b'}' if open == b'{' => {
-                        stack.pop();
+                    c @ (b'{' | b'[') => {
+                        if depth == 64 {
+                            return None;
+                        }
+                        open = (open << 1) | u64::from(c == b'{');
+                        depth += 1;
                     }
-                    b']' if open == b'[' => {
-                        stack.pop();
+                    c @ (b'}' | b']') => {
+                        if (open & 1 == 1) != (c == b'}') {
+                            return None;
+                        }
+                        open >>= 1;
+                        depth -= 1;
                     }
-                    b'}' | b']' => return None,
                     _ => {}
                 }
                 i += 1;
@@ -125,6 +134,10 @@ mod tests {
         assert_eq!(scan(text, KEYS), Some([Some("42"), Some("\"Put\""), Some("\"ab\"")]));
         assert_eq!(scan(r#"{"seq":1}"#, KEYS), Some([Some("1"), None, None]));
         assert_eq!(scan("{}", KEYS), Some([None, None, None]));
+        // Nesting to the deepest the scan follows, and one deeper (left to a real parser).
+        let deep = |depth: usize| format!(r#"{{"a":{}{},"seq":7}}"#, "[".repeat(depth), "]".repeat(depth));
+        assert_eq!(scan(&deep(64), KEYS), Some([Some("7"), None, None]));
+        assert_eq!(scan(&deep(65), KEYS), None);
     }
 
     #[test]
@@ -149,6 +162,7 @@ mod tests {
             r#"{"a":1}x"#,          // trailing text
             r#"{"a":"unterminated}"#,
             r#"{"a":}"#,
+            r#"{"a":[1}]}"#, // crossed brackets
         ] {
             assert_eq!(scan(text, KEYS), None, "{text}");
         }

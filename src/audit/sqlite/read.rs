@@ -2,13 +2,14 @@
 //! columns and their indexes, state, and the chain walk.
 
 use std::ops::ControlFlow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, params_from_iter, types::Value as Sql};
 use serde_json::Value;
 
 use super::open_read_only;
 use crate::audit::query::{Filter, StateRow, merge};
+use crate::audit::verify::Ranged;
 use crate::audit::{AuditError, Reader, StoredEvent, StoredRecord};
 
 fn rd(e: rusqlite::Error) -> AuditError {
@@ -18,6 +19,12 @@ fn rd(e: rusqlite::Error) -> AuditError {
 /// A read-only connection to an audit database.
 pub struct SqliteReader {
     conn: Connection,
+    ranges: Ranges,
+}
+
+/// The same database, opened again per range of the chain walk.
+struct Ranges {
+    path: PathBuf,
 }
 
 impl SqliteReader {
@@ -25,6 +32,9 @@ impl SqliteReader {
     pub fn open(path: &Path) -> Result<SqliteReader, AuditError> {
         Ok(SqliteReader {
             conn: open_read_only(path)?,
+            ranges: Ranges {
+                path: path.to_path_buf(),
+            },
         })
     }
 }
@@ -126,35 +136,78 @@ impl Reader for SqliteReader {
     }
 
     fn chain(&self, visit: &mut dyn FnMut(StoredRecord<'_>) -> ControlFlow<()>) -> Result<(), AuditError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT seq, kind, event_id, event_time, event_name, event_source, body, prev_hash, hash FROM records ORDER BY seq")
-            .map_err(rd)?;
-        let mut rows = st.query([]).map_err(rd)?;
-        while let Some(r) = rows.next().map_err(rd)? {
-            let text = |i: usize| -> Result<&str, AuditError> {
-                r.get_ref(i)
-                    .map_err(rd)?
-                    .as_str()
-                    .map_err(|e| AuditError::Read(format!("column {i}: {e}")))
-            };
-            let record = StoredRecord {
-                seq: r.get::<_, i64>(0).map_err(rd)? as u64,
-                kind: text(1)?,
-                event_id: text(2)?,
-                event_time: text(3)?,
-                event_name: text(4)?,
-                event_source: text(5)?,
-                body: text(6)?,
-                prev_hash: text(7)?,
-                hash: text(8)?,
-            };
-            if visit(record).is_break() {
-                break;
-            }
-        }
-        Ok(())
+        chain_from(&self.conn, 1, visit)
     }
+
+    fn ranged(&self) -> Option<&dyn Ranged> {
+        Some(&self.ranges)
+    }
+}
+
+impl Ranged for Ranges {
+    fn checkpoint_records(&self) -> Result<Vec<(u64, String, String)>, AuditError> {
+        let conn = open_read_only(&self.path)?;
+        let mut st = conn
+            .prepare("SELECT seq, hash, body FROM records WHERE kind = 'checkpoint' ORDER BY seq")
+            .map_err(rd)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)))
+            .map_err(rd)?;
+        rows.collect::<Result<_, _>>().map_err(rd)
+    }
+
+    fn last_seq(&self) -> Result<u64, AuditError> {
+        let conn = open_read_only(&self.path)?;
+        conn.query_row("SELECT coalesce(max(seq), 0) FROM records", [], |r| r.get::<_, i64>(0))
+            .map(|s| s as u64)
+            .map_err(rd)
+    }
+
+    fn chain_from(
+        &self,
+        first: u64,
+        visit: &mut dyn FnMut(StoredRecord<'_>) -> ControlFlow<()>,
+    ) -> Result<(), AuditError> {
+        chain_from(&open_read_only(&self.path)?, first, visit)
+    }
+}
+
+/// Calls `visit` for the records with `seq >= first`, in order, until it breaks.
+fn chain_from(
+    conn: &Connection,
+    first: u64,
+    visit: &mut dyn FnMut(StoredRecord<'_>) -> ControlFlow<()>,
+) -> Result<(), AuditError> {
+    let mut st = conn
+        .prepare(
+            "SELECT seq, kind, event_id, event_time, event_name, event_source, body, prev_hash, hash FROM records
+             WHERE seq >= ?1 ORDER BY seq",
+        )
+        .map_err(rd)?;
+    let mut rows = st.query([i64::try_from(first).unwrap_or(i64::MAX)]).map_err(rd)?;
+    while let Some(r) = rows.next().map_err(rd)? {
+        let text = |i: usize| -> Result<&str, AuditError> {
+            r.get_ref(i)
+                .map_err(rd)?
+                .as_str()
+                .map_err(|e| AuditError::Read(format!("column {i}: {e}")))
+        };
+        let record = StoredRecord {
+            seq: r.get::<_, i64>(0).map_err(rd)? as u64,
+            kind: text(1)?,
+            event_id: text(2)?,
+            event_time: text(3)?,
+            event_name: text(4)?,
+            event_source: text(5)?,
+            body: text(6)?,
+            prev_hash: text(7)?,
+            hash: text(8)?,
+        };
+        if visit(record).is_break() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// The statement and arguments of a filtered query.
