@@ -15,26 +15,7 @@ use tokio::net::{TcpStream, UdpSocket};
 
 use super::DeliveryError;
 use super::when::Reason;
-
-/// How messages travel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// `tcp://`: octet-counted frames.
-    Tcp,
-    /// `tcp+tls://`: octet-counted frames inside TLS.
-    TcpTls,
-    /// `udp://`: one datagram per message.
-    Udp,
-}
-
-/// The message body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// The merged event as JSON.
-    Json,
-    /// One CEF line.
-    Cef,
-}
+pub use crate::config::alerts::{Format, Transport};
 
 /// `facility` of every message: 13, "log audit" (RFC 5424 §6.2.1).
 const FACILITY: u8 = 13;

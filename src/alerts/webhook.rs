@@ -14,6 +14,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::{DeliveryError, Secret};
+pub use crate::config::alerts::decode_secret;
 
 /// The signature header value for one attempt.
 pub fn sign(key: &Secret, id: &str, timestamp: u64, body: &[u8]) -> String {
@@ -25,20 +26,6 @@ pub fn sign(key: &Secret, id: &str, timestamp: u64, body: &[u8]) -> String {
     ctx.update(b".");
     ctx.update(body);
     format!("v1,{}", B64.encode(ctx.sign().as_ref()))
-}
-
-/// Decodes a Standard Webhooks secret: `whsec_` followed by base64 of at least 16 bytes.
-pub fn decode_secret(text: &str) -> Result<Secret, String> {
-    let b64 = text
-        .strip_prefix("whsec_")
-        .ok_or("does not hold a Standard Webhooks secret (\"whsec_\" followed by base64)")?;
-    let key = B64
-        .decode(b64)
-        .map_err(|_| "holds a secret whose part after \"whsec_\" is not base64".to_string())?;
-    if key.len() < 16 {
-        return Err(format!("holds a secret of {} bytes; at least 16 are needed", key.len()));
-    }
-    Ok(Secret::new(key))
 }
 
 /// An HTTP(S) client for one sink: one connection, kept between deliveries while it works.

@@ -11,49 +11,8 @@
 
 use serde::Deserialize;
 
+pub use crate::config::alerts::{Reason, When};
 use crate::retention::RetentionValue;
-
-/// One reason a call is alerted on, as `when` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Reason {
-    /// Refused by an enforcing guardrail.
-    Denied,
-    /// Would have been refused by a dry-run guardrail.
-    DryRunDenied,
-    /// Let through by a break-glass exemption.
-    Exempt,
-    /// A change to fewer days than the previous value.
-    Shortened,
-    /// Retention or expiry turned off.
-    TurnedOff,
-}
-
-impl Reason {
-    /// Every reason, in the order `when` lists them; the default of `when`.
-    pub const ALL: [Reason; 5] = [
-        Reason::Denied,
-        Reason::DryRunDenied,
-        Reason::Exempt,
-        Reason::Shortened,
-        Reason::TurnedOff,
-    ];
-
-    /// The name in `when`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Denied => "denied",
-            Reason::DryRunDenied => "dry_run_denied",
-            Reason::Exempt => "exempt",
-            Reason::Shortened => "shortened",
-            Reason::TurnedOff => "turned_off",
-        }
-    }
-
-    /// Parses a `when` entry.
-    pub fn parse(s: &str) -> Option<Reason> {
-        Reason::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-}
 
 /// The fields of an event that `when` looks at; everything else is skipped unread.
 #[derive(Debug, Deserialize, Default)]
@@ -125,27 +84,6 @@ pub fn shortened(previous: RetentionValue, new: RetentionValue) -> bool {
         (RetentionValue::Days(p), RetentionValue::Days(n)) => n < p,
         (RetentionValue::Off, RetentionValue::Days(_)) => true,
         _ => false,
-    }
-}
-
-/// A sink's `when`: the reasons it is told about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct When(Vec<Reason>);
-
-impl When {
-    /// All five reasons (`when` omitted).
-    pub fn all() -> When {
-        When(Reason::ALL.to_vec())
-    }
-
-    /// The given reasons.
-    pub fn of(reasons: Vec<Reason>) -> When {
-        When(reasons)
-    }
-
-    /// The reasons of `found` this sink is told about; empty when it is not.
-    pub fn select(&self, found: &[Reason]) -> Vec<Reason> {
-        found.iter().copied().filter(|r| self.0.contains(r)).collect()
     }
 }
 

@@ -15,6 +15,7 @@ use crate::http::headers::normalise_host;
 use crate::policy::guardrail::{self, Guardrail};
 use crate::vendors::sigv4_verify::ClientKeys;
 
+pub mod alerts;
 pub mod central;
 pub use central::{Central, ShipMode};
 
@@ -37,7 +38,7 @@ pub struct RawConfig {
     /// Organisation guardrails, evaluated in order.
     pub guardrails: Vec<guardrail::RawGuardrail>,
     /// Alert sinks (SPEC §11).
-    pub alerts: Vec<crate::alerts::RawAlert>,
+    pub alerts: Vec<alerts::RawAlert>,
 }
 
 /// `[slack]`
@@ -499,7 +500,7 @@ pub struct Config {
     /// Compiled `[[guardrails]]`.
     pub guardrails: Vec<Guardrail>,
     /// Validated `[[alerts]]`, their secrets read.
-    pub alerts: Vec<crate::alerts::Sink>,
+    pub alerts: Vec<alerts::Sink>,
     /// The raw form with defaults filled in, for `check-config`.
     pub raw: RawConfig,
 }
@@ -678,7 +679,7 @@ impl Config {
                 bad("server.admin_token_file", "must name a file (or be left out)".into());
                 None
             }
-            (None, Some(file)) => crate::alerts::read_secret_file(Path::new(file))
+            (None, Some(file)) => alerts::read_secret_file(Path::new(file))
                 .map_err(|e| bad("server.admin_token_file", e))
                 .ok(),
         };
@@ -957,7 +958,7 @@ impl Config {
             if !a.id.is_empty() && !sink_ids.insert(a.id.clone()) {
                 bad(&format!("alerts[{i}].id"), format!("{:?} is used twice", a.id));
             }
-            match crate::alerts::Sink::compile(a) {
+            match alerts::Sink::compile(a) {
                 Ok(sink) => alerts.push(sink),
                 Err(errs) => {
                     for (k, r) in errs {
