@@ -14,10 +14,8 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,106 +23,21 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use serde_json::{Value, json};
-use support::binary::{self, BinaryProxy, BinaryProxyOpts};
+use support::binary::{self};
 use support::clients::slack_form;
-use support::fake_vendor::{
-    self, EXAMPLE_ACCESS_KEY_ID, EXAMPLE_SECRET_ACCESS_KEY, FakeVendor, FakeVendorOpts, SimpleResponse,
+use support::fake_vendor::{EXAMPLE_ACCESS_KEY_ID, EXAMPLE_SECRET_ACCESS_KEY, FakeVendor};
+use support::fixtures::{ACCOUNT, SLACK_SET, SLACK_TOKEN};
+use support::fleet::{
+    CALL, Instance, SHIPPED, assert_fleet_intact, assert_slack_ok, assert_whole_chains, central_counts, central_toml,
+    cli, event_ids, fleet_verify, local_records, readyz_becomes, send, set_retention, vendor, wait_shipped,
 };
-use support::fixtures::{ACCOUNT, PROXY_ACCESS_KEY_ID, PROXY_SECRET_ACCESS_KEY, SLACK_SET, SLACK_TOKEN};
 use support::postgres::Postgres;
 use support::sigv4::{self, SigningParams};
-use support::toml_str;
 use tokio::task::{JoinSet, block_in_place};
-use tokio_postgres::Client;
-
-/// How long shipping may take to catch up.
-const SHIPPED: Duration = Duration::from_secs(60);
-/// Deadline for one call through a proxy.
-const CALL: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------------------------------
 // The fleet
 // ---------------------------------------------------------------------------------------------
-
-/// `[audit.central]` for `url` in `mode`, plus `extra` lines of that table.
-fn central_toml(url: &str, mode: &str, extra: &str) -> String {
-    format!("[audit.central]\nurl = {}\nmode = \"{mode}\"\n{extra}\n", toml_str(url))
-}
-
-/// A fake vendor that accepts any Slack token and the proxy's re-signed AWS calls.
-async fn vendor() -> FakeVendor {
-    FakeVendor::start(FakeVendorOpts::with_example_key().secret(PROXY_ACCESS_KEY_ID, PROXY_SECRET_ACCESS_KEY)).await
-}
-
-/// One proxy of the fleet: the binary, its `[audit] proxy_instance`, its own directory (and
-/// so its own SQLite file), kept across restarts.
-struct Instance {
-    name: String,
-    opts: BinaryProxyOpts,
-    proxy: BinaryProxy,
-    dir: tempfile::TempDir,
-}
-
-impl Instance {
-    /// Starts `retention-proxy serve` named `name` in a new directory, in front of `fake`,
-    /// with `central` (the `[audit.central]` table).
-    async fn start(fake: &FakeVendor, name: &str, central: &str) -> Instance {
-        let dir = tempfile::tempdir().unwrap();
-        let mut opts = BinaryProxyOpts::new(&fake.url());
-        opts.audit_toml = format!("proxy_instance = {}", toml_str(name));
-        opts.extra_toml = central.to_string();
-        let proxy = BinaryProxy::start(dir.path(), &opts).await;
-        Instance {
-            name: name.to_string(),
-            opts,
-            proxy,
-            dir,
-        }
-    }
-
-    /// Starts the binary again on the same directory, configuration and SQLite file.
-    async fn restart(&mut self) {
-        self.proxy.kill();
-        self.proxy = BinaryProxy::start(self.dir.path(), &self.opts).await;
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.proxy.addr
-    }
-
-    fn db(&self) -> &Path {
-        &self.proxy.db
-    }
-}
-
-/// Slack `admin.conversations.setCustomRetention` through the proxy at `addr` (reverse mode).
-async fn set_retention(addr: SocketAddr, channel: &str, days: u32) -> SimpleResponse {
-    let req = slack_form(
-        SLACK_SET,
-        &format!("channel_id={channel}&duration_days={days}"),
-        Some(SLACK_TOKEN),
-        &[],
-    );
-    send(addr, req).await
-}
-
-/// Sends a request to a proxy, panicking on a transport failure or after [`CALL`].
-async fn send(addr: SocketAddr, req: Request<Bytes>) -> SimpleResponse {
-    tokio::time::timeout(CALL, fake_vendor::send(addr, req))
-        .await
-        .unwrap_or_else(|_| panic!("a call through {addr} timed out"))
-        .unwrap_or_else(|e| panic!("a call through {addr} failed: {e}"))
-}
-
-/// Asserts that Slack answered a change with `ok: true`.
-fn assert_slack_ok(r: &SimpleResponse, what: &str) {
-    assert!(
-        r.status == 200 && r.json()["ok"] == true,
-        "{what}: {} {}",
-        r.status,
-        String::from_utf8_lossy(&r.body)
-    );
-}
 
 /// Chime `PutRetentionSettings` for `account`, signed by the client for the proxy's host
 /// (reverse mode; the proxy re-signs it with its own key).
@@ -168,180 +81,6 @@ async fn wait_sets(fake: &FakeVendor, n: usize) {
     while sets_received(fake) < n {
         assert!(Instant::now() < deadline, "the load stalled below {n} calls");
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reading the local logs and the central store
-// ---------------------------------------------------------------------------------------------
-
-/// `audit …` with `args`, run without blocking the test's runtime.
-async fn cli(args: &[&str]) -> Output {
-    binary::run_async(args.iter().map(|s| s.to_string()).collect()).await
-}
-
-/// How many records an instance's local log holds (`audit verify` on its SQLite file, which
-/// must be intact).
-async fn local_records(db: &Path) -> u64 {
-    let o = cli(&["audit", "verify", "--db", &db.display().to_string()]).await;
-    let out = binary::stdout(&o);
-    assert!(
-        o.status.success(),
-        "the local log {db:?} does not verify: {out}{}",
-        binary::stderr(&o)
-    );
-    out.lines()
-        .find_map(|l| {
-            l.strip_prefix("audit chain intact: ")?
-                .strip_suffix(" records verified")
-        })
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no record count in the local verify output: {out}"))
-}
-
-/// The event ids `audit query --db DB [ARGS…] --format json` returns.
-fn event_ids(db: &str, args: &[&str]) -> BTreeSet<String> {
-    block_in_place(|| binary::query_json(Path::new(db), args))
-        .iter()
-        .map(|e| e["eventID"].as_str().expect("an eventID").to_string())
-        .collect()
-}
-
-/// What the central store holds for one instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct Shipped {
-    /// `count(*)`.
-    count: i64,
-    /// `count(DISTINCT seq)`.
-    distinct: i64,
-    /// `min(seq)`.
-    min: i64,
-    /// `max(seq)`.
-    max: i64,
-}
-
-/// Per instance, what `audit_records` holds (empty until the table exists).
-async fn central_counts(db: &Client) -> BTreeMap<String, Shipped> {
-    let rows = db
-        .query(
-            "SELECT instance::text, count(*)::bigint, count(DISTINCT seq)::bigint, \
-             min(seq)::bigint, max(seq)::bigint FROM audit_records GROUP BY instance",
-            &[],
-        )
-        .await;
-    match rows {
-        Ok(rows) => rows
-            .iter()
-            .map(|r| {
-                (
-                    r.get::<_, String>(0),
-                    Shipped {
-                        count: r.get(1),
-                        distinct: r.get(2),
-                        min: r.get(3),
-                        max: r.get(4),
-                    },
-                )
-            })
-            .collect(),
-        // The first proxy has not created the table yet.
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => BTreeMap::new(),
-        Err(e) => panic!("read audit_records: {e}"),
-    }
-}
-
-/// Waits until the central store holds at least as many records of each instance as its
-/// local log; returns the local counts. Panics at the deadline with what is missing and the
-/// instances' logs.
-async fn wait_shipped(db: &Client, fleet: &[&Instance]) -> BTreeMap<String, u64> {
-    let deadline = Instant::now() + SHIPPED;
-    loop {
-        let mut local = BTreeMap::new();
-        for i in fleet {
-            local.insert(i.name.clone(), local_records(i.db()).await);
-        }
-        let central = central_counts(db).await;
-        let behind: Vec<String> = local
-            .iter()
-            .filter(|(name, n)| central.get(*name).map_or(0, |s| s.count) < **n as i64)
-            .map(|(name, n)| format!("{name}: {} of {n}", central.get(name).map_or(0, |s| s.count)))
-            .collect();
-        if behind.is_empty() {
-            return local;
-        }
-        if Instant::now() >= deadline {
-            let logs: Vec<String> = fleet
-                .iter()
-                .map(|i| format!("--- {} ---\n{}", i.name, i.proxy.log_text()))
-                .collect();
-            panic!(
-                "the central store did not catch up within {SHIPPED:?}: {}\n{}",
-                behind.join(", "),
-                logs.join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Asserts that the central store holds exactly `local[name]` records of each instance,
-/// numbered 1..=N, each once.
-async fn assert_whole_chains(db: &Client, local: &BTreeMap<String, u64>) {
-    let central = central_counts(db).await;
-    for (name, n) in local {
-        let n = *n as i64;
-        let want = Shipped {
-            count: n,
-            distinct: n,
-            min: 1,
-            max: n,
-        };
-        assert_eq!(
-            central.get(name).copied().unwrap_or_default(),
-            want,
-            "instance {name}: the central chain is not seq 1..={n}, each once"
-        );
-    }
-}
-
-/// `audit verify --db URL`.
-async fn fleet_verify(url: &str) -> Output {
-    cli(&["audit", "verify", "--db", url]).await
-}
-
-/// Asserts that `audit verify` on the central store exits 0 and prints exactly one
-/// `instance NAME: audit chain intact: N records verified` line per instance of `local`.
-async fn assert_fleet_intact(url: &str, local: &BTreeMap<String, u64>) {
-    let o = fleet_verify(url).await;
-    let out = binary::stdout(&o);
-    assert!(
-        o.status.success(),
-        "audit verify on the central store failed ({:?}):\n{out}{}",
-        o.status,
-        binary::stderr(&o)
-    );
-    let mut got: Vec<String> = out
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_string)
-        .collect();
-    got.sort();
-    let want: Vec<String> = local
-        .iter()
-        .map(|(name, n)| format!("instance {name}: audit chain intact: {n} records verified"))
-        .collect();
-    assert_eq!(got, want, "audit verify --db postgres://… output");
-}
-
-/// Polls `/readyz` of `proxy` until it answers `want`; the last answer.
-async fn readyz_becomes(proxy: &BinaryProxy, want: u16) -> (u16, String) {
-    let deadline = Instant::now() + SHIPPED;
-    loop {
-        let got = proxy.admin_get("/readyz").await.unwrap_or((0, String::new()));
-        if got.0 == want || Instant::now() >= deadline {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -21,106 +21,27 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::Request;
 use retention_proxy::audit::postgres::{SCHEMA, TABLES};
 use serde_json::Value;
 use support::binary::{self, BinaryProxy, BinaryProxyOpts};
 use support::clients::slack_form;
-use support::fake_vendor::{self, FakeVendor, FakeVendorOpts, SimpleResponse};
-use support::fixtures::{PROXY_ACCESS_KEY_ID, PROXY_SECRET_ACCESS_KEY, SLACK_GET, SLACK_SET, SLACK_TOKEN};
+use support::fake_vendor::{FakeVendor, SimpleResponse};
+use support::fixtures::{SLACK_GET, SLACK_SET, SLACK_TOKEN};
+use support::fleet::{
+    Instance, SHIPPED, assert_fleet_intact, assert_slack_ok, central_counts, central_toml, cli, event_ids, events,
+    local_records, readyz_becomes, send, set_retention, text, vendor, wait_whole_chains,
+};
 use support::postgres::{DATABASE, Postgres, ROLE, ServerTls, WRITER_ROLE};
 use support::tls::TestCa;
 use support::toml_str;
 use tokio::task::block_in_place;
 use tokio_postgres::Client;
 
-/// How long shipping, readiness or a log line may take to show.
-const SHIPPED: Duration = Duration::from_secs(60);
-/// Deadline for one call through a proxy.
-const CALL: Duration = Duration::from_secs(20);
-
 // ---------------------------------------------------------------------------------------------
 // The fleet
 // ---------------------------------------------------------------------------------------------
-
-/// `[audit.central]` for `url` in `mode`, plus `extra` lines of that table.
-fn central_toml(url: &str, mode: &str, extra: &str) -> String {
-    format!("[audit.central]\nurl = {}\nmode = \"{mode}\"\n{extra}\n", toml_str(url))
-}
-
-/// A fake vendor that accepts any Slack token and the proxy's re-signed AWS calls.
-async fn vendor() -> FakeVendor {
-    FakeVendor::start(FakeVendorOpts::with_example_key().secret(PROXY_ACCESS_KEY_ID, PROXY_SECRET_ACCESS_KEY)).await
-}
-
-/// One proxy of the fleet: the binary, its `proxy_instance`, its own directory and SQLite file.
-struct Instance {
-    name: String,
-    proxy: BinaryProxy,
-    _dir: tempfile::TempDir,
-}
-
-impl Instance {
-    /// Starts `retention-proxy serve` named `name` in front of `fake`, failing `fail_mode`,
-    /// with `central` (the `[audit.central]` table).
-    async fn start(fake: &FakeVendor, name: &str, fail_mode: &'static str, central: &str) -> Instance {
-        let mut opts = BinaryProxyOpts::new(&fake.url());
-        opts.fail_mode = fail_mode;
-        Instance::start_with(name, opts, central).await
-    }
-
-    /// Starts the binary with `opts`, named `name`, with `central`.
-    async fn start_with(name: &str, mut opts: BinaryProxyOpts, central: &str) -> Instance {
-        let dir = tempfile::tempdir().unwrap();
-        opts.audit_toml = format!("proxy_instance = {}", toml_str(name));
-        opts.extra_toml = central.to_string();
-        let proxy = BinaryProxy::start(dir.path(), &opts).await;
-        Instance {
-            name: name.to_string(),
-            proxy,
-            _dir: dir,
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.proxy.addr
-    }
-
-    fn db(&self) -> &Path {
-        &self.proxy.db
-    }
-
-    /// Asserts that the process still runs and answers `/healthz`.
-    async fn assert_alive(&mut self, what: &str) {
-        assert!(
-            self.proxy.try_exit().is_none(),
-            "{what}: instance {} exited: {:?}\n{}",
-            self.name,
-            self.proxy.try_exit(),
-            self.proxy.log_text()
-        );
-        let (status, body) = self.proxy.admin_get("/healthz").await.expect("GET /healthz");
-        assert_eq!(status, 200, "{what}: /healthz of {}: {body}", self.name);
-    }
-}
-
-/// Sends a request to a proxy, panicking on a transport failure or after [`CALL`].
-async fn send(addr: SocketAddr, req: Request<Bytes>) -> SimpleResponse {
-    tokio::time::timeout(CALL, fake_vendor::send(addr, req))
-        .await
-        .unwrap_or_else(|_| panic!("a call through {addr} timed out"))
-        .unwrap_or_else(|e| panic!("a call through {addr} failed: {e}"))
-}
-
-/// Slack `admin.conversations.setCustomRetention` (a change) through the proxy at `addr`.
-async fn set_retention(addr: SocketAddr, channel: &str, days: u32) -> SimpleResponse {
-    let form = format!("channel_id={channel}&duration_days={days}");
-    send(addr, slack_form(SLACK_SET, &form, Some(SLACK_TOKEN), &[])).await
-}
 
 /// Slack `admin.conversations.getCustomRetention` (a read) through the proxy at `addr`.
 async fn get_retention(addr: SocketAddr, channel: &str) -> SimpleResponse {
@@ -132,20 +53,6 @@ async fn get_retention(addr: SocketAddr, channel: &str) -> SimpleResponse {
 async fn post_message(addr: SocketAddr) -> SimpleResponse {
     let req = slack_form("/api/chat.postMessage", "channel=C1&text=hello", Some(SLACK_TOKEN), &[]);
     send(addr, req).await
-}
-
-fn text(r: &SimpleResponse) -> String {
-    String::from_utf8_lossy(&r.body).into_owned()
-}
-
-/// Asserts that Slack answered with `ok: true`.
-fn assert_slack_ok(r: &SimpleResponse, what: &str) {
-    assert!(
-        r.status == 200 && r.json()["ok"] == true,
-        "{what}: {} {}",
-        r.status,
-        text(r)
-    );
 }
 
 /// Asserts the vendor's "service unavailable" shape for a refused Slack change.
@@ -163,128 +70,6 @@ fn received(fake: &FakeVendor, path: &str) -> usize {
 // ---------------------------------------------------------------------------------------------
 // Reading the local logs and the central store
 // ---------------------------------------------------------------------------------------------
-
-/// The binary with `args`, run without blocking the test's runtime.
-async fn cli(args: &[&str]) -> Output {
-    binary::run_async(args.iter().map(|s| s.to_string()).collect()).await
-}
-
-/// How many records a local log holds (`audit verify` on it, which must pass).
-async fn local_records(db: &Path) -> u64 {
-    let o = cli(&["audit", "verify", "--db", &db.display().to_string()]).await;
-    let out = binary::stdout(&o);
-    assert!(
-        o.status.success(),
-        "the local log {db:?} does not verify: {out}{}",
-        binary::stderr(&o)
-    );
-    out.lines()
-        .find_map(|l| {
-            l.strip_prefix("audit chain intact: ")?
-                .strip_suffix(" records verified")
-        })
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no record count in the local verify output: {out}"))
-}
-
-/// `audit query --db DB --format json ARGS…`.
-fn events(db: &str, args: &[&str]) -> Vec<Value> {
-    block_in_place(|| binary::query_json(Path::new(db), args))
-}
-
-/// The event ids of `audit query --db DB ARGS…`.
-fn event_ids(db: &str, args: &[&str]) -> BTreeSet<String> {
-    events(db, args)
-        .iter()
-        .map(|e| e["eventID"].as_str().expect("an eventID").to_string())
-        .collect()
-}
-
-/// Per instance: `count(*)`, `count(DISTINCT seq)`, `min(seq)`, `max(seq)` of `audit_records`.
-async fn central_counts(db: &Client) -> BTreeMap<String, (i64, i64, i64, i64)> {
-    db.query(
-        "SELECT instance, count(*)::bigint, count(DISTINCT seq)::bigint, min(seq)::bigint, max(seq)::bigint \
-         FROM audit_records GROUP BY instance",
-        &[],
-    )
-    .await
-    .expect("read audit_records")
-    .iter()
-    .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4))))
-    .collect()
-}
-
-/// Waits until the central store holds as many records of each instance as its local log,
-/// then asserts each chain is exactly seq 1..=N once; returns the local counts.
-async fn wait_shipped(db: &Client, fleet: &[&Instance]) -> BTreeMap<String, u64> {
-    let deadline = Instant::now() + SHIPPED;
-    loop {
-        let mut local = BTreeMap::new();
-        for i in fleet {
-            local.insert(i.name.clone(), local_records(i.db()).await);
-        }
-        let central = central_counts(db).await;
-        let behind: Vec<String> = local
-            .iter()
-            .filter(|(name, n)| central.get(*name).map_or(0, |c| c.0) < **n as i64)
-            .map(|(name, n)| format!("{name}: {} of {n}", central.get(name).map_or(0, |c| c.0)))
-            .collect();
-        if behind.is_empty() {
-            for (name, n) in &local {
-                let n = *n as i64;
-                assert_eq!(
-                    central.get(name).copied(),
-                    Some((n, n, 1, n)),
-                    "instance {name}: the central chain is not seq 1..={n}, each once"
-                );
-            }
-            return local;
-        }
-        if Instant::now() >= deadline {
-            let logs: Vec<String> = fleet
-                .iter()
-                .map(|i| format!("--- {} ---\n{}", i.name, i.proxy.log_text()))
-                .collect();
-            panic!(
-                "the central store did not catch up within {SHIPPED:?}: {}\n{}",
-                behind.join(", "),
-                logs.join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Asserts that `audit verify --db URL` exits 0 with exactly one intact line per instance.
-async fn assert_fleet_intact(url: &str, local: &BTreeMap<String, u64>) {
-    let o = cli(&["audit", "verify", "--db", url]).await;
-    let out = binary::stdout(&o);
-    assert!(
-        o.status.success(),
-        "audit verify on the central store failed ({:?}):\n{out}{}",
-        o.status,
-        binary::stderr(&o)
-    );
-    let mut got: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
-    got.sort();
-    let want: Vec<String> = local
-        .iter()
-        .map(|(name, n)| format!("instance {name}: audit chain intact: {n} records verified"))
-        .collect();
-    assert_eq!(got, want, "audit verify --db postgres://… output");
-}
-
-/// Polls `/readyz` until it answers `want`; the last answer (the caller asserts on it).
-async fn readyz_becomes(proxy: &BinaryProxy, want: u16) -> (u16, String) {
-    let deadline = Instant::now() + SHIPPED;
-    loop {
-        let got = proxy.admin_get("/readyz").await.unwrap_or((0, String::new()));
-        if got.0 == want || Instant::now() >= deadline {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Polls the proxy's log until a line contains every one of `parts`; that line.
 async fn log_line(proxy: &BinaryProxy, parts: &[&str]) -> String {
@@ -368,14 +153,14 @@ async fn a_least_privilege_role_ships_and_one_without_create_rights_is_told_what
     );
 
     // That role ships every record of an instance, index tables included.
-    let lp = Instance::start(&fake, "lp", "closed", &central_toml(&writer_url, "async", "")).await;
+    let lp = Instance::start_failing(&fake, "lp", "closed", &central_toml(&writer_url, "async", "")).await;
     for i in 0..3u32 {
         assert_slack_ok(
             &set_retention(lp.addr(), &format!("CLP{i}"), 30 + i).await,
             "through lp",
         );
     }
-    let local = wait_shipped(&db, &[&lp]).await;
+    let local = wait_whole_chains(&db, &[&lp]).await;
     assert_eq!(local["lp"], 6, "three changes, a request and an outcome record each");
     assert_fleet_intact(&writer_url, &local).await;
     for t in ["audit_actors", "audit_resources", "audit_observed"] {
@@ -427,7 +212,7 @@ async fn a_least_privilege_role_ships_and_one_without_create_rights_is_told_what
 
     // Sync: at start, the log names the missing tables and /readyz is 503 with the reason;
     // changes are refused, nothing is forwarded, the process keeps running.
-    let mut ns = Instance::start(&fake, "ns", "closed", &central_toml(&empty_url, "sync", "")).await;
+    let mut ns = Instance::start_failing(&fake, "ns", "closed", &central_toml(&empty_url, "sync", "")).await;
     let line = log_line(&ns.proxy, &["cannot create the central tables", missing]).await;
     assert!(line.contains("permission denied for schema public"), "{line}");
     let (status, body) = readyz_becomes(&ns.proxy, 503).await;
@@ -449,7 +234,7 @@ async fn a_least_privilege_role_ships_and_one_without_create_rights_is_told_what
 
     // Async with max_lag 1s: the same log line at start; a change goes through (committed
     // locally), then /readyz turns 503 for the lag, naming the missing tables.
-    let mut na = Instance::start(
+    let mut na = Instance::start_failing(
         &fake,
         "na",
         "closed",
@@ -495,8 +280,8 @@ async fn an_admin_only_console_reads_the_fleet_and_needs_a_central_store() {
     let pg = block_in_place(Postgres::start);
     let fake = vendor().await;
     let central = central_toml(&pg.url(), "async", "");
-    let a = Instance::start(&fake, "a", "closed", &central).await;
-    let b = Instance::start(&fake, "b", "closed", &central).await;
+    let a = Instance::start_failing(&fake, "a", "closed", &central).await;
+    let b = Instance::start_failing(&fake, "b", "closed", &central).await;
     for i in 0..2u32 {
         assert_slack_ok(&set_retention(a.addr(), &format!("CA{i}"), 30 + i).await, "through a");
     }
@@ -504,7 +289,7 @@ async fn an_admin_only_console_reads_the_fleet_and_needs_a_central_store() {
         assert_slack_ok(&set_retention(b.addr(), &format!("CB{i}"), 40 + i).await, "through b");
     }
     let db = pg.superuser_client().await;
-    let local = wait_shipped(&db, &[&a, &b]).await;
+    let local = wait_whole_chains(&db, &[&a, &b]).await;
     let a_ids = event_ids(&a.db().display().to_string(), &[]);
     let b_ids = event_ids(&b.db().display().to_string(), &[]);
     assert_eq!((a_ids.len(), b_ids.len()), (2, 3), "one event per call locally");
@@ -623,8 +408,8 @@ async fn past_max_lag_changes_are_refused_failing_closed_and_pass_failing_open()
     let mut pg = block_in_place(Postgres::start);
     let fake = vendor().await;
     let central = central_toml(&pg.url(), "async", "max_lag = \"1s\"");
-    let closed = Instance::start(&fake, "closed", "closed", &central).await;
-    let open = Instance::start(&fake, "open", "open", &central).await;
+    let closed = Instance::start_failing(&fake, "closed", "closed", &central).await;
+    let open = Instance::start_failing(&fake, "open", "open", &central).await;
     let db = pg.superuser_client().await;
 
     for inst in [&closed, &open] {
@@ -633,7 +418,7 @@ async fn past_max_lag_changes_are_refused_failing_closed_and_pass_failing_open()
             "before the outage",
         );
     }
-    wait_shipped(&db, &[&closed, &open]).await;
+    wait_whole_chains(&db, &[&closed, &open]).await;
     drop(db);
     for inst in [&closed, &open] {
         let (status, body) = inst.proxy.admin_get("/readyz").await.expect("GET /readyz");
@@ -706,7 +491,7 @@ async fn past_max_lag_changes_are_refused_failing_closed_and_pass_failing_open()
         );
     }
     let db = pg.superuser_client().await;
-    let local = wait_shipped(&db, &[&closed, &open]).await;
+    let local = wait_whole_chains(&db, &[&closed, &open]).await;
     assert_fleet_intact(&pg.url(), &local).await;
     for inst in [&closed, &open] {
         assert_eq!(
@@ -753,10 +538,10 @@ async fn the_database_password_never_shows() {
 
     // A working instance with the password in the URL, one with a password_file, and one
     // with a wrong password.
-    let p = Instance::start(&fake, "p", "closed", &central_toml(&pg.url(), "async", "")).await;
+    let p = Instance::start_failing(&fake, "p", "closed", &central_toml(&pg.url(), "async", "")).await;
     let pw_file = tempfile::NamedTempFile::new().unwrap();
     pg.write_password_file(pw_file.path());
-    let f = Instance::start(
+    let f = Instance::start_failing(
         &fake,
         "f",
         "closed",
@@ -767,7 +552,7 @@ async fn the_database_password_never_shows() {
         ),
     )
     .await;
-    let w = Instance::start(&fake, "w", "closed", &central_toml(&wrong_url, "async", "")).await;
+    let w = Instance::start_failing(&fake, "w", "closed", &central_toml(&wrong_url, "async", "")).await;
     for inst in [&p, &f, &w] {
         assert_slack_ok(
             &set_retention(inst.addr(), &format!("CPW{}", inst.name), 30).await,
@@ -775,7 +560,7 @@ async fn the_database_password_never_shows() {
         );
     }
     let db = pg.superuser_client().await;
-    wait_shipped(&db, &[&p, &f]).await;
+    wait_whole_chains(&db, &[&p, &f]).await;
     // The wrong password fails to authenticate, and says so, naming the database.
     let line = log_line(
         &w.proxy,
@@ -933,14 +718,14 @@ async fn with_its_ca_file_an_instance_ships_over_tls() {
     let ca_line = ca_file_line(&dir.path().join("central-ca.pem"), &ca);
     let password = pg.password().to_string();
 
-    let req = Instance::start(
+    let req = Instance::start_failing(
         &fake,
         "req",
         "closed",
         &central_toml(&with_sslmode(&pg.url(), "require"), "async", &ca_line),
     )
     .await;
-    let pref = Instance::start(
+    let pref = Instance::start_failing(
         &fake,
         "pref",
         "closed",
@@ -969,7 +754,7 @@ async fn with_its_ca_file_an_instance_ships_over_tls() {
     assert_eq!(received(&fake, SLACK_SET), sets + 4, "every change was forwarded");
 
     let db = pg.superuser_client().await;
-    let local = wait_shipped(&db, &[&req, &pref]).await;
+    let local = wait_whole_chains(&db, &[&req, &pref]).await;
     assert_eq!(
         local,
         BTreeMap::from([("pref".to_string(), 4), ("req".to_string(), 4)]),
@@ -1062,8 +847,8 @@ async fn a_certificate_from_another_ca_is_refused_and_the_log_says_why() {
     let url = with_sslmode(&pg.url(), "require");
     let shown = format!("{ROLE}@127.0.0.1:{}/{DATABASE}", pg.port());
 
-    let sync = Instance::start(&fake, "sync", "closed", &central_toml(&url, "sync", &ca_line)).await;
-    let lagging = Instance::start(
+    let sync = Instance::start_failing(&fake, "sync", "closed", &central_toml(&url, "sync", &ca_line)).await;
+    let lagging = Instance::start_failing(
         &fake,
         "async",
         "closed",
@@ -1153,7 +938,7 @@ async fn a_plaintext_connection_to_a_tls_only_server_is_refused_and_said_why() {
     let refusal =
         format!("no pg_hba.conf entry for host \"127.0.0.1\", user \"{ROLE}\", database \"{DATABASE}\", no encryption");
 
-    let plain = Instance::start(
+    let plain = Instance::start_failing(
         &fake,
         "plain",
         "closed",

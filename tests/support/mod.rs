@@ -13,6 +13,7 @@
 //! - [`checks`]: soft assertions that must be finished;
 //! - [`receivers`]: alert receivers (webhook, Splunk HEC, a real rsyslogd, a black hole);
 //! - [`postgres`]: a throw-away PostgreSQL cluster for the central audit store;
+//! - [`fleet`]: proxies of one fleet shipping to it, and what it holds;
 //! - [`seeded`]: audit databases of thousands of calls, written through the library.
 
 #![allow(dead_code)]
@@ -22,6 +23,7 @@ pub mod checks;
 pub mod clients;
 pub mod fake_vendor;
 pub mod fixtures;
+pub mod fleet;
 pub mod in_process;
 pub mod modes;
 pub mod postgres;

@@ -16,6 +16,14 @@ fn rd(e: rusqlite::Error) -> AuditError {
     AuditError::Read(e.to_string())
 }
 
+/// Column `i` of a row as text, borrowed from the row.
+fn text<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> Result<&'r str, AuditError> {
+    r.get_ref(i)
+        .map_err(rd)?
+        .as_str()
+        .map_err(|e| AuditError::Read(format!("column {i}: {e}")))
+}
+
 /// A read-only connection to an audit database.
 pub struct SqliteReader {
     conn: Connection,
@@ -51,17 +59,11 @@ impl Reader for SqliteReader {
         while let Some(r) = rows.next().map_err(rd)? {
             let seq = r.get::<_, i64>(0).map_err(rd)? as u64;
             // Borrowed from the row: no copy of the texts before they are parsed.
-            let text = |i: usize| -> Result<&str, AuditError> {
-                r.get_ref(i)
-                    .map_err(rd)?
-                    .as_str()
-                    .map_err(|e| AuditError::Read(format!("column {i}: {e}")))
-            };
             let outcome = match r.get_ref(3).map_err(rd)? {
                 rusqlite::types::ValueRef::Null => None,
-                _ => Some(text(3)?),
+                _ => Some(text(r, 3)?),
             };
-            visit(seq, merge(text(1)?, text(2)?, outcome))?;
+            visit(seq, merge(text(r, 1)?, text(r, 2)?, outcome))?;
         }
         Ok(())
     }
@@ -75,21 +77,15 @@ impl Reader for SqliteReader {
         let mut st = self.conn.prepare(&sql).map_err(rd)?;
         let mut rows = st.query(params_from_iter(args)).map_err(rd)?;
         while let Some(r) = rows.next().map_err(rd)? {
-            let text = |i: usize| -> Result<&str, AuditError> {
-                r.get_ref(i)
-                    .map_err(rd)?
-                    .as_str()
-                    .map_err(|e| AuditError::Read(format!("column {i}: {e}")))
-            };
             let outcome = match r.get_ref(3).map_err(rd)? {
                 rusqlite::types::ValueRef::Null => None,
-                _ => Some(text(3)?),
+                _ => Some(text(r, 3)?),
             };
             visit(StoredEvent {
                 seq: r.get::<_, i64>(0).map_err(rd)? as u64,
-                event_time: text(4)?,
-                request: text(1)?,
-                hash: text(2)?,
+                event_time: text(r, 4)?,
+                request: text(r, 1)?,
+                hash: text(r, 2)?,
                 outcome,
             })?;
         }
@@ -186,22 +182,16 @@ fn chain_from(
         .map_err(rd)?;
     let mut rows = st.query([i64::try_from(first).unwrap_or(i64::MAX)]).map_err(rd)?;
     while let Some(r) = rows.next().map_err(rd)? {
-        let text = |i: usize| -> Result<&str, AuditError> {
-            r.get_ref(i)
-                .map_err(rd)?
-                .as_str()
-                .map_err(|e| AuditError::Read(format!("column {i}: {e}")))
-        };
         let record = StoredRecord {
             seq: r.get::<_, i64>(0).map_err(rd)? as u64,
-            kind: text(1)?,
-            event_id: text(2)?,
-            event_time: text(3)?,
-            event_name: text(4)?,
-            event_source: text(5)?,
-            body: text(6)?,
-            prev_hash: text(7)?,
-            hash: text(8)?,
+            kind: text(r, 1)?,
+            event_id: text(r, 2)?,
+            event_time: text(r, 3)?,
+            event_name: text(r, 4)?,
+            event_source: text(r, 5)?,
+            body: text(r, 6)?,
+            prev_hash: text(r, 7)?,
+            hash: text(r, 8)?,
         };
         if visit(record).is_break() {
             break;
